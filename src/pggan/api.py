@@ -1,0 +1,107 @@
+"""Using a trained generator from Python: ``pggan.load_generator(path).generate(seeds=[0, 1, 2])``."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import NetworkConfig
+from .networks import Generator
+from .training.checkpoint import CheckpointError, checkpoint_config, load_checkpoint, load_state, read_generator
+from .training.images import to_uint8
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-3,10' -> [0, 1, 2, 3, 10]; ranges are inclusive."""
+    seeds = []
+    for part in str(text).split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
+        if not m:
+            raise ValueError(f"cannot read seeds '{text}': use numbers and inclusive ranges, e.g. 0-99,200")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        if hi < lo:
+            raise ValueError(f"seed range '{part}' runs backwards; write it as {hi}-{lo}")
+        seeds.extend(range(lo, hi + 1))
+    return seeds
+
+
+def latents_for_seeds(seeds, z_dim: int, truncate: float | None = None) -> torch.Tensor:
+    """One latent per seed, the same for the same seed every time; optional truncation by resampling."""
+    out = []
+    for s in seeds:
+        g = torch.Generator().manual_seed(int(s))
+        z = torch.randn(z_dim, generator=g)
+        if truncate is not None:
+            bad = z.abs() > truncate
+            while bad.any():
+                z[bad] = torch.randn(int(bad.sum()), generator=g)
+                bad = z.abs() > truncate
+        out.append(z)
+    return torch.stack(out)
+
+
+@dataclass
+class Generated:
+    images: np.ndarray      # uint8 [N, H, W, C]
+    tensor: torch.Tensor    # float [N, C, H, W] in about [-1, 1]
+
+    def pil(self):
+        from PIL import Image
+        return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in self.images]
+
+
+class LoadedGenerator:
+    def __init__(self, G: Generator, net: NetworkConfig, device: torch.device, source: str):
+        self.G, self.net, self.device, self.source = G, net, device, source
+
+    @property
+    def z_dim(self) -> int:
+        return self.G.z_dim
+
+    @torch.no_grad()
+    def generate(self, seeds=None, z=None, labels=None, truncate: float | None = None,
+                 batch: int = 16) -> Generated:
+        if (seeds is None) == (z is None):
+            raise ValueError("pass exactly one of seeds or z")
+        if z is None:
+            z = latents_for_seeds(seeds, self.z_dim, truncate)
+        z = torch.as_tensor(z, dtype=torch.float32)
+        if z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise ValueError(f"z must have shape [N, {self.z_dim}], got {tuple(z.shape)}")
+        if self.net.label_size:
+            if labels is None:
+                raise ValueError(f"this generator is conditional on {self.net.label_size} classes: pass labels")
+            labels = torch.as_tensor(labels)
+            if labels.ndim == 1:
+                labels = torch.nn.functional.one_hot(labels.long(), self.net.label_size)
+            labels = labels.float()
+        outs = []
+        for i in range(0, len(z), batch):
+            lab = None if labels is None else labels[i:i + batch].to(self.device)
+            outs.append(self.G(z[i:i + batch].to(self.device), lab).float().cpu())
+        t = torch.cat(outs)
+        return Generated(to_uint8(t), t)
+
+
+def load_generator(path: str, device: str | torch.device = "cpu", use_ema: bool = True) -> LoadedGenerator:
+    """A ready generator from a training checkpoint (.pt, G_ema by default) or an exported .safetensors."""
+    device = torch.device(device)
+    if str(path).endswith(".safetensors"):
+        net, state, _ = read_generator(path)
+        what = "generator"
+    else:
+        ckpt = load_checkpoint(path)
+        net = checkpoint_config(ckpt).net
+        what = "G_ema" if use_ema else "G"
+        state = ckpt[what]
+    G = Generator(net)
+    load_state(G, state, what, path)
+    G = G.eval().requires_grad_(False).to(device)
+    return LoadedGenerator(G, net, device, str(path))
+
+
+__all__ = ["load_generator", "parse_seeds", "latents_for_seeds", "LoadedGenerator", "Generated", "CheckpointError"]

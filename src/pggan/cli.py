@@ -1,0 +1,167 @@
+"""The ``pggan`` command."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+
+import click
+
+from .config import ConfigError, TrainConfig, options_markdown, set_option, validate
+
+
+def friendly_errors(fn):
+    """Turn the errors users can cause into one clear line and a non-zero exit, never a traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from .data.images import DataError
+        from .training.checkpoint import CheckpointError
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, DataError, CheckpointError, ValueError, RuntimeError, OSError) as e:
+            raise click.ClickException(str(e)) from None
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pggan")
+def main():
+    """Progressive Growing of GANs: train, generate, benchmark."""
+
+
+def build_config(preset, config_file, sets, **flags) -> TrainConfig:
+    from .presets import get_preset
+    cfg = get_preset(preset) if preset else TrainConfig(preset="")
+    if preset is None and config_file is None:
+        cfg = get_preset("cpu-small")
+    if config_file:
+        try:
+            with open(config_file) as f:
+                d = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"config file '{config_file}' is not valid JSON: {e}") from None
+        base = cfg.to_dict()
+        _deep_update(base, d)
+        cfg = TrainConfig.from_dict(base)
+    for key, value in flags.items():
+        if value is not None:
+            cfg = set_option(cfg, key, value)
+    for item in sets:
+        if "=" not in item:
+            raise ConfigError(f"--set expects KEY=VALUE (e.g. sched.total_kimg=200), got '{item}'")
+        key, value = item.split("=", 1)
+        cfg = set_option(cfg, key.strip(), value.strip())
+    return validate(cfg)
+
+
+def _deep_update(base: dict, new: dict, prefix: str = "") -> None:
+    for k, v in new.items():
+        if k not in base:
+            raise ConfigError(f"config file: unknown option '{prefix}{k}'")
+        if isinstance(base[k], dict) and isinstance(v, dict) and k not in ("widths",) and not k.endswith(("_table", "_cap")):
+            _deep_update(base[k], v, f"{prefix}{k}.")
+        else:
+            base[k] = v
+
+
+@main.command()
+@click.option("--preset", help="start from a named configuration (default: cpu-small)")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON file of options over the preset")
+@click.option("--data", help="builtin:shapes or a folder of images")
+@click.option("--resolution", "net__resolution", type=int, help="target resolution")
+@click.option("--kimg", "sched__total_kimg", type=float, help="length of the run in kimg")
+@click.option("--loss", "loss__kind", type=click.Choice(["wgangp", "lsgan", "logistic"]))
+@click.option("--device", help="auto, cpu, cuda, cuda:N, mps")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]))
+@click.option("--seed", type=int)
+@click.option("--mirror/--no-mirror", default=None, help="horizontal mirror augmentation")
+@click.option("--outdir", help="parent of the run directories (default runs)")
+@click.option("--desc", help="extra text in the run directory name")
+@click.option("--deterministic", is_flag=True, default=None, help="deterministic kernels (exact resume)")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="any option, e.g. --set sched.lod_training_kimg=50")
+@click.option("--resume", help="'latest' (newest checkpoint under --outdir) or a checkpoint path")
+@click.option("--dry-run", is_flag=True, help="print the resolved config and exit")
+@click.option("--help-options", is_flag=True, help="list every option with its default and exit")
+@click.option("--progress/--no-progress", default=True)
+@friendly_errors
+def train(preset, config_file, sets, resume, dry_run, help_options, progress, **flags):
+    """Train a progressive GAN; writes runs/NNNNN-<desc>/."""
+    if help_options:
+        click.echo(options_markdown())
+        return
+    from .training.checkpoint import checkpoint_config, load_checkpoint
+    from .training.run import find_latest_checkpoint, train as run_training
+
+    flags = {k.replace("__", "."): v for k, v in flags.items() if v is not None}
+    if resume:
+        if resume == "latest":
+            outdir = flags.get("outdir", "runs")
+            path = find_latest_checkpoint(outdir)
+            if path is None:
+                raise click.ClickException(f"--resume latest: no checkpoint found under '{outdir}'")
+            resume = path
+        base = checkpoint_config(load_checkpoint(resume))
+        if preset or config_file:
+            raise click.ClickException("--resume continues the checkpoint's own config; drop --preset/--config "
+                                       "(use --kimg or --set to change how long or where it runs)")
+        cfg = base
+        for key, value in flags.items():
+            cfg = set_option(cfg, key, value)
+        for item in sets:
+            key, _, value = item.partition("=")
+            cfg = set_option(cfg, key.strip(), value.strip())
+        cfg = validate(cfg)
+        if cfg.net != base.net:
+            raise click.ClickException("the network options differ from the checkpoint's; a run cannot change its "
+                                       "networks when resuming")
+    else:
+        cfg = build_config(preset, config_file, sets, **flags)
+    if dry_run:
+        click.echo(cfg.to_json())
+        return
+    result = run_training(cfg, resume=resume, progress=progress)
+    if result["interrupted"]:
+        sys.exit(130 if result["signal"] == 2 else 143 if result["signal"] == 15 else 1)
+
+
+@main.command()
+@click.option("--network", required=True, type=click.Path(), help="checkpoint (.pt) or generator (.safetensors)")
+@click.option("--seeds", default="0-7", show_default=True, help="e.g. 0-99,200")
+@click.option("--outdir", default="out", show_default=True, type=click.Path(file_okay=False))
+@click.option("--grid", is_flag=True, help="write one grid image instead of one file per seed")
+@click.option("--truncate", type=float, default=None, help="redraw latent components beyond +-T")
+@click.option("--class", "class_idx", type=int, default=None, help="class index for a conditional generator")
+@click.option("--raw", is_flag=True, help="use G instead of G_ema (checkpoints only)")
+@click.option("--device", default="cpu", show_default=True)
+@friendly_errors
+def generate(network, seeds, outdir, grid, truncate, class_idx, raw, device):
+    """Generate images from a trained generator."""
+    from .api import load_generator, parse_seeds
+    from .training.images import make_grid, save_png
+    from .training.loop import resolve_device
+
+    seed_list = parse_seeds(seeds)
+    if truncate is not None and truncate <= 0:
+        raise click.ClickException("--truncate must be > 0")
+    gen = load_generator(network, device=resolve_device(device), use_ema=not raw)
+    labels = None
+    if gen.net.label_size:
+        if class_idx is None or not 0 <= class_idx < gen.net.label_size:
+            raise click.ClickException(f"this generator is conditional: pass --class 0..{gen.net.label_size - 1}")
+        labels = [class_idx] * len(seed_list)
+    os.makedirs(outdir, exist_ok=True)
+    out = gen.generate(seeds=seed_list, labels=labels, truncate=truncate)
+    if grid:
+        cols = max(1, int(round(len(seed_list) ** 0.5)))
+        path = os.path.join(outdir, f"grid-seeds{seed_list[0]}-{seed_list[-1]}.png")
+        save_png(path, make_grid(out.images, cols))
+        click.echo(f"wrote {path}")
+    else:
+        for s, img in zip(seed_list, out.images):
+            save_png(os.path.join(outdir, f"seed{s:04d}.png"), img)
+        click.echo(f"wrote {len(seed_list)} images to {outdir}/")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,290 @@
+"""The one typed configuration of a training run: dataclasses, validation, JSON round trip.
+
+Every field carries a help text; ``options_markdown()`` renders them for the README (a test keeps
+the README in sync). Presets live in :mod:`pggan.presets`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message says which and how to fix it."""
+
+
+def opt(default: Any = dataclasses.MISSING, help: str = "", factory: Any = None):
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+def _is_pow2(n: int) -> bool:
+    return isinstance(n, int) and n > 0 and (n & (n - 1)) == 0
+
+
+@dataclass
+class NetworkConfig:
+    resolution: int = opt(1024, "target resolution, a power of two from 4 to 1024")
+    channels: int = opt(3, "image channels: 1 (grayscale) or 3 (RGB)")
+    label_size: int = opt(0, "number of classes for label conditioning (0 = unconditional)")
+    fmap_base: int = opt(8192, "nf(stage) = min(fmap_base / 2**(stage * fmap_decay), fmap_max)")
+    fmap_decay: float = opt(1.0, "see fmap_base")
+    fmap_max: int = opt(512, "see fmap_base")
+    widths: dict = opt(help="per-resolution feature-map overrides {res: maps}, e.g. the low-capacity net", factory=dict)
+    latent_size: int = opt(0, "latent dimension; 0 means nf(0) as in the reference")
+    normalize_latents: bool = opt(True, "pixel-normalize z (latents on the hypersphere, as the paper)")
+    use_wscale: bool = opt(True, "equalized learning rate (runtime He scaling); off = He init")
+    g_norm: str = opt("pixel", "generator normalization: pixel (paper), batch (Gulrajani baseline) or none")
+    d_norm: str = opt("none", "discriminator normalization: none (paper) or layer (Gulrajani baseline)")
+    g_act: str = opt("lrelu", "generator activation: lrelu (slope 0.2) or relu")
+    g_out: str = opt("linear", "generator output: linear (paper) or tanh")
+    mbstd_group_size: int = opt(4, "minibatch stddev group size; 0 disables the layer")
+
+    @property
+    def resolution_log2(self) -> int:
+        return int(math.log2(self.resolution))
+
+    def nf(self, stage: int) -> int:
+        return min(int(self.fmap_base / (2.0 ** (stage * self.fmap_decay))), self.fmap_max)
+
+    def width(self, res: int) -> int:
+        """Feature maps of the layers working at resolution ``res`` (block k uses nf(k-1))."""
+        return int(self.widths.get(res, self.nf(int(math.log2(res)) - 1)))
+
+    @property
+    def z_dim(self) -> int:
+        return self.latent_size or self.nf(0)
+
+
+@dataclass
+class LossConfig:
+    kind: str = opt("wgangp", "wgangp (paper), lsgan (paper appendix B) or logistic (non-saturating + R1, not in the paper)")
+    wgan_lambda: float = opt(10.0, "WGAN-GP gradient penalty weight")
+    wgan_target: float = opt(1.0, "WGAN-GP target gradient norm gamma (750 for CIFAR-10)")
+    wgan_epsilon: float = opt(0.001, "drift penalty weight eps_drift")
+    r1_gamma: float = opt(10.0, "R1 weight for the logistic loss")
+    cond_weight: float = opt(1.0, "weight of the AC-GAN label terms")
+    lsgan_noise: bool = opt(True, "LSGAN: adaptive multiplicative noise in D (appendix B)")
+
+
+@dataclass
+class ScheduleConfig:
+    growing: bool = opt(True, "progressive growing; off trains at full resolution from the start")
+    start_resolution: int = opt(4, "first resolution of the growing")
+    lod_training_kimg: float = opt(600.0, "kimg to stabilise each resolution")
+    lod_transition_kimg: float = opt(600.0, "kimg to fade in each new resolution")
+    total_kimg: float = opt(15000.0, "length of the run in thousands of real images shown to D")
+    batch_base: int = opt(16, "global minibatch where batch_table has no entry")
+    batch_table: dict = opt(help="global minibatch per resolution {res: n}", factory=dict)
+    device_batch_cap: dict = opt(help="most samples per device per resolution {res: n}", factory=dict)
+    lr_base: float = opt(0.001, "Adam learning rate of G and D")
+    g_lr_table: dict = opt(help="G learning rate per resolution {res: lr}", factory=dict)
+    d_lr_table: dict = opt(help="D learning rate per resolution {res: lr}", factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    beta1: float = opt(0.0, "Adam beta1")
+    beta2: float = opt(0.99, "Adam beta2")
+    eps: float = opt(1e-8, "Adam epsilon")
+    n_critic: int = opt(1, "D steps per G step")
+    reset_on_phase: bool = opt(True, "reset Adam state at the start of every fade and stabilise phase")
+    ema_beta: float = opt(0.999, "G_ema decay per D step (paper: 0.999)")
+    ema_rampup: float = opt(0.0, "beyond the paper: cap the EMA horizon at this fraction of the images shown (0 = off)")
+
+
+@dataclass
+class TrainConfig:
+    preset: str = opt("", "name of the preset this config started from")
+    data: str = opt("builtin:shapes", "builtin:NAME or a folder of images")
+    data_count: int = opt(10000, "images rendered for a builtin dataset / most images read from a folder")
+    mirror: bool = opt(False, "random horizontal mirror augmentation")
+    seed: int = opt(0, "seed of initialisation, latents and data order")
+    device: str = opt("auto", "auto, cpu, cuda, cuda:N or mps")
+    precision: str = opt("fp32", "fp32, bf16 (CPU and GPU) or fp16 (GPU, with loss scaling)")
+    channels_last: bool = opt(True, "use the channels_last memory format for convolutions")
+    deterministic: bool = opt(False, "deterministic kernels, so that an interrupted and resumed run repeats exactly")
+    outdir: str = opt("runs", "parent folder of the run directories")
+    desc: str = opt("", "extra text for the run directory name")
+    tick_kimg: float = opt(4.0, "kimg between log/stats lines")
+    image_kimg: float = opt(20.0, "kimg between image grids (0 = only at the end)")
+    checkpoint_kimg: float = opt(100.0, "kimg between checkpoints (0 = only at the end)")
+    keep_checkpoints: int = opt(3, "number of most recent checkpoints kept")
+    grid_size: int = opt(8, "image grid is grid_size x grid_size")
+    net: NetworkConfig = field(default_factory=NetworkConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    sched: ScheduleConfig = field(default_factory=ScheduleConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    # ---- serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        return _from_dict(cls, d, "")
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _from_dict(cls, d: dict, prefix: str):
+    if not isinstance(d, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a JSON object, got {type(d).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in d.items():
+        if key not in fields:
+            raise ConfigError(f"unknown option '{prefix}{key}'; known: {', '.join(sorted(fields))}")
+        t = hints[key]
+        if dataclasses.is_dataclass(t):
+            kwargs[key] = _from_dict(t, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, t, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, t: Any, name: str) -> Any:
+    """Convert a JSON or command-line value to the field's type, with a clear error."""
+    try:
+        if t is bool:
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            if isinstance(value, (bool, int)) and value in (0, 1):
+                return bool(value)
+            raise ValueError
+        if t is int:
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if t is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if t is str:
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+        if t is dict:
+            if isinstance(value, str):
+                value = json.loads(value)
+            if not isinstance(value, dict):
+                raise ValueError
+            return {int(k): v for k, v in value.items()}
+    except (TypeError, ValueError, json.JSONDecodeError):
+        pass
+    else:
+        return value
+    tname = getattr(t, "__name__", str(t))
+    example = '{"32": 64}' if t is dict else ""
+    raise ConfigError(f"option '{name}': cannot read {value!r} as {tname}" + (f" (e.g. {example})" if example else ""))
+
+
+def set_option(cfg: TrainConfig, dotted: str, value: Any) -> TrainConfig:
+    """Return a copy of ``cfg`` with ``net.resolution=64``-style option ``dotted`` set."""
+    d = cfg.to_dict()
+    node = d
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        if p not in node or not isinstance(node[p], dict):
+            raise ConfigError(f"unknown option '{dotted}' (see `pggan train --help-options`)")
+        node = node[p]
+    if parts[-1] not in node:
+        raise ConfigError(f"unknown option '{dotted}' (see `pggan train --help-options`)")
+    node[parts[-1]] = value
+    return TrainConfig.from_dict(d)
+
+
+# ---- validation --------------------------------------------------------------------------
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Check every value once; raise ConfigError naming the option and the fix."""
+    n, s, l, o = cfg.net, cfg.sched, cfg.loss, cfg.optim
+
+    def need(cond: bool, msg: str):
+        if not cond:
+            raise ConfigError(msg)
+
+    need(_is_pow2(n.resolution) and 4 <= n.resolution <= 1024,
+         f"net.resolution must be a power of two from 4 to 1024, got {n.resolution}")
+    need(n.channels in (1, 3), f"net.channels must be 1 or 3, got {n.channels}")
+    need(n.label_size >= 0, "net.label_size must be >= 0")
+    need(n.fmap_base > 0 and n.fmap_max > 0 and n.fmap_decay >= 0, "fmap_base and fmap_max must be > 0, fmap_decay >= 0")
+    for res, w in n.widths.items():
+        need(_is_pow2(res) and 4 <= res <= n.resolution, f"net.widths: {res} is not a resolution of this network")
+        need(isinstance(w, int) and w > 0, f"net.widths[{res}] must be a positive integer")
+    need(n.latent_size >= 0, "net.latent_size must be >= 0 (0 = nf(0))")
+    need(n.g_norm in ("pixel", "batch", "none"), f"net.g_norm must be pixel, batch or none, got '{n.g_norm}'")
+    need(n.d_norm in ("none", "layer"), f"net.d_norm must be none or layer, got '{n.d_norm}'")
+    need(n.g_act in ("lrelu", "relu"), f"net.g_act must be lrelu or relu, got '{n.g_act}'")
+    need(n.g_out in ("linear", "tanh"), f"net.g_out must be linear or tanh, got '{n.g_out}'")
+    need(n.mbstd_group_size >= 0, "net.mbstd_group_size must be >= 0 (0 disables it)")
+
+    need(l.kind in ("wgangp", "lsgan", "logistic"), f"loss.kind must be wgangp, lsgan or logistic, got '{l.kind}'")
+    need(l.wgan_target > 0, "loss.wgan_target must be > 0")
+    need(min(l.wgan_lambda, l.wgan_epsilon, l.r1_gamma, l.cond_weight) >= 0, "loss weights must be >= 0")
+
+    need(_is_pow2(s.start_resolution) and 4 <= s.start_resolution <= n.resolution,
+         f"sched.start_resolution must be a power of two from 4 to net.resolution ({n.resolution}), got {s.start_resolution}")
+    need(s.lod_training_kimg >= 0 and s.lod_transition_kimg >= 0, "lod_training_kimg and lod_transition_kimg must be >= 0")
+    need(s.lod_training_kimg + s.lod_transition_kimg > 0 or not s.growing,
+         "with growing on, lod_training_kimg + lod_transition_kimg must be > 0")
+    need(s.total_kimg > 0, f"sched.total_kimg must be > 0, got {s.total_kimg}")
+    need(s.batch_base > 0, "sched.batch_base must be > 0")
+    for name, table, kind in (("batch_table", s.batch_table, int), ("device_batch_cap", s.device_batch_cap, int),
+                              ("g_lr_table", s.g_lr_table, float), ("d_lr_table", s.d_lr_table, float)):
+        for res, v in table.items():
+            need(_is_pow2(res) and 4 <= res <= 1024, f"sched.{name}: key {res} is not a power-of-two resolution")
+            need(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and (kind is float or float(v).is_integer()),
+                 f"sched.{name}[{res}] must be a positive {kind.__name__}, got {v!r}")
+    need(s.lr_base > 0, "sched.lr_base must be > 0")
+
+    need(0 <= o.beta1 < 1 and 0 <= o.beta2 < 1 and o.eps > 0, "Adam betas must be in [0, 1) and eps > 0")
+    need(o.n_critic >= 1, "optim.n_critic must be >= 1")
+    need(0 <= o.ema_beta < 1, "optim.ema_beta must be in [0, 1)")
+    need(o.ema_rampup >= 0, "optim.ema_rampup must be >= 0")
+
+    need(cfg.data_count > 0, "data_count must be > 0")
+    need(cfg.precision in ("fp32", "bf16", "fp16"), f"precision must be fp32, bf16 or fp16, got '{cfg.precision}'")
+    dev = cfg.device
+    need(dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit()),
+         f"device must be auto, cpu, cuda, cuda:N or mps, got '{dev}'")
+    need(cfg.tick_kimg > 0, "tick_kimg must be > 0")
+    need(cfg.image_kimg >= 0 and cfg.checkpoint_kimg >= 0, "image_kimg and checkpoint_kimg must be >= 0")
+    need(cfg.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
+    need(1 <= cfg.grid_size <= 32, "grid_size must be from 1 to 32")
+    return cfg
+
+
+# ---- documentation -----------------------------------------------------------------------
+
+def options_markdown() -> str:
+    """The table of every option with its default and help, as printed in the README."""
+    rows = ["| option | default | meaning |", "| --- | --- | --- |"]
+
+    def walk(cls, prefix: str, inst):
+        for f in dataclasses.fields(cls):
+            v = getattr(inst, f.name)
+            if dataclasses.is_dataclass(v):
+                walk(type(v), f"{prefix}{f.name}.", v)
+            else:
+                rows.append(f"| `{prefix}{f.name}` | `{json.dumps(v)}` | {f.metadata.get('help', '')} |")
+
+    walk(TrainConfig, "", TrainConfig())
+    return "\n".join(rows)

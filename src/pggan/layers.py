@@ -1,0 +1,105 @@
+"""Building blocks of the Progressive GAN networks (paper sections 3 and 4, spec "Layers")."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+SQRT2 = math.sqrt(2.0)
+
+
+class EqualizedConv2d(nn.Module):
+    """Conv with the paper's equalized learning rate.
+
+    With ``use_wscale`` the weight is stored as N(0, 1) and multiplied at run time by
+    ``gain / sqrt(fan_in)``, so Adam sees every layer at the same scale (section 4.1).
+    Without it, the same constant is applied once at init (He's initializer).
+    The bias is never scaled and starts at zero.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, gain: float = SQRT2,
+                 use_wscale: bool = True, bias: bool = True):
+        super().__init__()
+        he_std = gain / math.sqrt(in_ch * kernel * kernel)
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel) * (1.0 if use_wscale else he_std))
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
+        self.scale = he_std if use_wscale else 1.0
+        self.padding = kernel // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
+
+
+class EqualizedLinear(nn.Module):
+    """Dense layer with the equalized learning rate (see :class:`EqualizedConv2d`)."""
+
+    def __init__(self, in_features: int, out_features: int, gain: float = SQRT2,
+                 use_wscale: bool = True, bias: bool = True):
+        super().__init__()
+        he_std = gain / math.sqrt(in_features)
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) * (1.0 if use_wscale else he_std))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self.scale = he_std if use_wscale else 1.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.scale, self.bias)
+
+
+def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Normalize the feature vector of every pixel to unit RMS (section 4.2).
+
+    Computed in fp32 so that the statistic stays exact under bf16/fp16 autocast.
+    """
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.square().mean(dim=1, keepdim=True) + eps)).to(x.dtype)
+
+
+class PixelNorm(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pixel_norm(x)
+
+
+def minibatch_stddev(x: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Append the minibatch standard deviation feature map (section 3), grouped as the reference.
+
+    Sample ``i`` belongs to group ``i mod M`` (M = N / G); each group yields one value, the
+    biased std over the group averaged over channels and pixels. Computed in fp32.
+    """
+    n, c, h, w = x.shape
+    g = min(group_size, n)
+    if n % g != 0:
+        raise ValueError(f"minibatch stddev: batch size {n} is not divisible by the group size {g}; "
+                         f"use a batch (per device) that is a multiple of {g} or change mbstd_group_size")
+    y = x.float().reshape(g, n // g, c, h, w)          # [G, M, C, H, W]
+    y = y - y.mean(dim=0)
+    y = (y.square().mean(dim=0) + 1e-8).sqrt()         # [M, C, H, W]
+    y = y.mean(dim=(1, 2, 3)).reshape(-1, 1, 1, 1)     # [M, 1, 1, 1]
+    y = y.repeat(g, 1, h, w)                           # [N, 1, H, W]
+    return torch.cat([x, y.to(x.dtype)], dim=1)
+
+
+def upsample2x(x: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour 2x upsampling (2x2 element replication)."""
+    return F.interpolate(x, scale_factor=2.0, mode="nearest")
+
+
+def downsample2x(x: torch.Tensor) -> torch.Tensor:
+    """2x2 box average."""
+    return F.avg_pool2d(x, 2)
+
+
+def lerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    return a + (b - a) * t
+
+
+def fade_images(x: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Blend images at the current resolution with their coarser version, as G and D do in a fade.
+
+    ``lerp(x, upsample(avgpool(x)), 1 - alpha)``: at alpha = 1 the images pass through untouched.
+    Used for the real images so that reals and fakes always share the same blend.
+    """
+    if alpha >= 1.0:
+        return x
+    return lerp(x, upsample2x(downsample2x(x)), 1.0 - alpha)

@@ -1,0 +1,95 @@
+"""Losses: WGAN-GP with drift (paper), LSGAN with adaptive D noise (appendix B), and the
+non-saturating logistic loss with R1 (not in the paper). AC-GAN label terms when conditional.
+
+Each function returns ``(loss, stats)``; stats are detached tensors, so nothing here forces a
+host-device sync. Penalties take gradients in the autocast dtype but reduce them in fp32.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .config import LossConfig
+
+
+def _split(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """D's output [N, 1 + labels] -> score [N] (fp32), label logits [N, labels]."""
+    return out[:, 0].float(), out[:, 1:].float()
+
+
+def _label_term(logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    if labels is None or logits.shape[1] == 0:
+        return logits.new_zeros(())
+    return F.cross_entropy(logits, labels.argmax(dim=1))
+
+
+def input_gradient_norm(D, x: torch.Tensor, res_log2: int, alpha: float, grad_scale: float = 1.0):
+    """Per-sample L2 norm of dD(x)/dx (graph kept for the double backward), and D's output on x."""
+    x = x.detach().requires_grad_(True)
+    out = D(x, res_log2, alpha)
+    (grad,) = torch.autograd.grad(out[:, 0].float().sum() * grad_scale, x, create_graph=True)
+    norm = (grad.float() / grad_scale).flatten(1).norm(dim=1)
+    return norm, out
+
+
+def gradient_penalty(D, reals, fakes, res_log2: int, alpha: float, target: float = 1.0, grad_scale: float = 1.0):
+    """WGAN-GP term ``(||grad D(x_hat)|| - target)**2 / target**2`` per sample, x_hat a per-sample lerp."""
+    t = torch.rand(reals.shape[0], 1, 1, 1, device=reals.device, dtype=reals.dtype)
+    x_hat = torch.lerp(reals.detach(), fakes.detach(), t)
+    norm, _ = input_gradient_norm(D, x_hat, res_log2, alpha, grad_scale)
+    return (norm - target).square() / (target ** 2)
+
+
+def d_loss(cfg: LossConfig, D, reals, fakes, labels, res_log2: int, alpha: float, grad_scale: float = 1.0):
+    """Discriminator loss for one minibatch; ``fakes`` must come from G without a graph."""
+    fake_out = D(fakes, res_log2, alpha)
+    fake_score, fake_logits = _split(fake_out)
+    if cfg.kind == "logistic":
+        norm, real_out = input_gradient_norm(D, reals, res_log2, alpha, grad_scale)
+        real_score, real_logits = _split(real_out)
+        penalty = 0.5 * cfg.r1_gamma * norm.square()
+        loss = F.softplus(fake_score) + F.softplus(-real_score) + penalty
+    else:
+        real_score, real_logits = _split(D(reals, res_log2, alpha))
+        if cfg.kind == "wgangp":
+            penalty = gradient_penalty(D, reals, fakes, res_log2, alpha, cfg.wgan_target, grad_scale)
+            loss = fake_score - real_score + cfg.wgan_lambda * penalty + cfg.wgan_epsilon * real_score.square()
+        else:  # lsgan: D outputs "fakeness", real -> 0, fake -> 1
+            penalty = torch.zeros_like(real_score)
+            loss = real_score.square() + 0.1 * (fake_score - 1.0).square()
+    loss = loss.mean()
+    if labels is not None:
+        loss = loss + cfg.cond_weight * (_label_term(real_logits, labels) + _label_term(fake_logits, labels))
+    stats = {"loss_d": loss.detach(), "score_real": real_score.detach().mean(), "score_fake": fake_score.detach().mean(),
+             "penalty": penalty.detach().mean()}
+    return loss, stats
+
+
+def g_loss(cfg: LossConfig, D, fakes, labels, res_log2: int, alpha: float):
+    """Generator loss; gradients flow through D into ``fakes``."""
+    score, logits = _split(D(fakes, res_log2, alpha))
+    if cfg.kind == "wgangp":
+        loss = -score
+    elif cfg.kind == "lsgan":
+        loss = score.square()
+    else:
+        loss = F.softplus(-score)
+    loss = loss.mean()
+    if labels is not None:
+        loss = loss + cfg.cond_weight * _label_term(logits, labels)
+    return loss, {"loss_g": loss.detach()}
+
+
+class LSGANNoise:
+    """Appendix B: D's noise strength from a running average of D's fakeness output."""
+
+    def __init__(self, d_hat: float = 0.0):
+        self.d_hat = d_hat
+
+    def update(self, mean_fake_score: float) -> float:
+        self.d_hat = 0.9 * self.d_hat + 0.1 * min(max(mean_fake_score, 0.0), 1.0)
+        return self.strength
+
+    @property
+    def strength(self) -> float:
+        return 0.2 * max(0.0, self.d_hat - 0.5) ** 2

@@ -1,0 +1,83 @@
+"""Named configurations: the paper's networks and schedules, and a small one for CPUs."""
+from __future__ import annotations
+
+from .config import ConfigError, LossConfig, NetworkConfig, OptimConfig, ScheduleConfig, TrainConfig
+from .schedule import PAPER_BATCH, V2_BATCH
+
+LOWCAP_128_WIDTHS = {16: 256, 32: 128, 64: 64, 128: 32}   # appendix A.2: /2 at 16x16, then /4
+
+
+def _paper(res: int, kimg: float, table: dict, **kw) -> TrainConfig:
+    return TrainConfig(net=NetworkConfig(resolution=res),
+                       sched=ScheduleConfig(lod_training_kimg=kimg, lod_transition_kimg=kimg,
+                                            batch_table={r: b for r, b in table.items() if r <= res}), **kw)
+
+
+def celebahq_1024() -> TrainConfig:
+    """Appendix A.1: 1024x1024, 800k + 800k images per phase, batch 16 then 14/6/3."""
+    return _paper(1024, 800, PAPER_BATCH, mirror=True)
+
+
+def celebahq_1024_v2() -> TrainConfig:
+    """The authors' later 8-GPU schedule: larger batches at low resolution, lr 0.0015 at 1024."""
+    cfg = _paper(1024, 600, V2_BATCH, mirror=True)
+    cfg.sched.batch_base = 4
+    cfg.sched.g_lr_table = {1024: 0.0015}
+    cfg.sched.d_lr_table = {1024: 0.0015}
+    cfg.sched.total_kimg = 12000
+    return cfg
+
+
+def lowcap_128() -> TrainConfig:
+    """Section 6.1's lower-capacity 128x128 network, 600k + 600k images per phase."""
+    cfg = _paper(128, 600, PAPER_BATCH, mirror=True)
+    cfg.net.widths = dict(LOWCAP_128_WIDTHS)
+    cfg.sched.total_kimg = 10000
+    return cfg
+
+
+def cifar10() -> TrainConfig:
+    """Section 6.5 / appendix D: 32x32, WGAN-GP target gamma = 750, no mirroring."""
+    cfg = _paper(32, 600, PAPER_BATCH)
+    cfg.loss.wgan_target = 750.0
+    cfg.sched.total_kimg = 12000
+    return cfg
+
+
+def gulrajani_a() -> TrainConfig:
+    """Table 1 row (a): the Gulrajani et al. baseline on the low-capacity 128 network (appendix A.2)."""
+    return TrainConfig(
+        mirror=True,
+        net=NetworkConfig(resolution=128, widths=dict(LOWCAP_128_WIDTHS), latent_size=128, normalize_latents=False,
+                          use_wscale=False, g_norm="batch", d_norm="layer", g_act="relu", g_out="tanh",
+                          mbstd_group_size=0),
+        loss=LossConfig(wgan_epsilon=0.0),
+        sched=ScheduleConfig(growing=False, batch_base=64, lr_base=1e-4, total_kimg=10000),
+        optim=OptimConfig(beta2=0.9, n_critic=5, reset_on_phase=False))
+
+
+def cpu_small() -> TrainConfig:
+    """Sized for a 2-core CPU: 32x32, 64 maps, short phases. Still every paper component."""
+    return TrainConfig(
+        data="builtin:shapes", data_count=4096, mirror=False, tick_kimg=2.0, image_kimg=10.0, checkpoint_kimg=20.0,
+        net=NetworkConfig(resolution=32, fmap_base=512, fmap_max=64, latent_size=64),
+        sched=ScheduleConfig(lod_training_kimg=12, lod_transition_kimg=12, total_kimg=100, batch_base=16),
+        optim=OptimConfig(ema_beta=0.99, ema_rampup=0.05))
+
+
+PRESETS = {
+    "celebahq-1024": celebahq_1024,
+    "celebahq-1024-v2": celebahq_1024_v2,
+    "lowcap-128": lowcap_128,
+    "cifar10": cifar10,
+    "gulrajani-a": gulrajani_a,
+    "cpu-small": cpu_small,
+}
+
+
+def get_preset(name: str) -> TrainConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}'; choose one of: {', '.join(PRESETS)}")
+    cfg = PRESETS[name]()
+    cfg.preset = name
+    return cfg

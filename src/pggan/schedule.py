@@ -1,0 +1,69 @@
+"""The growing schedule: a pure function of the number of real images shown (spec "Schedule")."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .config import ScheduleConfig
+
+
+@dataclass(frozen=True)
+class Phase:
+    kimg: float
+    lod: float          # 0 = full resolution; fractional during a fade
+    res_log2: int       # resolution the networks run at (the new one during a fade)
+    alpha: float        # weight of the new layers, 1 outside a fade
+    batch: int          # global minibatch
+    g_lr: float
+    d_lr: float
+
+    @property
+    def resolution(self) -> int:
+        return 2 ** self.res_log2
+
+    @property
+    def fading(self) -> bool:
+        return self.alpha < 1.0
+
+
+PAPER_BATCH = {4: 16, 8: 16, 16: 16, 32: 16, 64: 16, 128: 16, 256: 14, 512: 6, 1024: 3}
+V2_BATCH = {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8, 512: 4}
+
+
+def lod_at(kimg: float, sched: ScheduleConfig, resolution: int) -> float:
+    """The reference's level-of-detail formula, clipped at 0 (full resolution)."""
+    if not sched.growing:
+        return 0.0
+    phase_dur = sched.lod_training_kimg + sched.lod_transition_kimg
+    phase = math.floor(kimg / phase_dur)
+    pk = kimg - phase * phase_dur
+    lod = math.log2(resolution) - math.log2(sched.start_resolution) - phase
+    if sched.lod_transition_kimg > 0:
+        lod -= max(pk - sched.lod_training_kimg, 0.0) / sched.lod_transition_kimg
+    return max(lod, 0.0)
+
+
+def batch_for(res: int, sched: ScheduleConfig, num_devices: int = 1) -> int:
+    """Global minibatch at ``res``: the table, capped at ``device_batch_cap * num_devices``."""
+    batch = int(sched.batch_table.get(res, sched.batch_base))
+    cap = sched.device_batch_cap.get(res)
+    if cap is not None:
+        batch = min(batch, int(cap) * num_devices)
+    return batch
+
+
+def phase_at(cur_nimg: int, sched: ScheduleConfig, resolution: int, num_devices: int = 1) -> Phase:
+    kimg = cur_nimg / 1000.0
+    lod = lod_at(kimg, sched, resolution)
+    max_log2 = int(math.log2(resolution))
+    res_log2 = max_log2 - int(math.floor(lod))
+    alpha = 1.0 - (lod - math.floor(lod))
+    res = 2 ** res_log2
+    return Phase(kimg=kimg, lod=lod, res_log2=res_log2, alpha=alpha, batch=batch_for(res, sched, num_devices),
+                 g_lr=float(sched.g_lr_table.get(res, sched.lr_base)),
+                 d_lr=float(sched.d_lr_table.get(res, sched.lr_base)))
+
+
+def starts_new_phase(prev_lod: float, lod: float) -> bool:
+    """True when a fade or a stabilise phase begins between two steps (the reference's Adam reset rule)."""
+    return math.floor(prev_lod) != math.floor(lod) or math.ceil(prev_lod) != math.ceil(lod)

@@ -1,0 +1,132 @@
+"""Checkpoints that continue a run exactly and load without executing code.
+
+A checkpoint is a ``torch.save`` of plain containers and tensors (loaded with ``weights_only=True``):
+networks, optimizers, counters, RNG states, data order, config JSON and a format version.
+The shareable generator file is safetensors with the network config in its metadata.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pickle
+import re
+import tempfile
+import zipfile
+
+import torch
+
+from ..config import ConfigError, NetworkConfig, TrainConfig
+
+FORMAT_VERSION = 1
+CHECKPOINT_RE = re.compile(r"checkpoint-(\d{6,})\.pt$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used; the message says why."""
+
+
+def atomic_write(path: str, write_fn) -> None:
+    """Write through ``write_fn(file)`` to a temporary file beside ``path``, fsync, then rename."""
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(path: str, payload: dict) -> None:
+    payload = dict(payload, format_version=FORMAT_VERSION, kind="pggan-checkpoint")
+    atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(path: str, map_location="cpu") -> dict:
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint '{path}' does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"'{path}' is not a readable pggan checkpoint (corrupt, truncated, or not "
+                              f"a checkpoint): {first}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != "pggan-checkpoint":
+        raise CheckpointError(f"'{path}' is not a pggan checkpoint")
+    if ckpt.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"'{path}' has checkpoint format {ckpt.get('format_version')}; this pggan reads "
+                              f"format {FORMAT_VERSION}")
+    return ckpt
+
+
+def checkpoint_config(ckpt: dict) -> TrainConfig:
+    try:
+        return TrainConfig.from_dict(json.loads(ckpt["config"]))
+    except (KeyError, json.JSONDecodeError, ConfigError) as e:
+        raise CheckpointError(f"checkpoint has no valid config: {e}") from None
+
+
+def load_state(module: torch.nn.Module, state: dict, what: str, path: str) -> None:
+    """load_state_dict with a message that names the mismatch instead of a wall of keys."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or shapes:
+        detail = "; ".join(filter(None, [
+            f"missing {', '.join(missing[:3])}" if missing else "",
+            f"unexpected {', '.join(unexpected[:3])}" if unexpected else "",
+            f"shape {', '.join(shapes[:3])}" if shapes else ""]))
+        raise CheckpointError(f"{what} in '{path}' does not fit this network (a different size or options?): {detail}")
+    module.load_state_dict(state)
+
+
+def list_checkpoints(run_dir: str) -> list[str]:
+    """Checkpoints of a run, oldest first."""
+    found = [(int(CHECKPOINT_RE.search(p).group(1)), p) for p in glob.glob(os.path.join(run_dir, "checkpoint-*.pt"))
+             if CHECKPOINT_RE.search(p)]
+    return [p for _, p in sorted(found)]
+
+
+def prune_checkpoints(run_dir: str, keep: int) -> None:
+    for p in list_checkpoints(run_dir)[:-keep]:
+        os.unlink(p)
+
+
+# ---- the shareable generator file --------------------------------------------------------
+
+def save_generator(path: str, G_ema: torch.nn.Module, net: NetworkConfig, extra: dict | None = None) -> None:
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in G_ema.state_dict().items()}
+    meta = {"format": "pggan-generator", "format_version": str(FORMAT_VERSION),
+            "net": json.dumps(TrainConfig(net=net).to_dict()["net"])}
+    meta.update({k: str(v) for k, v in (extra or {}).items()})
+    data = save(tensors, metadata=meta)
+    atomic_write(path, lambda f: f.write(data))
+
+
+def read_generator(path: str) -> tuple[NetworkConfig, dict, dict]:
+    """(network config, state dict, metadata) of a file written by :func:`save_generator`."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        tensors = load(data)
+        from safetensors import safe_open
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"'{path}' is not a readable generator file: {e}") from None
+    if meta.get("format") != "pggan-generator":
+        raise CheckpointError(f"'{path}' is a safetensors file but not a pggan generator")
+    net = TrainConfig.from_dict({"net": json.loads(meta["net"])}).net
+    return net, tensors, meta

@@ -1,0 +1,268 @@
+"""The training loop: one D step then one G step per minibatch, driven by the schedule."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import random
+import resource
+import signal
+import time
+
+import numpy as np
+import torch
+
+from ..config import TrainConfig
+from ..data.images import DataOrder, ImageSet, minibatch
+from ..layers import fade_images
+from ..losses import LSGANNoise, d_loss, g_loss
+from ..networks import Discriminator, Generator
+from ..schedule import Phase, phase_at, starts_new_phase
+from .checkpoint import load_state, save_checkpoint
+from .images import make_grid, save_png, to_uint8
+
+STAT_KEYS = ("loss_d", "loss_g", "score_real", "score_fake", "penalty")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device '{name}' was asked for but CUDA is not available here; use --device cpu or auto")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError("device 'mps' was asked for but MPS is not available here; use --device cpu or auto")
+    return dev
+
+
+def autocast_for(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class Trainer:
+    """Holds everything a run needs to continue exactly; ``step()`` trains one minibatch."""
+
+    def __init__(self, cfg: TrainConfig, images: ImageSet, device: torch.device):
+        if cfg.precision == "fp16" and device.type != "cuda":
+            raise RuntimeError("precision fp16 needs a CUDA device; use bf16 or fp32 here")
+        self.cfg, self.images, self.device = cfg, images, device
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        self.G = Generator(cfg.net).to(device)
+        self.D = Discriminator(cfg.net).to(device)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        if cfg.channels_last:
+            for m in (self.G, self.D, self.G_ema):
+                m.to(memory_format=torch.channels_last)
+        o = cfg.optim
+        fused = device.type in ("cpu", "cuda")
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.sched.lr_base, betas=(o.beta1, o.beta2), eps=o.eps, fused=fused)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.sched.lr_base, betas=(o.beta1, o.beta2), eps=o.eps, fused=fused)
+        amp16 = cfg.precision == "fp16"
+        self.scaler_G = torch.amp.GradScaler(device.type, enabled=amp16)
+        self.scaler_D = torch.amp.GradScaler(device.type, enabled=amp16)
+        self._g_params = list(self.G.parameters())
+        self._ema_pairs = (list(self.G_ema.parameters()), self._g_params,
+                           list(self.G_ema.buffers()), list(self.G.buffers()))
+        self.order = DataOrder(len(images), cfg.seed, cfg.mirror)
+        self.lsgan = LSGANNoise()
+        self.cur_nimg = 0
+        self.prev_lod: float | None = None
+        self.wall_offset = 0.0
+        self._label_pool = (torch.from_numpy(images.labels) if images.labels is not None and images.label_size else None)
+
+    # ---- one minibatch -------------------------------------------------------------------
+    def phase(self) -> Phase:
+        return phase_at(self.cur_nimg, self.cfg.sched, self.cfg.net.resolution)
+
+    def _fake_labels(self, n: int):
+        if self._label_pool is None:
+            return None
+        idx = torch.randint(len(self._label_pool), (n,))
+        return torch.nn.functional.one_hot(self._label_pool[idx], self.images.label_size).float().to(self.device)
+
+    def _latents(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.G.z_dim).to(self.device)
+
+    def step(self) -> dict:
+        cfg, ph = self.cfg, self.phase()
+        if self.prev_lod is None or (cfg.optim.reset_on_phase and starts_new_phase(self.prev_lod, ph.lod)):
+            self.opt_G.state.clear()
+            self.opt_D.state.clear()
+        self.prev_lod = ph.lod
+        for opt, lr in ((self.opt_G, ph.g_lr), (self.opt_D, ph.d_lr)):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        k, alpha, n = ph.res_log2, ph.alpha, ph.batch
+        amp = autocast_for(self.device, cfg.precision)
+        cl = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        stats = {}
+        for _ in range(cfg.optim.n_critic):
+            reals, labels = minibatch(self.images, self.order, n, ph.resolution, self.device)
+            reals = fade_images(reals, alpha).contiguous(memory_format=cl)
+            fake_labels = labels if labels is None else self._fake_labels(n)
+            with torch.no_grad(), amp:
+                fakes = self.G(self._latents(n), fake_labels, k, alpha)
+            self.D.noise_strength = self.lsgan.strength if cfg.loss.kind == "lsgan" and cfg.loss.lsgan_noise else 0.0
+            with amp:
+                loss, stats = d_loss(cfg.loss, self.D, reals, fakes, labels if labels is None else labels, k, alpha,
+                                     grad_scale=self.scaler_D.get_scale() if self.scaler_D.is_enabled() else 1.0)
+            self.opt_D.zero_grad(set_to_none=True)
+            self.scaler_D.scale(loss).backward()
+            self.scaler_D.step(self.opt_D)
+            self.scaler_D.update()
+            if cfg.loss.kind == "lsgan":
+                self.lsgan.update(float(stats["score_fake"]))
+            self.cur_nimg += n
+            self._update_ema(n)
+        fake_labels = self._fake_labels(n)
+        with amp:
+            fakes = self.G(self._latents(n), fake_labels, k, alpha)
+            loss, gstats = g_loss(cfg.loss, self.D, fakes, fake_labels, k, alpha)
+        self.opt_G.zero_grad(set_to_none=True)
+        self.scaler_G.scale(loss).backward(inputs=self._g_params)   # no gradients for D's weights
+        self.scaler_G.step(self.opt_G)
+        self.scaler_G.update()
+        stats.update(gstats)
+        return stats
+
+    @torch.no_grad()
+    def _update_ema(self, batch: int) -> None:
+        beta = self.cfg.optim.ema_beta
+        if self.cfg.optim.ema_rampup > 0:
+            horizon = max(self.cur_nimg * self.cfg.optim.ema_rampup / batch, 1.0)   # in steps
+            beta = min(beta, 1.0 - 1.0 / horizon)
+        ema_p, p, ema_b, b = self._ema_pairs
+        torch._foreach_lerp_(ema_p, p, 1.0 - beta)
+        if ema_b:
+            torch._foreach_copy_(ema_b, b)
+
+    # ---- snapshots -----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        rng = {"torch": torch.get_rng_state(), "python": _python_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "config": self.cfg.to_json(), "cur_nimg": self.cur_nimg, "prev_lod": self.prev_lod,
+            "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
+            "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
+            "scaler_G": self.scaler_G.state_dict(), "scaler_D": self.scaler_D.state_dict(),
+            "data_order": self.order.state(), "lsgan_d_hat": self.lsgan.d_hat, "rng": rng,
+            "wall_time": self.wall_offset,
+        }
+
+    def load_state_dict(self, ckpt: dict, path: str) -> None:
+        for name in ("G", "D", "G_ema"):
+            load_state(getattr(self, name), ckpt[name], name, path)
+        self.opt_G.load_state_dict(ckpt["opt_G"])
+        self.opt_D.load_state_dict(ckpt["opt_D"])
+        if ckpt.get("scaler_G"):
+            self.scaler_G.load_state_dict(ckpt["scaler_G"])
+            self.scaler_D.load_state_dict(ckpt["scaler_D"])
+        self.cur_nimg, self.prev_lod = int(ckpt["cur_nimg"]), ckpt["prev_lod"]
+        self.order = DataOrder(len(self.images), self.cfg.seed, self.cfg.mirror, **ckpt["data_order"])
+        self.lsgan = LSGANNoise(float(ckpt["lsgan_d_hat"]))
+        self.wall_offset = float(ckpt["wall_time"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        random.setstate(_tuple_state(ckpt["rng"]["python"]))
+        if "cuda" in ckpt["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
+
+    @torch.no_grad()
+    def grid(self, z: torch.Tensor, labels) -> np.ndarray:
+        ph = self.phase()
+        with autocast_for(self.device, self.cfg.precision):
+            images = self.G_ema(z.to(self.device), labels, ph.res_log2, ph.alpha)
+        return make_grid(to_uint8(images), self.cfg.grid_size, self.cfg.net.resolution)
+
+
+def _python_rng_state():
+    v, state, gauss = random.getstate()
+    return [v, list(state), gauss]
+
+
+def _tuple_state(s):
+    return (s[0], tuple(s[1]), s[2])
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def grid_latents(cfg: TrainConfig, label_size: int):
+    g = torch.Generator().manual_seed(cfg.seed + 1_000_003)
+    n = cfg.grid_size ** 2
+    z = torch.randn(n, cfg.net.z_dim, generator=g)
+    labels = None
+    if label_size:
+        labels = torch.nn.functional.one_hot(torch.arange(n) % label_size, label_size).float()
+    return z, labels
+
+
+class StopRequest:
+    """Set by SIGINT/SIGTERM (or a test callback): the loop saves a checkpoint and returns."""
+
+    def __init__(self):
+        self.signal: int | None = None
+
+    def __call__(self, signum, frame):
+        self.signal = signum
+
+    @contextlib.contextmanager
+    def installed(self):
+        import threading
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        old = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+def _crossed(prev_nimg: int, cur_nimg: int, every_kimg: float) -> bool:
+    if every_kimg <= 0:
+        return False
+    every = every_kimg * 1000.0
+    return math.floor(cur_nimg / every) > math.floor(prev_nimg / every)
+
+
+def format_tick(tick: int, ph: Phase, s: dict) -> str:
+    return (f"tick {tick:<5d} kimg {ph.kimg:<9.1f} res {ph.resolution:<4d} lod {ph.lod:<6.3f} alpha {ph.alpha:<5.3f} "
+            f"batch {ph.batch:<4d} loss_d {s['loss_d']:+9.4f} loss_g {s['loss_g']:+9.4f} img/s {s['img_per_s']:8.1f} "
+            f"sec/kimg {s['sec_per_kimg']:8.2f} mem {s['mem_mb']:8.1f}MB time {_fmt_time(s['wall_s'])}")
+
+
+def _fmt_time(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}h{(s // 60) % 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def write_json_line(path: str, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def truncate_stats(path: str, max_kimg: float) -> None:
+    """On resume, drop stats of ticks after the checkpoint: they belong to a trajectory now discarded."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        keep = [line for line in f if line.strip() and json.loads(line).get("kimg", 0) <= max_kimg + 1e-9]
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(keep)
+    os.replace(tmp, path)
