@@ -47,12 +47,17 @@ class EqualizedLinear(nn.Module):
         return F.linear(x, self.weight * self.scale, self.bias)
 
 
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """Promote reduced precision to fp32 for statistics; fp64 stays fp64."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Normalize the feature vector of every pixel to unit RMS (section 4.2).
 
     Computed in fp32 so that the statistic stays exact under bf16/fp16 autocast.
     """
-    xf = x.float()
+    xf = at_least_fp32(x)
     return (xf * torch.rsqrt(xf.square().mean(dim=1, keepdim=True) + eps)).to(x.dtype)
 
 
@@ -72,7 +77,7 @@ def minibatch_stddev(x: torch.Tensor, group_size: int) -> torch.Tensor:
     if n % g != 0:
         raise ValueError(f"minibatch stddev: batch size {n} is not divisible by the group size {g}; "
                          f"use a batch (per device) that is a multiple of {g} or change mbstd_group_size")
-    y = x.float().reshape(g, n // g, c, h, w)          # [G, M, C, H, W]
+    y = at_least_fp32(x).reshape(g, n // g, c, h, w)          # [G, M, C, H, W]
     y = y - y.mean(dim=0)
     y = (y.square().mean(dim=0) + 1e-8).sqrt()         # [M, C, H, W]
     y = y.mean(dim=(1, 2, 3)).reshape(-1, 1, 1, 1)     # [M, 1, 1, 1]

@@ -10,11 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from .config import LossConfig
+from .layers import at_least_fp32
 
 
 def _split(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """D's output [N, 1 + labels] -> score [N] (fp32), label logits [N, labels]."""
-    return out[:, 0].float(), out[:, 1:].float()
+    """D's output [N, 1 + labels] -> score [N] (>= fp32), label logits [N, labels]."""
+    return at_least_fp32(out[:, 0]), at_least_fp32(out[:, 1:])
 
 
 def _label_term(logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
@@ -27,8 +28,8 @@ def input_gradient_norm(D, x: torch.Tensor, res_log2: int, alpha: float, grad_sc
     """Per-sample L2 norm of dD(x)/dx (graph kept for the double backward), and D's output on x."""
     x = x.detach().requires_grad_(True)
     out = D(x, res_log2, alpha)
-    (grad,) = torch.autograd.grad(out[:, 0].float().sum() * grad_scale, x, create_graph=True)
-    norm = (grad.float() / grad_scale).flatten(1).norm(dim=1)
+    (grad,) = torch.autograd.grad(at_least_fp32(out[:, 0]).sum() * grad_scale, x, create_graph=True)
+    norm = (at_least_fp32(grad) / grad_scale).flatten(1).norm(dim=1)
     return norm, out
 
 

@@ -1,0 +1,227 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pggan.config import NetworkConfig
+from pggan.layers import (EqualizedConv2d, EqualizedLinear, downsample2x, fade_images, minibatch_stddev, pixel_norm,
+                          upsample2x)
+from pggan.networks import Discriminator, Generator, count_params, lod_to_level
+from pggan.presets import get_preset
+
+SMALL = NetworkConfig(resolution=32, fmap_base=128, fmap_max=16, latent_size=16)
+
+
+def test_parameter_counts_at_1024_match_the_reference():
+    cfg = NetworkConfig()
+    with torch.device("meta"):
+        G, D = Generator(cfg), Discriminator(cfg)
+    assert count_params(G) == 23_079_115
+    assert count_params(D) == 23_087_249
+
+
+def test_widths_follow_nf():
+    cfg = NetworkConfig()
+    assert [cfg.nf(s) for s in range(10)] == [512, 512, 512, 512, 512, 256, 128, 64, 32, 16]
+    assert cfg.z_dim == 512
+
+
+def _conv_outputs(module, run):
+    shapes = []
+    hooks = [m.register_forward_hook(lambda m, i, o: shapes.append((tuple(o.shape[1:]), sum(p.numel() for p in m.parameters()))))
+             for m in module.modules() if isinstance(m, (EqualizedConv2d, EqualizedLinear))]
+    run()
+    for h in hooks:
+        h.remove()
+    return shapes
+
+
+def test_generator_layer_shapes_match_table_2():
+    cfg = NetworkConfig()
+    with torch.device("meta"):
+        G = Generator(cfg)
+        out = _conv_outputs(G, lambda: G(torch.zeros(1, 512)))
+    widths = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
+    expected = [((8192,), 512 * 8192), ((512, 4, 4), 2_359_808)]
+    prev = 512
+    for r in [8, 16, 32, 64, 128, 256, 512, 1024]:
+        c = widths[r]
+        expected += [((c, r, r), prev * c * 9 + c), ((c, r, r), c * c * 9 + c)]
+        prev = c
+    expected.append(((3, 1024, 1024), 16 * 3 + 3))
+    assert out == expected
+    # the dense 4x4 layer plus its per-channel bias is the table's "Conv 4x4, 4.2M"
+    assert 512 * 8192 + 512 == 4_194_816
+
+
+def test_discriminator_layer_shapes_match_table_2():
+    cfg = NetworkConfig()
+    with torch.device("meta"):
+        D = Discriminator(cfg)
+        out = _conv_outputs(D, lambda: D(torch.zeros(4, 3, 1024, 1024)))
+    widths = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
+    expected = [((16, 1024, 1024), 3 * 16 + 16)]
+    for r in [1024, 512, 256, 128, 64, 32, 16, 8]:
+        c, c_next = widths[r], widths[r // 2]
+        expected += [((c, r, r), c * c * 9 + c), ((c_next, r, r), c * c_next * 9 + c_next)]
+    expected += [((512, 4, 4), 513 * 512 * 9 + 512), ((512,), 8192 * 512 + 512), ((1,), 513)]
+    assert out == expected
+
+
+def test_equalized_lr_runtime_scaling():
+    conv = EqualizedConv2d(64, 32, 3)
+    assert abs(conv.weight.std().item() - 1.0) < 0.02 and abs(conv.weight.mean().item()) < 0.02
+    assert torch.all(conv.bias == 0)
+    x = torch.randn(2, 64, 8, 8)
+    ref = F.conv2d(x, conv.weight * math.sqrt(2) / math.sqrt(64 * 9), conv.bias, padding=1)
+    assert torch.allclose(conv(x), ref, atol=1e-5)
+    with torch.no_grad():
+        conv.bias.fill_(0.5)
+    assert torch.allclose(conv(x), ref + 0.5, atol=1e-5)   # the bias is not scaled
+    lin = EqualizedLinear(100, 10, gain=1.0)
+    z = torch.randn(3, 100)
+    assert torch.allclose(lin(z), z @ (lin.weight / 10.0).T, atol=1e-5)
+    he = EqualizedConv2d(64, 32, 3, use_wscale=False)
+    assert he.scale == 1.0 and abs(he.weight.std().item() - math.sqrt(2 / (64 * 9))) < 0.005
+
+
+def test_special_gains():
+    G, D = Generator(SMALL), Discriminator(SMALL)
+    assert math.isclose(G.blocks["2"].dense.scale, math.sqrt(2) / 4 / math.sqrt(16))
+    for k in range(2, 6):
+        rgb = G.torgb[str(k)]
+        assert math.isclose(rgb.scale, 1.0 / math.sqrt(rgb.weight.shape[1]))
+        frgb = D.fromrgb[str(k)]
+        assert math.isclose(frgb.scale, math.sqrt(2) / math.sqrt(3))
+    last = D.blocks["2"].dense1
+    assert math.isclose(last.scale, 1.0 / math.sqrt(last.weight.shape[1]))
+
+
+def test_pixel_norm_unit_rms():
+    x = torch.randn(4, 32, 5, 5) * 7
+    y = pixel_norm(x)
+    assert torch.allclose(y.square().mean(dim=1), torch.ones(4, 5, 5), atol=1e-5)
+
+
+def _mbstd_numpy(x, group):
+    n, c, h, w = x.shape
+    g = min(group, n)
+    m = n // g
+    out = np.empty((n, 1, h, w), dtype=np.float64)
+    for j in range(m):
+        members = [i for i in range(n) if i % m == j]
+        s = x[members].astype(np.float64)
+        std = np.sqrt(((s - s.mean(0)) ** 2).mean(0) + 1e-8)
+        for i in members:
+            out[i] = std.mean()
+    return np.concatenate([x, out], axis=1)
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 8, 12, 16])
+def test_minibatch_stddev_matches_reference_grouping(n):
+    x = torch.randn(n, 5, 3, 3) * torch.arange(1, n + 1).reshape(-1, 1, 1, 1)
+    y = minibatch_stddev(x, 4).numpy()
+    assert np.allclose(y, _mbstd_numpy(x.numpy(), 4), atol=1e-5)
+
+
+def test_minibatch_stddev_refuses_indivisible_batch():
+    with pytest.raises(ValueError, match="not divisible by the group size 4"):
+        minibatch_stddev(torch.randn(6, 2, 4, 4), 4)
+
+
+def _nets(cfg=SMALL):
+    torch.manual_seed(1)
+    return Generator(cfg).eval(), Discriminator(cfg).eval()
+
+
+@pytest.mark.parametrize("k", [3, 4, 5])
+def test_generator_fade_endpoints(k):
+    G, _ = _nets()
+    z = torch.randn(4, 16)
+    prev = G(z, res_log2=k - 1, alpha=1.0)
+    assert torch.allclose(G(z, res_log2=k, alpha=0.0), upsample2x(prev), atol=1e-6)
+    new = G(z, res_log2=k, alpha=1.0)
+    half = G(z, res_log2=k, alpha=0.3)
+    assert torch.allclose(half, 0.7 * upsample2x(prev) + 0.3 * new, atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [3, 4, 5])
+def test_discriminator_fade_endpoints(k):
+    _, D = _nets()
+    x = torch.randn(4, 3, 2 ** k, 2 ** k)
+    assert torch.allclose(D(x, k, 0.0), D(downsample2x(x), k - 1, 1.0), atol=1e-5)
+
+
+def test_old_branch_not_computed_at_alpha_one():
+    G, D = _nets()
+    calls = []
+    G.torgb["3"].register_forward_hook(lambda *a: calls.append("G"))
+    D.fromrgb["3"].register_forward_hook(lambda *a: calls.append("D"))
+    G(torch.randn(4, 16), res_log2=4, alpha=1.0)
+    D(torch.randn(4, 3, 16, 16), 4, 1.0)
+    assert calls == []
+    G(torch.randn(4, 16), res_log2=4, alpha=0.5)
+    D(torch.randn(4, 3, 16, 16), 4, 0.5)
+    assert calls == ["G", "D"]
+
+
+def test_no_work_above_current_resolution():
+    G, D = _nets()
+    calls = []
+    for m in (G.blocks["5"], G.torgb["5"], D.blocks["5"], D.fromrgb["5"]):
+        m.register_forward_hook(lambda *a: calls.append(1))
+    G(torch.randn(4, 16), res_log2=4, alpha=0.5)
+    D(torch.randn(4, 3, 16, 16), 4, 0.5)
+    assert calls == []
+
+
+def test_reals_fade_matches_generator_blend():
+    x = torch.randn(4, 3, 16, 16)
+    for alpha in (0.0, 0.25, 1.0):
+        coarse = downsample2x(x)             # what the previous level's toRGB would show
+        generator_blend = (1 - alpha) * upsample2x(coarse) + alpha * x
+        assert torch.allclose(fade_images(x, alpha), generator_blend, atol=1e-6)
+
+
+def test_lod_to_level():
+    assert lod_to_level(0.0, 10) == (10, 1.0)
+    assert lod_to_level(3.0, 10) == (7, 1.0)
+    k, a = lod_to_level(2.25, 10)
+    assert k == 8 and math.isclose(a, 0.75)
+
+
+def test_label_conditioning_shapes():
+    cfg = NetworkConfig(resolution=8, fmap_base=64, fmap_max=8, latent_size=8, label_size=5)
+    G, D = Generator(cfg), Discriminator(cfg)
+    labels = F.one_hot(torch.tensor([0, 1, 2, 3]), 5).float()
+    img = G(torch.randn(4, 8), labels)
+    assert img.shape == (4, 3, 8, 8)
+    assert D(img).shape == (4, 6)
+    with pytest.raises(ValueError, match="label-conditioned"):
+        G(torch.randn(4, 8))
+
+
+def test_grayscale_and_every_resolution():
+    for res in (4, 8, 64):
+        cfg = NetworkConfig(resolution=res, channels=1, fmap_base=64, fmap_max=8)
+        G, D = Generator(cfg), Discriminator(cfg)
+        img = G(torch.randn(4, cfg.z_dim))
+        assert img.shape == (4, 1, res, res) and D(img).shape == (4, 1)
+
+
+def test_presets_build():
+    low = get_preset("lowcap-128")
+    assert [low.net.width(r) for r in (4, 8, 16, 32, 64, 128)] == [512, 512, 256, 128, 64, 32]
+    base = get_preset("gulrajani-a")
+    cfg = base.net
+    cfg.widths = {r: 8 for r in (4, 8, 16, 32, 64, 128)}
+    cfg.latent_size = 8
+    G, D = Generator(cfg), Discriminator(cfg)
+    img = G(torch.randn(4, 8))
+    assert img.abs().max() <= 1.0                        # tanh output
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in G.modules())
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in D.modules())
+    assert D(img).shape == (4, 1)
+    assert base.optim.n_critic == 5 and base.sched.lr_base == 1e-4 and base.optim.beta2 == 0.9

@@ -1,0 +1,101 @@
+import math
+
+import pytest
+
+from pggan.config import ScheduleConfig
+from pggan.presets import get_preset
+from pggan.schedule import PAPER_BATCH, lod_at, phase_at, starts_new_phase
+
+
+def paper(res, kimg=600.0):
+    return ScheduleConfig(lod_training_kimg=kimg, lod_transition_kimg=kimg, batch_table=dict(PAPER_BATCH))
+
+
+def spec_lod(kimg, train, trans, res, res0=4):
+    """The spec's formula, written out independently."""
+    phase = math.floor(kimg / (train + trans))
+    pk = kimg - phase * (train + trans)
+    return max(math.log2(res) - math.log2(res0) - phase - max(pk - train, 0) / trans, 0.0)
+
+
+@pytest.mark.parametrize("res,kimg,lod,out_res,alpha,batch", [
+    # 32x32 target, 600k + 600k
+    (32, 0, 3.0, 4, 1.0, 16),
+    (32, 599.999, 3.0, 4, 1.0, 16),
+    (32, 600, 3.0, 4, 1.0, 16),          # the first fade starts exactly here
+    (32, 900, 2.5, 8, 0.5, 16),
+    (32, 1200, 2.0, 8, 1.0, 16),          # stabilise at 8
+    (32, 3300, 0.5, 32, 0.5, 16),
+    (32, 3600, 0.0, 32, 1.0, 16),
+    (32, 10000, 0.0, 32, 1.0, 16),        # clipped at 0
+    # 128x128
+    (128, 1500, 4.0, 8, 1.0, 16),
+    (128, 2100, 3.5, 16, 0.5, 16),
+    (128, 6000, 0.0, 128, 1.0, 16),
+    # 1024x1024, paper batches
+    (1024, 0, 8.0, 4, 1.0, 16),
+    (1024, 7200, 2.0, 256, 1.0, 14),
+    (1024, 7800, 2.0, 256, 1.0, 14),
+    (1024, 8100, 1.5, 512, 0.5, 6),
+    (1024, 9300, 0.5, 1024, 0.5, 3),
+    (1024, 9600, 0.0, 1024, 1.0, 3),
+])
+def test_schedule_values(res, kimg, lod, out_res, alpha, batch):
+    ph = phase_at(int(round(kimg * 1000)), paper(res), res)
+    assert math.isclose(ph.lod, lod, abs_tol=1e-6)
+    assert math.isclose(ph.lod, spec_lod(kimg, 600, 600, res), abs_tol=1e-6)
+    assert ph.resolution == out_res and math.isclose(ph.alpha, alpha, abs_tol=1e-6) and ph.batch == batch
+
+
+def test_schedule_800k_phases_celebahq():
+    cfg = get_preset("celebahq-1024").sched
+    for kimg in (0, 799, 800, 1200, 1600, 2000, 12799, 12800, 13500, 15000):
+        ph = phase_at(kimg * 1000, cfg, 1024)
+        assert math.isclose(ph.lod, spec_lod(kimg, 800, 800, 1024), abs_tol=1e-9)
+    assert phase_at(1200 * 1000, cfg, 1024).resolution == 8
+
+
+def test_v2_table_and_lr_overrides():
+    cfg = get_preset("celebahq-1024-v2").sched
+    assert phase_at(0, cfg, 1024).batch == 128
+    ph = phase_at(20000 * 1000, cfg, 1024)
+    assert ph.resolution == 1024 and ph.batch == 4 and ph.g_lr == 0.0015 and ph.d_lr == 0.0015
+    assert phase_at(0, cfg, 1024).g_lr == 0.001
+
+
+def test_device_cap():
+    cfg = paper(32)
+    cfg.device_batch_cap = {4: 4}
+    assert phase_at(0, cfg, 32, num_devices=1).batch == 4
+    assert phase_at(0, cfg, 32, num_devices=2).batch == 8
+    assert phase_at(1300 * 1000, cfg, 32).batch == 16
+
+
+def test_no_growing_runs_at_full_resolution():
+    cfg = paper(128)
+    cfg.growing = False
+    ph = phase_at(0, cfg, 128)
+    assert ph.resolution == 128 and ph.alpha == 1.0 and ph.lod == 0.0
+
+
+def test_start_resolution():
+    cfg = paper(64)
+    cfg.start_resolution = 16
+    assert phase_at(0, cfg, 64).resolution == 16
+    assert lod_at(0, cfg, 64) == 2.0
+
+
+def test_optimizer_reset_points():
+    cfg = paper(32)
+    lods = [phase_at(n, cfg, 32).lod for n in range(0, 3_700_000, 16)]
+    resets = [i * 16 / 1000 for i in range(1, len(lods)) if starts_new_phase(lods[i - 1], lods[i])]
+    # a reset at the start of every fade (600, 1800, 3000) and every stabilise phase (1200, 2400, 3600)
+    expected = [600, 1200, 1800, 2400, 3000, 3600]
+    assert len(resets) == len(expected)
+    for got, want in zip(resets, expected):
+        assert want <= got < want + 0.02
+
+
+def test_schedule_is_pure():
+    cfg = paper(32)
+    assert phase_at(1_234_567, cfg, 32) == phase_at(1_234_567, cfg, 32)
