@@ -36,7 +36,7 @@ def input_gradient_norm(D, x: torch.Tensor, res_log2: int, alpha: float, grad_sc
 def gradient_penalty(D, reals, fakes, res_log2: int, alpha: float, target: float = 1.0, grad_scale: float = 1.0):
     """WGAN-GP term ``(||grad D(x_hat)|| - target)**2 / target**2`` per sample, x_hat a per-sample lerp."""
     t = torch.rand(reals.shape[0], 1, 1, 1, device=reals.device, dtype=reals.dtype)
-    x_hat = torch.lerp(reals.detach(), fakes.detach(), t)
+    x_hat = torch.lerp(reals.detach(), fakes.detach().to(reals.dtype), t)
     norm, _ = input_gradient_norm(D, x_hat, res_log2, alpha, grad_scale)
     return (norm - target).square() / (target ** 2)
 

@@ -95,6 +95,7 @@ class Trainer:
 
     def step(self) -> dict:
         cfg, ph = self.cfg, self.phase()
+        self.last_phase = ph
         if self.prev_lod is None or (cfg.optim.reset_on_phase and starts_new_phase(self.prev_lod, ph.lod)):
             self.opt_G.state.clear()
             self.opt_D.state.clear()
@@ -241,7 +242,7 @@ def _crossed(prev_nimg: int, cur_nimg: int, every_kimg: float) -> bool:
 
 
 def format_tick(tick: int, ph: Phase, s: dict) -> str:
-    return (f"tick {tick:<5d} kimg {ph.kimg:<9.1f} res {ph.resolution:<4d} lod {ph.lod:<6.3f} alpha {ph.alpha:<5.3f} "
+    return (f"tick {tick:<5d} kimg {s['kimg']:<9.1f} res {ph.resolution:<4d} lod {ph.lod:<6.3f} alpha {ph.alpha:<5.3f} "
             f"batch {ph.batch:<4d} loss_d {s['loss_d']:+9.4f} loss_g {s['loss_g']:+9.4f} img/s {s['img_per_s']:8.1f} "
             f"sec/kimg {s['sec_per_kimg']:8.2f} mem {s['mem_mb']:8.1f}MB time {_fmt_time(s['wall_s'])}")
 

@@ -133,7 +133,7 @@ def train(cfg: TrainConfig, resume: str | None = None, progress: bool = True, st
             if _crossed(prev, trainer.cur_nimg, cfg.tick_kimg) or done:
                 tick += 1
                 now = time.time()
-                ph = trainer.phase()
+                ph = trainer.last_phase
                 rec = {"tick": tick, "kimg": trainer.cur_nimg / 1000.0, "resolution": ph.resolution, "lod": ph.lod,
                        "alpha": ph.alpha, "batch": ph.batch}
                 rec.update({k: float(v) / max(steps, 1) for k, v in acc.items()})

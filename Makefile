@@ -1,0 +1,31 @@
+# One command for the demo, one for the tests; both set everything up on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# The CPU build of torch; on a GPU machine install the CUDA build of your choice instead (see README).
+TORCH  ?= torch==2.13.0
+
+.PHONY: install demo test test-all bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH)"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/pggan train --preset cpu-small --desc demo
+
+test: install
+	$(PY) -m pytest -q
+
+test-all: install
+	$(PY) -m pytest -q -m "slow or not slow"
+
+bench: install
+	$(VENV)/bin/pggan bench
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -1,0 +1,227 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from pggan.api import load_generator, parse_seeds
+from pggan.cli import main
+from pggan.config import TrainConfig, validate
+from pggan.presets import get_preset
+from pggan.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+from pggan.training.run import train
+
+
+def tiny_config(tmp_path, **kw) -> TrainConfig:
+    cfg = get_preset("cpu-small")
+    cfg.outdir = str(tmp_path / "runs")
+    cfg.data_count = 64
+    cfg.net.resolution = 16
+    cfg.net.fmap_base, cfg.net.fmap_max, cfg.net.latent_size = 64, 16, 16
+    cfg.sched.lod_training_kimg = cfg.sched.lod_transition_kimg = 0.2
+    cfg.sched.total_kimg = 1.0
+    cfg.sched.batch_base = 8
+    cfg.tick_kimg, cfg.image_kimg, cfg.checkpoint_kimg = 0.2, 0.5, 0.4
+    cfg.grid_size = 4
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return validate(cfg)
+
+
+def test_end_to_end_run_directory(tmp_path):
+    cfg = tiny_config(tmp_path)
+    result = train(cfg, progress=False, echo=lambda m: None)
+    run = result["run_dir"]
+    assert os.path.basename(run) == "00000-shapes-16-cpu-small"
+    files = set(os.listdir(run))
+    assert {"training_options.json", "log.txt", "stats.jsonl", "reals.png", "generator-final.safetensors"} <= files
+    assert json.load(open(os.path.join(run, "training_options.json")))["net"]["resolution"] == 16
+    stats = [json.loads(line) for line in open(os.path.join(run, "stats.jsonl"))]
+    assert len(stats) == 5
+    keys = {"kimg", "resolution", "lod", "alpha", "batch", "loss_d", "loss_g", "img_per_s", "sec_per_kimg", "mem_mb", "wall_s"}
+    assert all(keys <= set(s) for s in stats)
+    # 4x4 (0-0.2), fade to 8 (0.2-0.4), 8 (0.4-0.6), fade to 16 (0.6-0.8), 16: the run went through every phase
+    assert [s["resolution"] for s in stats] == [4, 8, 8, 16, 16]
+    assert [s["alpha"] < 1 for s in stats] == [False, True, False, True, False]
+    assert all(np.isfinite(s["loss_d"]) and np.isfinite(s["loss_g"]) for s in stats)
+    grids = sorted(f for f in files if f.startswith("fakes"))
+    assert grids == ["fakes000000.png", "fakes000001.png"]
+    for g in grids:
+        assert Image.open(os.path.join(run, g)).size == (64, 64)     # 4x4 grid of 16 px, every grid the same size
+    assert [os.path.basename(p) for p in list_checkpoints(run)] == ["checkpoint-000000.pt", "checkpoint-000001.pt"]
+    ckpt = load_checkpoint(list_checkpoints(run)[-1])
+    assert ckpt["cur_nimg"] >= 1000 and {"G", "D", "G_ema", "opt_G", "opt_D", "rng", "data_order"} <= set(ckpt)
+    # a second run never reuses the directory
+    assert os.path.basename(train(cfg, progress=False, echo=lambda m: None)["run_dir"]).startswith("00001-")
+
+
+def _losses_until(cfg, stop_at=None, resume=None):
+    losses = []
+
+    def cb(trainer, s):
+        losses.append((trainer.cur_nimg, float(s["loss_d"]), float(s["loss_g"])))
+        return stop_at is not None and len(losses) >= stop_at
+
+    result = train(cfg, resume=resume, progress=False, step_callback=cb, echo=lambda m: None)
+    return losses, result
+
+
+@pytest.mark.parametrize("loss", ["wgangp", "lsgan"])
+def test_interrupted_and_resumed_run_repeats_exactly(tmp_path, loss):
+    cfg = tiny_config(tmp_path, deterministic=True, mirror=True)
+    cfg.loss.kind = loss
+    cfg.sched.total_kimg = 0.7
+    full, _ = _losses_until(cfg)
+    # stop mid-fade (0.2..0.4 kimg is the fade into 8x8): step 30 is at 0.24 kimg
+    first, res = _losses_until(cfg, stop_at=30)
+    assert res["interrupted"] and 0.2 < first[-1][0] / 1000 < 0.4
+    ckpt = list_checkpoints(res["run_dir"])[-1]
+    second, res2 = _losses_until(cfg, resume=ckpt)
+    assert not res2["interrupted"] and res2["run_dir"] == res["run_dir"]
+    assert first + second == full
+    stats = [json.loads(line) for line in open(os.path.join(res["run_dir"], "stats.jsonl"))]
+    assert [s["tick"] for s in stats] == list(range(1, len(stats) + 1))
+
+
+def test_sigint_saves_checkpoint_and_exits_cleanly(tmp_path):
+    cfgfile = tmp_path / "cfg.json"
+    cfg = tiny_config(tmp_path)
+    cfg.sched.total_kimg = 1000
+    cfgfile.write_text(cfg.to_json())
+    proc = subprocess.Popen([sys.executable, "-m", "pggan", "train", "--config", str(cfgfile), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = tmp_path / "runs" / "00000-shapes-16-cpu-small"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (run / "stats.jsonl").exists():
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out and "--resume" in out
+    ckpts = list_checkpoints(str(run))
+    assert ckpts and load_checkpoint(ckpts[-1])["cur_nimg"] > 0
+
+
+def test_resume_latest_from_cli(tmp_path):
+    cfg = tiny_config(tmp_path)
+    cfg.sched.total_kimg = 0.4
+    train(cfg, progress=False, echo=lambda m: None)
+    r = CliRunner().invoke(main, ["train", "--resume", "latest", "--outdir", cfg.outdir, "--kimg", "0.6", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    ckpts = list_checkpoints(os.path.join(cfg.outdir, "00000-shapes-16-cpu-small"))
+    assert load_checkpoint(ckpts[-1])["cur_nimg"] >= 600
+
+
+def test_generate_and_load_generator(tmp_path):
+    cfg = tiny_config(tmp_path)
+    cfg.sched.total_kimg = 0.2
+    run = train(cfg, progress=False, echo=lambda m: None)["run_dir"]
+    ckpt = list_checkpoints(run)[-1]
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["generate", "--network", ckpt, "--seeds", "0-2,7", "--outdir", str(out)])
+    assert r.exit_code == 0, r.output
+    assert sorted(os.listdir(out)) == ["seed0000.png", "seed0001.png", "seed0002.png", "seed0007.png"]
+    first = np.asarray(Image.open(out / "seed0001.png"))
+    CliRunner().invoke(main, ["generate", "--network", ckpt, "--seeds", "1", "--outdir", str(out)])
+    assert np.array_equal(first, np.asarray(Image.open(out / "seed0001.png")))
+    r = CliRunner().invoke(main, ["generate", "--network", ckpt, "--seeds", "0-3", "--grid", "--outdir", str(out)])
+    assert r.exit_code == 0 and Image.open(out / "grid-seeds0-3.png").size == (32, 32)
+    # the exported generator gives the same images as the checkpoint's G_ema
+    a = load_generator(ckpt).generate(seeds=[3, 4])
+    b = load_generator(os.path.join(run, "generator-final.safetensors")).generate(seeds=[3, 4])
+    assert a.images.shape == (2, 16, 16, 3) and a.images.dtype == np.uint8
+    assert np.array_equal(a.images, b.images)
+    t = load_generator(ckpt).generate(seeds=[3], truncate=0.5).tensor
+    assert t.shape == (1, 3, 16, 16)
+
+
+def test_seed_syntax():
+    assert parse_seeds("0-3,10") == [0, 1, 2, 3, 10]
+    assert parse_seeds("5") == [5]
+    assert parse_seeds(" 1 - 2 , 4") == [1, 2, 4]
+    for bad in ("a", "3-1", "1,,2", "-1"):
+        with pytest.raises(ValueError):
+            parse_seeds(bad)
+
+
+def _cli(*args):
+    r = CliRunner().invoke(main, list(args))
+    return r.exit_code, r.output
+
+
+def test_clear_errors(tmp_path):
+    code, out = _cli("train", "--data", str(tmp_path / "nope"), "--dry-run")
+    code, out = _cli("train", "--data", str(tmp_path / "nope"), "--outdir", str(tmp_path / "r"), "--no-progress")
+    assert code == 1 and "does not exist" in out and "Traceback" not in out
+    code, out = _cli("train", "--preset", "celeba-9000")
+    assert code == 1 and "unknown preset 'celeba-9000'" in out
+    code, out = _cli("train", "--set", "sched.total_kimg=abc", "--dry-run")
+    assert code == 1 and "sched.total_kimg" in out
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    code, out = _cli("generate", "--network", str(bad))
+    assert code == 1 and "not a readable pggan checkpoint" in out
+    code, out = _cli("train", "--resume", str(bad))
+    assert code == 1 and "not a readable pggan checkpoint" in out
+    code, out = _cli("generate", "--network", str(tmp_path / "missing.pt"))
+    assert code == 1 and "does not exist" in out
+    code, out = _cli("generate", "--network", str(bad), "--seeds", "x")
+    assert code == 1 and "cannot read seeds" in out
+    code, out = _cli("train", "--resume", "latest", "--outdir", str(tmp_path / "empty"))
+    assert code == 1 and "no checkpoint found" in out
+
+
+def test_checkpoint_from_a_different_network(tmp_path):
+    cfg = tiny_config(tmp_path)
+    cfg.sched.total_kimg = 0.1
+    run = train(cfg, progress=False, echo=lambda m: None)["run_dir"]
+    ckpt = list_checkpoints(run)[-1]
+    code, out = _cli("train", "--resume", ckpt, "--resolution", "32")
+    assert code == 1 and "network options differ" in out
+    # a checkpoint whose tensors do not fit the network its config describes
+    data = torch.load(ckpt, weights_only=True)
+    data["config"] = json.dumps(dict(json.loads(data["config"]), net=dict(json.loads(data["config"])["net"], fmap_max=8)))
+    other = tmp_path / "other.pt"
+    torch.save(data, other)
+    code, out = _cli("generate", "--network", str(other))
+    assert code == 1 and "does not fit this network" in out and "Traceback" not in out
+    with pytest.raises(CheckpointError, match="shape"):
+        load_generator(str(other))
+
+
+def test_truncated_checkpoint(tmp_path):
+    cfg = tiny_config(tmp_path)
+    cfg.sched.total_kimg = 0.1
+    run = train(cfg, progress=False, echo=lambda m: None)["run_dir"]
+    ckpt = list_checkpoints(run)[-1]
+    data = open(ckpt, "rb").read()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(data[: len(data) // 2])
+    code, out = _cli("generate", "--network", str(cut))
+    assert code == 1 and "not a readable pggan checkpoint" in out
+
+
+def test_folder_data(tmp_path):
+    folder = tmp_path / "imgs"
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (20 + i, 24, 3), dtype=np.uint8)).save(folder / "sub" / f"{i}.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    cfg = tiny_config(tmp_path, data=str(folder))
+    cfg.sched.total_kimg = 0.05
+    result = train(cfg, progress=False, echo=lambda m: None)
+    log = open(os.path.join(result["run_dir"], "log.txt")).read()
+    assert "8 images, 1 skipped" in log
+    assert os.path.basename(result["run_dir"]) == "00000-imgs-16-cpu-small"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, out = _cli("train", "--data", str(empty), "--outdir", str(tmp_path / "r"), "--no-progress")
+    assert code == 1 and "no images" in out
