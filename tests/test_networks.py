@@ -225,3 +225,11 @@ def test_presets_build():
     assert any(isinstance(m, torch.nn.GroupNorm) for m in D.modules())
     assert D(img).shape == (4, 1)
     assert base.optim.n_critic == 5 and base.sched.lr_base == 1e-4 and base.optim.beta2 == 0.9
+
+
+def test_discriminator_chunks_keep_separate_minibatch_statistics():
+    _, D = _nets()
+    a, b = torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16) * 3
+    both = D(torch.cat([a, b]), 4, 0.5, chunks=2)
+    assert torch.allclose(both, torch.cat([D(a, 4, 0.5), D(b, 4, 0.5)]), atol=1e-5)
+    assert not torch.allclose(D(torch.cat([a, b]), 4, 0.5), both, atol=1e-3)

@@ -163,5 +163,36 @@ def generate(network, seeds, outdir, grid, truncate, class_idx, raw, device):
         click.echo(f"wrote {len(seed_list)} images to {outdir}/")
 
 
+@main.command()
+@click.option("--device", default="auto", show_default=True)
+@click.option("--precision", "precisions", default="fp32,bf16", show_default=True, help="comma-separated: fp32,bf16,fp16")
+@click.option("--paper-max-res", default=64, show_default=True, help="measure the paper's widths up to this resolution (0 = skip)")
+@click.option("--seconds", default=3.0, show_default=True, help="time per measurement")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write the results as JSON")
+@friendly_errors
+def bench(device, precisions, paper_max_res, seconds, json_path):
+    """Measure training speed against this machine's convolution peak."""
+    from .bench import HEADER, run_bench, write_json
+    from .training.loop import resolve_device
+
+    precs = [p.strip() for p in precisions.split(",") if p.strip()]
+    bad = [p for p in precs if p not in ("fp32", "bf16", "fp16")]
+    if bad:
+        raise click.ClickException(f"unknown precision {bad[0]}; use fp32, bf16 or fp16")
+    dev = resolve_device(device)
+    header_shown = []
+
+    def log(msg: str) -> None:
+        if msg.startswith(("reference", "paper")) and not header_shown:
+            header_shown.append(True)
+            click.echo(HEADER)
+        click.echo(msg)
+
+    result = run_bench(dev, precs, paper_max_res, seconds, log=log)
+    if json_path:
+        write_json(json_path, result)
+        click.echo(f"wrote {json_path}")
+
+
 if __name__ == "__main__":
     main()

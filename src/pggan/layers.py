@@ -66,12 +66,16 @@ class PixelNorm(nn.Module):
         return pixel_norm(x)
 
 
-def minibatch_stddev(x: torch.Tensor, group_size: int) -> torch.Tensor:
+def minibatch_stddev(x: torch.Tensor, group_size: int, chunks: int = 1) -> torch.Tensor:
     """Append the minibatch standard deviation feature map (section 3), grouped as the reference.
 
     Sample ``i`` belongs to group ``i mod M`` (M = N / G); each group yields one value, the
     biased std over the group averaged over channels and pixels. Computed in fp32.
+    ``chunks`` > 1 treats the batch as that many independent minibatches (reals and fakes
+    evaluated in one pass keep their own statistics).
     """
+    if chunks > 1:
+        return torch.cat([minibatch_stddev(part, group_size) for part in x.chunk(chunks)], dim=0)
     n, c, h, w = x.shape
     g = min(group_size, n)
     if n % g != 0:

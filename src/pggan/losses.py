@@ -43,15 +43,16 @@ def gradient_penalty(D, reals, fakes, res_log2: int, alpha: float, target: float
 
 def d_loss(cfg: LossConfig, D, reals, fakes, labels, res_log2: int, alpha: float, grad_scale: float = 1.0):
     """Discriminator loss for one minibatch; ``fakes`` must come from G without a graph."""
-    fake_out = D(fakes, res_log2, alpha)
-    fake_score, fake_logits = _split(fake_out)
     if cfg.kind == "logistic":
+        fake_score, fake_logits = _split(D(fakes, res_log2, alpha))
         norm, real_out = input_gradient_norm(D, reals, res_log2, alpha, grad_scale)
         real_score, real_logits = _split(real_out)
         penalty = 0.5 * cfg.r1_gamma * norm.square()
         loss = F.softplus(fake_score) + F.softplus(-real_score) + penalty
     else:
-        real_score, real_logits = _split(D(reals, res_log2, alpha))
+        # one pass over reals and fakes (bigger convolutions), each half with its own minibatch stddev
+        both = D(torch.cat([reals, fakes.to(reals.dtype)]), res_log2, alpha, chunks=2)
+        (real_score, real_logits), (fake_score, fake_logits) = _split(both[:len(reals)]), _split(both[len(reals):])
         if cfg.kind == "wgangp":
             penalty = gradient_penalty(D, reals, fakes, res_log2, alpha, cfg.wgan_target, grad_scale)
             loss = fake_score - real_score + cfg.wgan_lambda * penalty + cfg.wgan_epsilon * real_score.square()

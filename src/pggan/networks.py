@@ -154,9 +154,9 @@ class DHead(nn.Module):
         self.norm = nn.LayerNorm(self.dense0.weight.shape[0]) if cfg.d_norm == "layer" else None
         self.dense1 = EqualizedLinear(self.dense0.weight.shape[0], out_features, gain=1.0, use_wscale=w)
 
-    def forward(self, x, noise: float = 0.0):
+    def forward(self, x, noise: float = 0.0, chunks: int = 1):
         if self.group:
-            x = minibatch_stddev(x, self.group)
+            x = minibatch_stddev(x, self.group, chunks)
         x = self.conv(x, noise)
         x = x.flatten(1)                                 # [N, C*4*4], channel-major
         if noise > 0:
@@ -189,7 +189,10 @@ class Discriminator(nn.Module):
     def _from(self, k: int, x: torch.Tensor) -> torch.Tensor:
         return F.leaky_relu(self.fromrgb[str(k)](x), 0.2)
 
-    def forward(self, x: torch.Tensor, res_log2: int | None = None, alpha: float = 1.0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, res_log2: int | None = None, alpha: float = 1.0,
+                chunks: int = 1) -> torch.Tensor:
+        """``chunks``: the batch holds that many minibatches (e.g. reals then fakes), each with its own
+        minibatch statistics; otherwise every sample is processed independently."""
         k_max = self.max_log2 if res_log2 is None else int(res_log2)
         _check_level(k_max, alpha, self.max_log2)
         if x.shape[-1] != 2 ** k_max or x.shape[-2] != 2 ** k_max:
@@ -202,7 +205,7 @@ class Discriminator(nn.Module):
                 h = lerp(self._from(k_max - 1, downsample2x(x)), h, alpha)
             for k in range(k_max - 1, 2, -1):
                 h = self.blocks[str(k)](h, noise)
-        return self.blocks["2"](h, noise)
+        return self.blocks["2"](h, noise, chunks)
 
 
 def _check_level(k: int, alpha: float, max_log2: int) -> None:

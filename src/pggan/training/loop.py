@@ -93,8 +93,10 @@ class Trainer:
     def _latents(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.G.z_dim).to(self.device)
 
-    def step(self) -> dict:
-        cfg, ph = self.cfg, self.phase()
+    def step(self, ph: Phase | None = None) -> dict:
+        """Train one minibatch at the schedule's phase (or at ``ph``, for benchmarks)."""
+        cfg = self.cfg
+        ph = ph or self.phase()
         self.last_phase = ph
         if self.prev_lod is None or (cfg.optim.reset_on_phase and starts_new_phase(self.prev_lod, ph.lod)):
             self.opt_G.state.clear()

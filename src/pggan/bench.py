@@ -1,0 +1,130 @@
+"""``pggan bench``: how close training runs to this machine's convolution peak.
+
+Measures, in one process: the 3x3 convolution peak (fp32 and bf16, channels_last), the training
+step's images/s at each resolution in a stabilise and a fade phase, the FLOPs one step executes
+(counted by :mod:`pggan.flops`), achieved GFLOP/s and its share of the peak, peak memory and the
+data loader's images/s at the same level.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+
+from .config import NetworkConfig, TrainConfig
+from .data.images import DataOrder, load_images, minibatch
+from .flops import count_flops
+from .schedule import Phase
+from .training.loop import Trainer, autocast_for, peak_memory_mb
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _timeit(fn, seconds: float, min_iters: int = 3) -> tuple[float, int]:
+    """Seconds per call of ``fn``, averaged over at least ``min_iters`` calls and ``seconds`` of time."""
+    fn()                                   # warm-up: allocator, kernel selection
+    n, start = 0, time.perf_counter()
+    while n < min_iters or time.perf_counter() - start < seconds:
+        fn()
+        n += 1
+    return (time.perf_counter() - start) / n, n
+
+
+def conv_peak(precision: str, device: torch.device, shapes=((16, 128, 32), (16, 128, 16), (64, 128, 8), (16, 64, 64)),
+              seconds: float = 0.5) -> dict:
+    """Best forward GFLOP/s of 3x3 convolutions [N, C, R, R] -> C, the shapes the networks use."""
+    results = []
+    for n, c, r in shapes:
+        x = torch.randn(n, c, r, r, device=device).to(DTYPES[precision]).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(c, c, 3, 3, device=device).to(DTYPES[precision]).contiguous(memory_format=torch.channels_last)
+
+        def run():
+            F.conv2d(x, w, padding=1)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        dt, _ = _timeit(run, seconds)
+        results.append({"shape": [n, c, r], "gflops": 2 * n * c * c * 9 * r * r / dt / 1e9})
+    return {"precision": precision, "peak_gflops": max(x["gflops"] for x in results), "shapes": results}
+
+
+def reference_config(precision: str) -> TrainConfig:
+    """The issue's reference network: 32x32, 128 maps everywhere, latent 128, batch 16, WGAN-GP."""
+    cfg = TrainConfig(precision=precision, data="builtin:shapes", data_count=256,
+                      net=NetworkConfig(resolution=32, fmap_max=128, latent_size=128))
+    cfg.sched.batch_base = 16
+    return cfg
+
+
+def paper_config(precision: str, resolution: int, batch: int) -> TrainConfig:
+    cfg = TrainConfig(precision=precision, data="builtin:shapes", data_count=64, net=NetworkConfig(resolution=resolution))
+    cfg.sched.batch_base = batch
+    return cfg
+
+
+def measure_steps(cfg: TrainConfig, device: torch.device, resolutions, seconds: float, fades: bool = True) -> list[dict]:
+    images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)
+    trainer = Trainer(cfg, images, device)
+    rows = []
+    for res in resolutions:
+        k = res.bit_length() - 1
+        for alpha in ((1.0, 0.5) if fades and res > 4 else (1.0,)):
+            ph = Phase(kimg=0.0, lod=float(cfg.net.resolution_log2 - k) + (1.0 - alpha), res_log2=k, alpha=alpha,
+                       batch=cfg.sched.batch_base, g_lr=1e-3, d_lr=1e-3)
+
+            def step():
+                trainer.step(ph)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+            flops = count_flops(step)["total"]
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            dt, n = _timeit(step, seconds)
+            order = DataOrder(len(images), 0, cfg.mirror)
+            load_dt, _ = _timeit(lambda: minibatch(images, order, ph.batch, res, device), min(seconds, 0.3), 5)
+            rows.append({"resolution": res, "phase": "stabilise" if alpha == 1.0 else "fade", "batch": ph.batch,
+                         "img_per_s": ph.batch / dt, "gflop_per_img": flops / ph.batch / 1e9,
+                         "gflops": flops / dt / 1e9, "steps_timed": n, "mem_mb": peak_memory_mb(device),
+                         "loader_img_per_s": ph.batch / load_dt})
+    return rows
+
+
+def run_bench(device: torch.device, precisions=("fp32", "bf16"), paper_max_res: int = 64, seconds: float = 3.0,
+              reference_all_res: bool = True, log=print) -> dict:
+    out = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(), "peaks": {}, "runs": []}
+    for prec in precisions:
+        if prec == "fp16" and device.type != "cuda":
+            continue
+        out["peaks"][prec] = conv_peak(prec, device)
+        log(f"conv3x3 peak {prec}: {out['peaks'][prec]['peak_gflops']:.1f} GFLOP/s")
+    for prec in out["peaks"]:
+        peak = out["peaks"][prec]["peak_gflops"]
+        ref = reference_config(prec)
+        res_list = (4, 8, 16, 32) if reference_all_res else (32,)
+        for row in measure_steps(ref, device, res_list, seconds):
+            out["runs"].append(dict(row, network="reference", precision=prec, peak_fraction=row["gflops"] / peak))
+            log(format_row(out["runs"][-1]))
+        if paper_max_res >= 4:
+            res_list = [r for r in (4, 8, 16, 32, 64, 128, 256) if r <= paper_max_res]
+            for res in res_list:
+                cfg = paper_config(prec, res, batch=16 if res <= 64 else 4)
+                for row in measure_steps(cfg, device, [res], seconds / 2, fades=False):
+                    out["runs"].append(dict(row, network="paper", precision=prec, peak_fraction=row["gflops"] / peak))
+                    log(format_row(out["runs"][-1]))
+    return out
+
+
+HEADER = (f"{'network':<10}{'prec':<6}{'res':>5} {'phase':<10}{'batch':>6}{'img/s':>9}{'GFLOP/img':>11}"
+          f"{'GFLOP/s':>9}{'%peak':>7}{'mem MB':>9}{'loader img/s':>14}")
+
+
+def format_row(r: dict) -> str:
+    return (f"{r['network']:<10}{r['precision']:<6}{r['resolution']:>5} {r['phase']:<10}{r['batch']:>6}"
+            f"{r['img_per_s']:>9.1f}{r['gflop_per_img']:>11.2f}{r['gflops']:>9.1f}{100 * r['peak_fraction']:>6.0f}%"
+            f"{r['mem_mb']:>9.0f}{r['loader_img_per_s']:>14.0f}")
+
+
+def write_json(path: str, result: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)

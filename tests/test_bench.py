@@ -1,0 +1,31 @@
+import torch
+
+from pggan.bench import measure_steps, reference_config
+from pggan.config import NetworkConfig
+from pggan.flops import conv_flops, count_flops
+from pggan.networks import Discriminator, Generator
+
+
+def test_flop_counter_matches_layer_shapes():
+    cfg = NetworkConfig(resolution=16, fmap_max=32, latent_size=32)
+    G = Generator(cfg)
+    n = 4
+    got = count_flops(lambda: G(torch.randn(n, 32)))
+    # by hand: dense 32 -> 32*16, conv3x3 at 4, two conv3x3 at 8 and 16, toRGB 1x1 at 16
+    want_conv = 2 * n * (32 * 32 * 9 * 16 + 2 * 32 * 32 * 9 * 64 + 2 * 32 * 32 * 9 * 256 + 32 * 3 * 256)
+    assert got["conv"] == want_conv
+    assert got["matmul"] == 2 * n * 32 * 32 * 16
+    assert conv_flops((1, 8, 5, 5), (8, 8, 3, 3), (1, 8, 5, 5), False) == 2 * 8 * 25 * 8 * 9
+
+
+def test_training_step_flops_include_the_double_backward():
+    cfg = reference_config("fp32")
+    cfg.net.fmap_max, cfg.net.latent_size, cfg.net.resolution, cfg.data_count = 16, 16, 8, 16
+    D = Discriminator(cfg.net)
+    x = torch.randn(16, 3, 8, 8)
+    fwd = count_flops(lambda: D(x))["conv"]
+    rows = measure_steps(cfg, torch.device("cpu"), [8], seconds=0.01, fades=False)
+    per_img = rows[0]["gflop_per_img"] * 1e9
+    # D step ~ 2 fwd + 2x2 bwd + penalty (fwd, grad, double backward ~6 fwd); G step adds ~3-4 more D fwds
+    assert 10 * fwd / 16 < per_img < 20 * fwd / 16 + 6 * fwd
+    assert rows[0]["img_per_s"] > 0 and rows[0]["loader_img_per_s"] > 0
