@@ -17,7 +17,7 @@ from .config import NetworkConfig, TrainConfig
 from .data.images import DataOrder, load_images, minibatch
 from .flops import count_flops
 from .schedule import Phase
-from .training.loop import Trainer, autocast_for, peak_memory_mb
+from .training.loop import Trainer, peak_memory_mb
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

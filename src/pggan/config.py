@@ -227,7 +227,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(n.label_size >= 0, "net.label_size must be >= 0")
     need(n.fmap_base > 0 and n.fmap_max > 0 and n.fmap_decay >= 0, "fmap_base and fmap_max must be > 0, fmap_decay >= 0")
     for res, w in n.widths.items():
-        need(_is_pow2(res) and 4 <= res <= n.resolution, f"net.widths: {res} is not a resolution of this network")
+        need(_is_pow2(res) and 4 <= res <= 1024, f"net.widths: {res} is not a power-of-two resolution from 4 to 1024")
         need(isinstance(w, int) and w > 0, f"net.widths[{res}] must be a positive integer")
     need(n.latent_size >= 0, "net.latent_size must be >= 0 (0 = nf(0))")
     need(n.g_norm in ("pixel", "batch", "none"), f"net.g_norm must be pixel, batch or none, got '{n.g_norm}'")

@@ -55,7 +55,10 @@ class ImageSet:
 
 
 def load_images(spec: str, resolution: int, channels: int, count: int, seed: int = 0) -> ImageSet:
-    """``builtin:NAME`` or a folder of images, as an :class:`ImageSet` at ``resolution``."""
+    """Training data at ``resolution``: ``builtin:NAME``, a pggan dataset folder (memory-mapped), or a
+    folder / archive of images (decoded in memory by the same code as ``pggan dataset create``)."""
+    from .dataset import is_dataset, open_dataset
+
     if spec.startswith("builtin:"):
         name = spec.split(":", 1)[1]
         if name not in BUILTIN:
@@ -63,37 +66,33 @@ def load_images(spec: str, resolution: int, channels: int, count: int, seed: int
         return ImageSet.from_full(render_builtin(name, count, resolution, channels, seed),
                                   description=f"builtin:{name} ({count} images, seed {seed})")
     if not os.path.exists(spec):
-        raise DataError(f"data '{spec}' does not exist; give a folder of images or builtin:NAME "
-                        f"({', '.join('builtin:' + b for b in BUILTIN)})")
-    if not os.path.isdir(spec):
-        raise DataError(f"data '{spec}' is not a folder; give a folder of images or builtin:NAME")
-    return _load_folder(spec, resolution, channels, count)
+        raise DataError(f"data '{spec}' does not exist; give a dataset made by `pggan dataset create`, a folder "
+                        f"or archive of images, or builtin:NAME ({', '.join('builtin:' + b for b in BUILTIN)})")
+    if is_dataset(spec):
+        ds = open_dataset(spec, resolution)
+        if ds.channels != channels:
+            raise DataError(f"dataset '{spec}' has {ds.channels} channel(s) but the network expects {channels}; "
+                            f"set --set net.channels={ds.channels}")
+        return ds
+    return _load_unconverted(spec, resolution, channels, count)
 
 
-def _load_folder(folder: str, resolution: int, channels: int, count: int) -> ImageSet:
-    from PIL import Image, ImageOps
+def _load_unconverted(spec: str, resolution: int, channels: int, count: int) -> ImageSet:
+    from .convert import ConvertOptions, prepare_many, select_keys
+    from .sources import open_source
 
-    paths = sorted(os.path.join(root, f) for root, _, files in os.walk(folder) for f in files
-                   if f.lower().endswith(IMAGE_EXTENSIONS))
-    if not paths:
-        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under '{folder}'")
-    out, skipped = [], []
-    for p in paths[:count]:
-        try:
-            with Image.open(p) as im:
-                im = ImageOps.exif_transpose(im)
-                im = im.convert("L" if channels == 1 else "RGB")
-                s = min(im.size)
-                left, top = (im.width - s) // 2, (im.height - s) // 2
-                im = im.crop((left, top, left + s, top + s)).resize((resolution, resolution), Image.LANCZOS)
-                a = np.asarray(im, dtype=np.uint8)
-        except Exception as e:  # noqa: BLE001 - any unreadable file is skipped and reported
-            skipped.append(f"{p}: {type(e).__name__}: {e}")
-            continue
-        out.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-    if not out:
-        raise DataError(f"none of the {len(paths)} files under '{folder}' could be read; first error: {skipped[0]}")
-    return ImageSet.from_full(np.stack(out), description=f"folder {folder} ({len(out)} images, {len(skipped)} skipped)")
+    source = open_source(spec)
+    opts = ConvertOptions(resolution=resolution, channels=channels, max_count=count, small="upscale").validate()
+    keys = select_keys(source, opts)
+    if not keys:
+        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in '{spec}'")
+    report: list[str] = []
+    images, labels, bad = prepare_many(list(source.read(set(keys))), opts, report=report)
+    if images is None:
+        raise DataError(f"none of the {len(keys)} files in '{spec}' could be read; first problem: {report[0]}")
+    names = source.label_names
+    return ImageSet.from_full(images, np.asarray(labels) if labels else None, len(names),
+                              description=f"{source.describe()} ({len(images)} images, {bad} skipped)")
 
 
 class DataOrder:

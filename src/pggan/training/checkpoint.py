@@ -30,7 +30,10 @@ def atomic_write(path: str, write_fn) -> None:
     """Write through ``write_fn(file)`` to a temporary file beside ``path``, fsync, then rename."""
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.fchmod(fd, 0o666 & ~umask)      # mkstemp's 0600 would make outputs private to their writer
         with os.fdopen(fd, "wb") as f:
             write_fn(f)
             f.flush()

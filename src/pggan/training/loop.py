@@ -9,7 +9,6 @@ import os
 import random
 import resource
 import signal
-import time
 
 import numpy as np
 import torch
@@ -20,8 +19,8 @@ from ..layers import fade_images
 from ..losses import LSGANNoise, d_loss, g_loss
 from ..networks import Discriminator, Generator
 from ..schedule import Phase, phase_at, starts_new_phase
-from .checkpoint import load_state, save_checkpoint
-from .images import make_grid, save_png, to_uint8
+from .checkpoint import load_state
+from .images import make_grid, to_uint8
 
 STAT_KEYS = ("loss_d", "loss_g", "score_real", "score_fake", "penalty")
 
@@ -57,6 +56,7 @@ class Trainer:
         self.cfg, self.images, self.device = cfg, images, device
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
+        np.random.seed(cfg.seed % 2 ** 32)
         self.G = Generator(cfg.net).to(device)
         self.D = Discriminator(cfg.net).to(device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
@@ -117,7 +117,7 @@ class Trainer:
                 fakes = self.G(self._latents(n), fake_labels, k, alpha)
             self.D.noise_strength = self.lsgan.strength if cfg.loss.kind == "lsgan" and cfg.loss.lsgan_noise else 0.0
             with amp:
-                loss, stats = d_loss(cfg.loss, self.D, reals, fakes, labels if labels is None else labels, k, alpha,
+                loss, stats = d_loss(cfg.loss, self.D, reals, fakes, labels, k, alpha,
                                      grad_scale=self.scaler_D.get_scale() if self.scaler_D.is_enabled() else 1.0)
             self.opt_D.zero_grad(set_to_none=True)
             self.scaler_D.scale(loss).backward()
@@ -151,7 +151,7 @@ class Trainer:
 
     # ---- snapshots -----------------------------------------------------------------------
     def state_dict(self) -> dict:
-        rng = {"torch": torch.get_rng_state(), "python": _python_rng_state()}
+        rng = {"torch": torch.get_rng_state(), "python": _python_rng_state(), "numpy": _numpy_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
@@ -177,6 +177,7 @@ class Trainer:
         self.wall_offset = float(ckpt["wall_time"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         random.setstate(_tuple_state(ckpt["rng"]["python"]))
+        _set_numpy_rng_state(ckpt["rng"]["numpy"])
         if "cuda" in ckpt["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
 
@@ -191,6 +192,16 @@ class Trainer:
 def _python_rng_state():
     v, state, gauss = random.getstate()
     return [v, list(state), gauss]
+
+
+def _numpy_rng_state() -> dict:
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+            "gauss": float(gauss)}
+
+
+def _set_numpy_rng_state(s: dict) -> None:
+    np.random.set_state(("MT19937", s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"], s["gauss"]))
 
 
 def _tuple_state(s):

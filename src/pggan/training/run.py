@@ -6,6 +6,7 @@ import re
 import sys
 import time
 
+import numpy as np
 import torch
 
 from ..config import TrainConfig
@@ -88,7 +89,7 @@ def train(cfg: TrainConfig, resume: str | None = None, progress: bool = True, st
     if ckpt is None:
         with open(os.path.join(run_dir, "training_options.json"), "w") as f:
             f.write(cfg.to_json() + "\n")
-        reals = torch.from_numpy(images.levels[cfg.net.resolution][: cfg.grid_size ** 2]).float() / 127.5 - 1.0
+        reals = torch.from_numpy(np.array(images.levels[cfg.net.resolution][: cfg.grid_size ** 2])).float() / 127.5 - 1.0
         save_png(os.path.join(run_dir, "reals.png"), make_grid(to_uint8(reals), cfg.grid_size))
         log(f"run directory {run_dir}")
         log(f"data: {images.description}; device {device}; precision {cfg.precision}")

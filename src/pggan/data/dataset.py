@@ -1,0 +1,178 @@
+"""The pggan dataset format: every level from 4x4 to full resolution, memory-mapped.
+
+A dataset is a folder::
+
+    dataset.json        header: format, version, count, resolution, channels, levels, label names,
+                        source description, sha256 of every level file and of the labels
+    level-0004.u8 ...   raw uint8 [count, channels, r, r], C order: image i at level r is one slice
+    labels.u8 / .i64    optional class index per image (int64)
+    report.txt          files that were skipped, one per line with the reason
+
+Each level is the exact 2x2 box average of the level above, rounded half up, as the reference's
+datasets store them, so a minibatch at resolution r reads r*r bytes per image and no resampling is
+done while training. Folders are written under a temporary name and renamed only when complete.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from .images import DataError, ImageSet, box_downsample_uint8
+
+FORMAT = "pggan-dataset"
+VERSION = 1
+HEADER = "dataset.json"
+
+
+def level_file(res: int) -> str:
+    return f"level-{res:04d}.u8"
+
+
+def is_dataset(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, HEADER))
+
+
+class DatasetWriter:
+    """Streams chunks of full-resolution images into a new dataset folder; ``close()`` publishes it."""
+
+    def __init__(self, dest: str, resolution: int, channels: int, overwrite: bool = False):
+        dest = os.path.abspath(dest)
+        if os.path.exists(dest) and not overwrite:
+            raise DataError(f"'{dest}' already exists; choose a new destination (or pass --overwrite)")
+        parent = os.path.dirname(dest)
+        os.makedirs(parent, exist_ok=True)
+        self.dest, self.resolution, self.channels = dest, resolution, channels
+        self.tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.partial-", dir=parent)
+        self.levels = [2 ** k for k in range(2, resolution.bit_length())]
+        self._files = {r: open(os.path.join(self.tmp, level_file(r)), "wb") for r in self.levels}
+        self._hash = {r: hashlib.sha256() for r in self.levels}
+        self.labels: list[int] = []
+        self.count = 0
+
+    def add(self, images: np.ndarray, labels=None) -> None:
+        """images: uint8 [N, C, R, R] at full resolution."""
+        assert images.dtype == np.uint8 and images.shape[1:] == (self.channels, self.resolution, self.resolution)
+        level = np.ascontiguousarray(images)
+        for r in sorted(self.levels, reverse=True):
+            if r != self.resolution:
+                level = box_downsample_uint8(level)
+            data = level.tobytes()
+            self._files[r].write(data)
+            self._hash[r].update(data)
+        if labels is not None:
+            self.labels.extend(int(x) for x in labels)
+        self.count += len(images)
+
+    def close(self, source: str, label_names: list[str] | None = None, report: list[str] | None = None) -> dict:
+        for f in self._files.values():
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+        header = {"format": FORMAT, "version": VERSION, "count": self.count, "resolution": self.resolution,
+                  "channels": self.channels, "levels": self.levels, "source": source,
+                  "label_names": label_names or [], "label_size": len(label_names or []),
+                  "sha256": {str(r): self._hash[r].hexdigest() for r in self.levels}}
+        if label_names:
+            if len(self.labels) != self.count:
+                raise DataError("internal error: labels and images out of step")
+            data = np.asarray(self.labels, dtype=np.int64).tobytes()
+            with open(os.path.join(self.tmp, "labels.i64"), "wb") as f:
+                f.write(data)
+            header["sha256"]["labels"] = hashlib.sha256(data).hexdigest()
+        with open(os.path.join(self.tmp, "report.txt"), "w") as f:
+            f.write("".join(line + "\n" for line in (report or [])))
+        with open(os.path.join(self.tmp, HEADER), "w") as f:
+            json.dump(header, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        if os.path.exists(self.dest):
+            shutil.rmtree(self.dest)
+        os.replace(self.tmp, self.dest)
+        return header
+
+    def abort(self) -> None:
+        for f in self._files.values():
+            f.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def read_header(path: str) -> dict:
+    hp = os.path.join(path, HEADER)
+    if not os.path.isfile(hp):
+        raise DataError(f"'{path}' is not a pggan dataset (no {HEADER}); make one with `pggan dataset create`")
+    try:
+        with open(hp) as f:
+            h = json.load(f)
+    except (json.JSONDecodeError, OSError) as e:
+        raise DataError(f"'{hp}' is unreadable: {e}") from None
+    if h.get("format") != FORMAT:
+        raise DataError(f"'{hp}' is not a pggan dataset header")
+    if h.get("version") != VERSION:
+        raise DataError(f"'{path}' has dataset format version {h.get('version')}; this pggan reads {VERSION}")
+    return h
+
+
+def open_dataset(path: str, resolution: int | None = None) -> ImageSet:
+    """The dataset's levels as read-only memory maps (up to ``resolution`` if given)."""
+    h = read_header(path)
+    n, c, full = h["count"], h["channels"], h["resolution"]
+    top = resolution or full
+    if top > full:
+        raise DataError(f"dataset '{path}' is {full}x{full}; it cannot train a {top}x{top} network "
+                        f"(use --resolution {full} or convert the source at {top})")
+    levels = {}
+    for r in h["levels"]:
+        if r > top:
+            continue
+        fp = os.path.join(path, level_file(r))
+        expected = n * c * r * r
+        if not os.path.isfile(fp) or os.path.getsize(fp) != expected:
+            raise DataError(f"dataset '{path}': {level_file(r)} is missing or has the wrong size "
+                            f"(expected {expected} bytes); run `pggan dataset verify {path}`")
+        levels[r] = np.memmap(fp, dtype=np.uint8, mode="r", shape=(n, c, r, r))
+    labels = None
+    if h.get("label_size"):
+        labels = np.fromfile(os.path.join(path, "labels.i64"), dtype=np.int64)
+    desc = f"dataset {path} ({n} images at {full}x{full}, {c} channel{'s' if c > 1 else ''})"
+    return ImageSet(levels, labels, int(h.get("label_size", 0)), desc)
+
+
+def verify_dataset(path: str, deep: bool = False, chunk: int = 1024) -> list[str]:
+    """Problems found (empty if none): checksums of every file; with ``deep``, that each level is the
+    box average of the level above."""
+    h = read_header(path)
+    problems = []
+    names = {str(r): level_file(r) for r in h["levels"]}
+    if h.get("label_size"):
+        names["labels"] = "labels.i64"
+    for key, name in names.items():
+        fp = os.path.join(path, name)
+        if not os.path.isfile(fp):
+            problems.append(f"{name}: missing")
+            continue
+        digest = hashlib.sha256()
+        with open(fp, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+        if digest.hexdigest() != h["sha256"].get(key):
+            problems.append(f"{name}: checksum mismatch (the file changed or is corrupt)")
+    if deep and not problems:
+        ds = open_dataset(path)
+        for r in sorted(ds.levels)[1:]:
+            for i in range(0, len(ds), chunk):
+                if not np.array_equal(box_downsample_uint8(np.asarray(ds.levels[r][i:i + chunk])),
+                                      ds.levels[r // 2][i:i + chunk]):
+                    problems.append(f"level {r // 2} is not the box average of level {r} (images {i}..)")
+                    break
+    return problems
+
+
+def disk_bytes(count: int, resolution: int, channels: int) -> dict:
+    """Bytes per level and in total for a dataset of this size."""
+    per = {2 ** k: count * channels * 4 ** k for k in range(2, resolution.bit_length())}
+    return dict(per, total=sum(per.values()))

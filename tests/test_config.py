@@ -1,0 +1,46 @@
+import json
+import pathlib
+
+import pytest
+
+from pggan.config import ConfigError, TrainConfig, options_markdown, set_option, validate
+from pggan.presets import PRESETS, get_preset
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_options_table_is_in_sync():
+    text = README.read_text()
+    block = text.split("<!-- options:start -->\n", 1)[1].split("\n<!-- options:end -->", 1)[0]
+    assert block == options_markdown(), "run: python tools/sync_readme.py"
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_presets_are_valid_and_round_trip(name):
+    cfg = validate(get_preset(name))
+    again = TrainConfig.from_dict(json.loads(cfg.to_json()))
+    assert again == cfg
+
+
+@pytest.mark.parametrize("key,value,msg", [
+    ("net.resolution", "48", "power of two"),
+    ("net.channels", "2", "1 or 3"),
+    ("loss.kind", "hinge", "wgangp, lsgan or logistic"),
+    ("sched.total_kimg", "-1", "total_kimg"),
+    ("sched.batch_table", '{"7": 4}', "not a power-of-two"),
+    ("sched.batch_table", "[1]", "cannot read"),
+    ("precision", "fp8", "fp32, bf16 or fp16"),
+    ("device", "tpu", "auto, cpu"),
+    ("net.use_wscale", "maybe", "cannot read"),
+    ("optim.n_critic", "0", "n_critic"),
+])
+def test_invalid_values_give_clear_errors(key, value, msg):
+    with pytest.raises(ConfigError, match=msg):
+        validate(set_option(TrainConfig(), key, value))
+
+
+def test_unknown_option():
+    with pytest.raises(ConfigError, match="unknown option 'net.foo'"):
+        set_option(TrainConfig(), "net.foo", 1)
+    with pytest.raises(ConfigError, match="unknown option"):
+        TrainConfig.from_dict({"nett": {}})
