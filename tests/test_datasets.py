@@ -1,6 +1,5 @@
 import gzip
 import io
-import json
 import os
 import pickle
 import struct
@@ -14,7 +13,7 @@ from PIL import Image
 
 from pggan.cli import main
 from pggan.data.convert import ConvertOptions, create_dataset, prepare, window_size
-from pggan.data.dataset import disk_bytes, open_dataset, read_header, verify_dataset
+from pggan.data.dataset import disk_bytes, open_dataset, verify_dataset
 from pggan.data.images import DataError, box_downsample_uint8
 from pggan.data.sources import celebahq_quad, open_source
 

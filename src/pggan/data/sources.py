@@ -17,7 +17,7 @@ import zipfile
 
 import numpy as np
 
-from .builtin import BUILTIN, render_shape
+from .builtin import BUILTIN
 from .images import IMAGE_EXTENSIONS, DataError
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
