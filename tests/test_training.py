@@ -27,7 +27,7 @@ def tiny_config(tmp_path, **kw) -> TrainConfig:
     cfg.net.fmap_base, cfg.net.fmap_max, cfg.net.latent_size = 64, 16, 16
     cfg.sched.lod_training_kimg = cfg.sched.lod_transition_kimg = 0.2
     cfg.sched.total_kimg = 1.0
-    cfg.sched.batch_base = 8
+    cfg.sched.batch_base, cfg.sched.batch_table = 8, {}
     cfg.tick_kimg, cfg.image_kimg, cfg.checkpoint_kimg = 0.2, 0.5, 0.4
     cfg.grid_size = 4
     for k, v in kw.items():

@@ -3,17 +3,20 @@
 Measures, in one process: the 3x3 convolution peak (fp32 and bf16, channels_last), the training
 step's images/s at each resolution in a stabilise and a fade phase, the FLOPs one step executes
 (counted by :mod:`pggan.flops`), achieved GFLOP/s and its share of the peak, peak memory and the
-data loader's images/s at the same level.
+data loader's images/s at the same level, reading a memory-mapped dataset with mirroring on.
 """
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
 
 import torch
 import torch.nn.functional as F
 
 from .config import NetworkConfig, TrainConfig
+from .data.dataset import DatasetWriter, open_dataset
 from .data.images import DataOrder, load_images, minibatch
 from .flops import count_flops
 from .schedule import Phase
@@ -63,9 +66,21 @@ def paper_config(precision: str, resolution: int, batch: int) -> TrainConfig:
     return cfg
 
 
+def on_disk(images, folder: str):
+    """The same images as a memory-mapped dataset, so the loader is measured as training reads it."""
+    import numpy as np
+
+    writer = DatasetWriter(os.path.join(folder, "bench-dataset"), images.resolution, images.channels)
+    writer.add(np.asarray(images.levels[images.resolution]))
+    writer.close("bench")
+    return open_dataset(os.path.join(folder, "bench-dataset"))
+
+
 def measure_steps(cfg: TrainConfig, device: torch.device, resolutions, seconds: float, fades: bool = True) -> list[dict]:
     images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)
     trainer = Trainer(cfg, images, device)
+    tmp = tempfile.TemporaryDirectory()
+    stored = on_disk(images, tmp.name)
     rows = []
     for res in resolutions:
         k = res.bit_length() - 1
@@ -81,12 +96,13 @@ def measure_steps(cfg: TrainConfig, device: torch.device, resolutions, seconds: 
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             dt, n = _timeit(step, seconds)
-            order = DataOrder(len(images), 0, cfg.mirror)
-            load_dt, _ = _timeit(lambda: minibatch(images, order, ph.batch, res, device), min(seconds, 0.3), 5)
+            order = DataOrder(len(stored), 0, True)
+            load_dt, _ = _timeit(lambda: minibatch(stored, order, ph.batch, res, device), min(seconds, 0.3), 5)
             rows.append({"resolution": res, "phase": "stabilise" if alpha == 1.0 else "fade", "batch": ph.batch,
                          "img_per_s": ph.batch / dt, "gflop_per_img": flops / ph.batch / 1e9,
                          "gflops": flops / dt / 1e9, "steps_timed": n, "mem_mb": peak_memory_mb(device),
                          "loader_img_per_s": ph.batch / load_dt})
+    tmp.cleanup()
     return rows
 
 

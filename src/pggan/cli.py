@@ -55,6 +55,25 @@ def build_config(preset, config_file, sets, **flags) -> TrainConfig:
     return validate(cfg)
 
 
+def _relaunch_with_torchrun(nproc: int) -> int:
+    """``pggan train --nproc N ...`` = ``torchrun --standalone --nproc_per_node N -m pggan train ...``."""
+    import subprocess
+
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if a.startswith("--nproc="):
+            continue
+        args.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "pggan"] + args
+    return subprocess.call(cmd)
+
+
 def _deep_update(base: dict, new: dict, prefix: str = "") -> None:
     for k, v in new.items():
         if k not in base:
@@ -83,13 +102,19 @@ def _deep_update(base: dict, new: dict, prefix: str = "") -> None:
 @click.option("--resume", help="'latest' (newest checkpoint under --outdir) or a checkpoint path")
 @click.option("--dry-run", is_flag=True, help="print the resolved config and exit")
 @click.option("--help-options", is_flag=True, help="list every option with its default and exit")
+@click.option("--nproc", type=int, default=1, show_default=True,
+              help="processes on this machine (one per GPU; gloo on CPU), started through torchrun")
 @click.option("--progress/--no-progress", default=True)
 @friendly_errors
-def train(preset, config_file, sets, resume, dry_run, help_options, progress, **flags):
+def train(preset, config_file, sets, resume, dry_run, help_options, nproc, progress, **flags):
     """Train a progressive GAN; writes runs/NNNNN-<desc>/."""
     if help_options:
         click.echo(options_markdown())
         return
+    if nproc < 1:
+        raise click.ClickException("--nproc must be >= 1")
+    if nproc > 1 and "WORLD_SIZE" not in os.environ and not dry_run:
+        sys.exit(_relaunch_with_torchrun(nproc))
     from .training.checkpoint import checkpoint_config, load_checkpoint
     from .training.run import find_latest_checkpoint, train as run_training
 

@@ -82,6 +82,7 @@ class ScheduleConfig:
     batch_base: int = opt(16, "global minibatch where batch_table has no entry")
     batch_table: dict = opt(help="global minibatch per resolution {res: n}", factory=dict)
     device_batch_cap: dict = opt(help="most samples per device per resolution {res: n}", factory=dict)
+    accumulate: bool = opt(False, "over the cap, accumulate gradients instead of shrinking the minibatch")
     lr_base: float = opt(0.001, "Adam learning rate of G and D")
     g_lr_table: dict = opt(help="G learning rate per resolution {res: lr}", factory=dict)
     d_lr_table: dict = opt(help="D learning rate per resolution {res: lr}", factory=dict)

@@ -33,15 +33,19 @@ def input_gradient_norm(D, x: torch.Tensor, res_log2: int, alpha: float, grad_sc
     return norm, out
 
 
-def gradient_penalty(D, reals, fakes, res_log2: int, alpha: float, target: float = 1.0, grad_scale: float = 1.0):
-    """WGAN-GP term ``(||grad D(x_hat)|| - target)**2 / target**2`` per sample, x_hat a per-sample lerp."""
-    t = torch.rand(reals.shape[0], 1, 1, 1, device=reals.device, dtype=reals.dtype)
+def gradient_penalty(D, reals, fakes, res_log2: int, alpha: float, target: float = 1.0, grad_scale: float = 1.0,
+                     mix: torch.Tensor | None = None):
+    """WGAN-GP term ``(||grad D(x_hat)|| - target)**2 / target**2`` per sample, x_hat a per-sample lerp
+    of reals and fakes by ``mix`` ([N, 1, 1, 1] in [0, 1), drawn here if not given)."""
+    t = torch.rand(reals.shape[0], 1, 1, 1, device=reals.device) if mix is None else mix
+    t = t.to(reals.dtype)
     x_hat = torch.lerp(reals.detach(), fakes.detach().to(reals.dtype), t)
     norm, _ = input_gradient_norm(D, x_hat, res_log2, alpha, grad_scale)
     return (norm - target).square() / (target ** 2)
 
 
-def d_loss(cfg: LossConfig, D, reals, fakes, labels, res_log2: int, alpha: float, grad_scale: float = 1.0):
+def d_loss(cfg: LossConfig, D, reals, fakes, labels, res_log2: int, alpha: float, grad_scale: float = 1.0,
+           mix: torch.Tensor | None = None):
     """Discriminator loss for one minibatch; ``fakes`` must come from G without a graph."""
     if cfg.kind == "logistic":
         fake_score, fake_logits = _split(D(fakes, res_log2, alpha))
@@ -54,7 +58,7 @@ def d_loss(cfg: LossConfig, D, reals, fakes, labels, res_log2: int, alpha: float
         both = D(torch.cat([reals, fakes.to(reals.dtype)]), res_log2, alpha, chunks=2)
         (real_score, real_logits), (fake_score, fake_logits) = _split(both[:len(reals)]), _split(both[len(reals):])
         if cfg.kind == "wgangp":
-            penalty = gradient_penalty(D, reals, fakes, res_log2, alpha, cfg.wgan_target, grad_scale)
+            penalty = gradient_penalty(D, reals, fakes, res_log2, alpha, cfg.wgan_target, grad_scale, mix)
             loss = fake_score - real_score + cfg.wgan_lambda * penalty + cfg.wgan_epsilon * real_score.square()
         else:  # lsgan: D outputs "fakeness", real -> 0, fake -> 1
             penalty = torch.zeros_like(real_score)

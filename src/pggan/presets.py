@@ -63,7 +63,7 @@ def cpu_small() -> TrainConfig:
         data="builtin:shapes", data_count=4096, tick_kimg=2.0, image_kimg=10.0, checkpoint_kimg=20.0,
         net=NetworkConfig(resolution=32, fmap_base=512, fmap_max=64, latent_size=64, widths={16: 32, 32: 16}),
         sched=ScheduleConfig(lod_training_kimg=10, lod_transition_kimg=10, total_kimg=60, batch_base=16,
-                             batch_table={4: 32, 8: 32}, lr_base=0.0015),
+                             batch_table={4: 32, 8: 32}, lr_base=0.003),
         optim=OptimConfig(ema_beta=0.99, ema_rampup=0.05))
 
 

@@ -44,10 +44,13 @@ def lod_at(kimg: float, sched: ScheduleConfig, resolution: int) -> float:
 
 
 def batch_for(res: int, sched: ScheduleConfig, num_devices: int = 1) -> int:
-    """Global minibatch at ``res``: the table, capped at ``device_batch_cap * num_devices``."""
+    """Global minibatch at ``res``: the table, rounded down to a multiple of the device count and, as
+    the reference, capped at ``device_batch_cap * num_devices`` (unless ``accumulate``: then devices
+    keep the whole batch and accumulate gradients over micro-batches of at most the cap)."""
     batch = int(sched.batch_table.get(res, sched.batch_base))
+    batch = max(batch - batch % num_devices, num_devices)
     cap = sched.device_batch_cap.get(res)
-    if cap is not None:
+    if cap is not None and not sched.accumulate:
         batch = min(batch, int(cap) * num_devices)
     return batch
 

@@ -128,9 +128,15 @@ class DataOrder:
         return {"epoch": self.epoch, "pos": self.pos}
 
 
-def minibatch(images: ImageSet, order: DataOrder, batch: int, resolution: int, device: torch.device):
-    """Real images in [-1, 1] as float32 [batch, C, r, r] on ``device``, and one-hot labels (or None)."""
+def minibatch(images: ImageSet, order: DataOrder, batch: int, resolution: int, device: torch.device,
+              rank: int = 0, world: int = 1):
+    """Real images in [-1, 1] as float32 [batch / world, C, r, r] on ``device``, and one-hot labels (or None).
+
+    Every rank advances the same global order by the global ``batch`` and keeps its own contiguous
+    shard, so one seed gives the same data whatever the number of ranks."""
     idx, flip = order.take(batch)
+    lo, hi = rank * batch // world, (rank + 1) * batch // world
+    idx, flip = idx[lo:hi], flip[lo:hi]
     x = torch.from_numpy(images.levels[resolution][idx]).to(device)
     if flip.any():
         f = torch.from_numpy(flip).to(device)

@@ -20,6 +20,7 @@ from ..losses import LSGANNoise, d_loss, g_loss
 from ..networks import Discriminator, Generator
 from ..schedule import Phase, phase_at, starts_new_phase
 from .checkpoint import load_state
+from .dist import DistInfo, all_mean, average_gradients, broadcast_module
 from .images import make_grid, to_uint8
 
 STAT_KEYS = ("loss_d", "loss_g", "score_real", "score_fake", "penalty")
@@ -50,7 +51,7 @@ def autocast_for(device: torch.device, precision: str):
 class Trainer:
     """Holds everything a run needs to continue exactly; ``step()`` trains one minibatch."""
 
-    def __init__(self, cfg: TrainConfig, images: ImageSet, device: torch.device):
+    def __init__(self, cfg: TrainConfig, images: ImageSet, device: torch.device, dist_info: DistInfo = DistInfo()):
         if cfg.precision == "fp16" and device.type != "cuda":
             raise RuntimeError("precision fp16 needs a CUDA device; use bf16 or fp32 here")
         self.cfg, self.images, self.device = cfg, images, device
@@ -59,6 +60,10 @@ class Trainer:
         np.random.seed(cfg.seed % 2 ** 32)
         self.G = Generator(cfg.net).to(device)
         self.D = Discriminator(cfg.net).to(device)
+        self.dist = dist_info
+        if dist_info.enabled:
+            broadcast_module(self.G)
+            broadcast_module(self.D)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         if cfg.channels_last:
             for m in (self.G, self.D, self.G_ema):
@@ -71,6 +76,7 @@ class Trainer:
         self.scaler_G = torch.amp.GradScaler(device.type, enabled=amp16)
         self.scaler_D = torch.amp.GradScaler(device.type, enabled=amp16)
         self._g_params = list(self.G.parameters())
+        self._d_params = list(self.D.parameters())
         self._ema_pairs = (list(self.G_ema.parameters()), self._g_params,
                            list(self.G_ema.buffers()), list(self.G.buffers()))
         self.order = DataOrder(len(images), cfg.seed, cfg.mirror)
@@ -82,7 +88,7 @@ class Trainer:
 
     # ---- one minibatch -------------------------------------------------------------------
     def phase(self) -> Phase:
-        return phase_at(self.cur_nimg, self.cfg.sched, self.cfg.net.resolution)
+        return phase_at(self.cur_nimg, self.cfg.sched, self.cfg.net.resolution, self.dist.world)
 
     def _fake_labels(self, n: int):
         if self._label_pool is None:
@@ -92,6 +98,31 @@ class Trainer:
 
     def _latents(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.G.z_dim).to(self.device)
+
+    def _rounds(self, share: int, res: int) -> int:
+        """Gradient-accumulation rounds so that no micro-batch exceeds the per-device cap."""
+        cap = self.cfg.sched.device_batch_cap.get(res)
+        if cap is None or share <= cap:
+            return 1
+        r = -(-share // int(cap))
+        while share % r:
+            r += 1
+        return r
+
+    def _shared_draws(self, n: int, with_mix: bool):
+        """Latents, penalty mixing factors and fake labels for the whole global minibatch, drawn the same
+        way on every rank (so the run does not depend on the number of ranks); this rank's slice."""
+        lo, hi = self.dist.rank * n // self.dist.world, (self.dist.rank + 1) * n // self.dist.world
+        z = self._latents(n)[lo:hi]
+        mix = torch.rand(n, 1, 1, 1)[lo:hi].to(self.device) if with_mix else None
+        labels = self._fake_labels(n)
+        return z, mix, (labels[lo:hi] if labels is not None else None)
+
+    def _finish(self, opt, scaler, params) -> None:
+        if self.dist.enabled:
+            average_gradients(params, self.dist.world)
+        scaler.step(opt)
+        scaler.update()
 
     def step(self, ph: Phase | None = None) -> dict:
         """Train one minibatch at the schedule's phase (or at ``ph``, for benchmarks)."""
@@ -106,36 +137,49 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] = lr
         k, alpha, n = ph.res_log2, ph.alpha, ph.batch
+        if n % self.dist.world:
+            raise RuntimeError(f"the minibatch {n} at {ph.resolution}x{ph.resolution} cannot be split over "
+                               f"{self.dist.world} processes; use a batch_table with multiples of {self.dist.world}")
+        share = n // self.dist.world
+        rounds = self._rounds(share, ph.resolution)
+        micro = [slice(i * share // rounds, (i + 1) * share // rounds) for i in range(rounds)]
         amp = autocast_for(self.device, cfg.precision)
         cl = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        stats = {}
+        stats: dict = {}
         for _ in range(cfg.optim.n_critic):
-            reals, labels = minibatch(self.images, self.order, n, ph.resolution, self.device)
-            reals = fade_images(reals, alpha).contiguous(memory_format=cl)
-            fake_labels = labels if labels is None else self._fake_labels(n)
-            with torch.no_grad(), amp:
-                fakes = self.G(self._latents(n), fake_labels, k, alpha)
+            reals_all, labels_all = minibatch(self.images, self.order, n, ph.resolution, self.device,
+                                              self.dist.rank, self.dist.world)
+            z, mix, fake_labels = self._shared_draws(n, cfg.loss.kind == "wgangp")
             self.D.noise_strength = self.lsgan.strength if cfg.loss.kind == "lsgan" and cfg.loss.lsgan_noise else 0.0
-            with amp:
-                loss, stats = d_loss(cfg.loss, self.D, reals, fakes, labels, k, alpha,
-                                     grad_scale=self.scaler_D.get_scale() if self.scaler_D.is_enabled() else 1.0)
             self.opt_D.zero_grad(set_to_none=True)
-            self.scaler_D.scale(loss).backward()
-            self.scaler_D.step(self.opt_D)
-            self.scaler_D.update()
+            stats = {}
+            for sl in micro:
+                reals = fade_images(reals_all[sl], alpha).contiguous(memory_format=cl)
+                labels = labels_all[sl] if labels_all is not None else None
+                with torch.no_grad(), amp:
+                    fakes = self.G(z[sl], fake_labels[sl] if labels is not None else None, k, alpha)
+                with amp:
+                    loss, s = d_loss(cfg.loss, self.D, reals, fakes, labels, k, alpha, mix=None if mix is None else mix[sl],
+                                     grad_scale=self.scaler_D.get_scale() if self.scaler_D.is_enabled() else 1.0)
+                self.scaler_D.scale(loss / rounds).backward()
+                for key, v in s.items():
+                    stats[key] = stats.get(key, 0.0) + v / rounds
+            self._finish(self.opt_D, self.scaler_D, self._d_params)
             if cfg.loss.kind == "lsgan":
-                self.lsgan.update(float(stats["score_fake"]))
+                score = stats["score_fake"]
+                self.lsgan.update(float(all_mean(score, self.dist.world) if self.dist.enabled else score))
             self.cur_nimg += n
             self._update_ema(n)
-        fake_labels = self._fake_labels(n)
-        with amp:
-            fakes = self.G(self._latents(n), fake_labels, k, alpha)
-            loss, gstats = g_loss(cfg.loss, self.D, fakes, fake_labels, k, alpha)
+        z, _, fake_labels = self._shared_draws(n, False)
         self.opt_G.zero_grad(set_to_none=True)
-        self.scaler_G.scale(loss).backward(inputs=self._g_params)   # no gradients for D's weights
-        self.scaler_G.step(self.opt_G)
-        self.scaler_G.update()
-        stats.update(gstats)
+        for sl in micro:
+            labels = fake_labels[sl] if fake_labels is not None else None
+            with amp:
+                fakes = self.G(z[sl], labels, k, alpha)
+                loss, s = g_loss(cfg.loss, self.D, fakes, labels, k, alpha)
+            self.scaler_G.scale(loss / rounds).backward(inputs=self._g_params)   # no gradients for D's weights
+            stats["loss_g"] = stats.get("loss_g", 0.0) + s["loss_g"] / rounds
+        self._finish(self.opt_G, self.scaler_G, self._g_params)
         return stats
 
     @torch.no_grad()

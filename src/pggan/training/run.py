@@ -13,6 +13,7 @@ from ..config import TrainConfig
 from ..data.images import load_images
 from .checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint, save_generator
 from .images import make_grid, save_png, to_uint8
+from .dist import DistInfo, all_mean, any_rank, barrier, check_identical, init_from_env, shutdown
 from .loop import (STAT_KEYS, StopRequest, Trainer, _crossed, format_tick, grid_latents, peak_memory_mb,
                    resolve_device, truncate_stats, write_json_line)
 
@@ -63,106 +64,165 @@ class RunLog:
 
 
 def train(cfg: TrainConfig, resume: str | None = None, progress: bool = True, step_callback=None, echo=None) -> dict:
-    """Train (or resume) a run; returns {'run_dir', 'cur_nimg', 'interrupted'}.
+    """Train (or resume) a run; returns {'run_dir', 'cur_nimg', 'interrupted', 'signal'}.
 
     ``step_callback(trainer, stats)`` is called after every minibatch; returning True requests a
-    stop, which behaves exactly like SIGINT (checkpoint, then return).
+    stop, which behaves exactly like SIGINT (checkpoint, then return). Under torchrun every process
+    calls this; only rank 0 writes anything.
     """
     device = resolve_device(cfg.device)
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True)
-    ckpt = None
-    if resume:
-        ckpt = load_checkpoint(resume)
-        run_dir = os.path.dirname(os.path.abspath(resume))
-    images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)
-    if images.label_size != cfg.net.label_size:
+    info = init_from_env(device.type)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    try:
+        result = Run(cfg, device, info, resume, progress, echo).loop(step_callback)
+        if info.enabled:
+            barrier()            # no rank leaves (and tears down the group) while another still writes
+            shutdown()
+        return result
+    except RuntimeError as e:
+        if info.enabled and _is_comm_failure(e):
+            raise RuntimeError(f"rank {info.rank}: lost contact with another training process ({str(e).splitlines()[0]}); "
+                               f"stopping. Nothing written is corrupted: resume with --resume latest") from None
+        raise
+
+
+def _is_comm_failure(e: Exception) -> bool:
+    text = str(e).lower()
+    return any(w in text for w in ("gloo", "nccl", "connection", "timed out", "peer", "broken pipe"))
+
+
+class Run:
+    """One training run on disk: set-up, the loop with its tick/grid/checkpoint cadences, and the end."""
+
+    def __init__(self, cfg: TrainConfig, device, info: DistInfo, resume: str | None, progress: bool, echo):
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True)
+        self.cfg, self.device, self.info = cfg, device, info
+        ckpt = load_checkpoint(resume) if resume else None
+        images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)
         cfg.net.label_size = images.label_size
-    trainer = Trainer(cfg, images, device)
-    if ckpt is not None:
-        trainer.load_state_dict(ckpt, resume)
-    else:
-        run_dir = make_run_dir(cfg.outdir, run_description(cfg))
-    bar = _progress(cfg, trainer.cur_nimg, progress)
-    log = RunLog(os.path.join(run_dir, "log.txt"), echo or (bar.write if bar is not None else print))
-    stats_path = os.path.join(run_dir, "stats.jsonl")
-    if ckpt is None:
-        with open(os.path.join(run_dir, "training_options.json"), "w") as f:
+        self.trainer = Trainer(cfg, images, device, info)
+        if ckpt is not None:
+            self.trainer.load_state_dict(ckpt, resume)
+            self.run_dir = os.path.dirname(os.path.abspath(resume))
+        else:
+            self.run_dir = make_run_dir(cfg.outdir, run_description(cfg)) if info.is_main else None
+        self.bar = _progress(cfg, self.trainer.cur_nimg, progress and info.is_main)
+        if info.is_main:
+            self.log = RunLog(os.path.join(self.run_dir, "log.txt"),
+                              echo or (self.bar.write if self.bar is not None else print))
+        else:
+            self.log = lambda msg: None
+        self.stats_path = os.path.join(self.run_dir, "stats.jsonl") if info.is_main else None
+        if info.is_main and ckpt is None:
+            self._describe_new_run(images)
+        elif info.is_main:
+            truncate_stats(self.stats_path, self.trainer.cur_nimg / 1000.0)
+            self.log(f"resumed from {resume} at kimg {self.trainer.cur_nimg / 1000:.1f} on {device}"
+                     + (f" with {info.world} processes" if info.enabled else ""))
+        self.grid_z, self.grid_labels = grid_latents(cfg, images.label_size)
+        self.session_start = time.time() - self.trainer.wall_offset
+        self.tick = int(self.trainer.cur_nimg // (cfg.tick_kimg * 1000))
+        self._reset_tick()
+
+    def _describe_new_run(self, images) -> None:
+        cfg, t = self.cfg, self.trainer
+        with open(os.path.join(self.run_dir, "training_options.json"), "w") as f:
             f.write(cfg.to_json() + "\n")
         reals = torch.from_numpy(np.array(images.levels[cfg.net.resolution][: cfg.grid_size ** 2])).float() / 127.5 - 1.0
-        save_png(os.path.join(run_dir, "reals.png"), make_grid(to_uint8(reals), cfg.grid_size))
-        log(f"run directory {run_dir}")
-        log(f"data: {images.description}; device {device}; precision {cfg.precision}")
-        log(f"G {sum(p.numel() for p in trainer.G.parameters()):,} parameters, "
-            f"D {sum(p.numel() for p in trainer.D.parameters()):,} parameters")
-    else:
-        truncate_stats(stats_path, trainer.cur_nimg / 1000.0)
-        log(f"resumed from {resume} at kimg {trainer.cur_nimg / 1000:.1f} on {device}")
+        save_png(os.path.join(self.run_dir, "reals.png"), make_grid(to_uint8(reals), cfg.grid_size))
+        self.log(f"run directory {self.run_dir}")
+        procs = f"; {self.info.world} processes ({'nccl' if self.device.type == 'cuda' else 'gloo'})" if self.info.enabled else ""
+        self.log(f"data: {images.description}; device {self.device}; precision {cfg.precision}{procs}")
+        self.log(f"G {sum(p.numel() for p in t.G.parameters()):,} parameters, "
+                 f"D {sum(p.numel() for p in t.D.parameters()):,} parameters")
 
-    grid_z, grid_labels = grid_latents(cfg, images.label_size)
-    total_nimg = int(cfg.sched.total_kimg * 1000)
-    stop = StopRequest()
-    tick_start_nimg, tick_start_time = trainer.cur_nimg, time.time()
-    session_start = time.time() - trainer.wall_offset
-    tick = int(trainer.cur_nimg // (cfg.tick_kimg * 1000))
-    acc = {k: torch.zeros((), device=device) for k in STAT_KEYS}
-    steps, last_rate = 0, 0.0
+    def _reset_tick(self) -> None:
+        self.acc = {k: torch.zeros((), device=self.device) for k in STAT_KEYS}
+        self.steps, self.tick_start_nimg, self.tick_start_time = 0, self.trainer.cur_nimg, time.time()
 
-    def checkpoint(tag: str) -> str:
-        trainer.wall_offset = time.time() - session_start
-        path = os.path.join(run_dir, f"checkpoint-{trainer.cur_nimg // 1000:06d}.pt")
-        save_checkpoint(path, trainer.state_dict())
-        prune_checkpoints(run_dir, cfg.keep_checkpoints)
-        log(f"{tag} checkpoint {path}")
+    def _tick(self) -> float:
+        """Write one stats line and log line; returns images/s."""
+        t, now = self.trainer, time.time()
+        self.tick += 1
+        acc = torch.stack([self.acc[k] for k in STAT_KEYS]).float() / max(self.steps, 1)
+        if self.info.enabled:
+            acc = all_mean(acc, self.info.world)
+        ph = t.last_phase
+        rec = {"tick": self.tick, "kimg": t.cur_nimg / 1000.0, "resolution": ph.resolution, "lod": ph.lod,
+               "alpha": ph.alpha, "batch": ph.batch}
+        rec.update(zip(STAT_KEYS, acc.tolist()))
+        dn, dt = t.cur_nimg - self.tick_start_nimg, max(now - self.tick_start_time, 1e-9)
+        rec.update({"img_per_s": dn / dt, "sec_per_kimg": dt / max(dn, 1) * 1000.0,
+                    "mem_mb": peak_memory_mb(self.device), "wall_s": now - self.session_start})
+        if self.info.is_main:
+            write_json_line(self.stats_path, rec)
+            self.log(format_tick(self.tick, ph, rec))
+        self._reset_tick()
+        return rec["img_per_s"]
+
+    def checkpoint(self, tag: str) -> str | None:
+        """All ranks check they agree; rank 0 writes."""
+        t = self.trainer
+        if self.info.enabled:
+            check_identical([t.G, t.D, t.G_ema], self.info)
+        if not self.info.is_main:
+            return None
+        t.wall_offset = time.time() - self.session_start
+        path = os.path.join(self.run_dir, f"checkpoint-{t.cur_nimg // 1000:06d}.pt")
+        save_checkpoint(path, t.state_dict())
+        prune_checkpoints(self.run_dir, self.cfg.keep_checkpoints)
+        self.log(f"{tag} checkpoint {path}")
         return path
 
-    with stop.installed():
-        while trainer.cur_nimg < total_nimg and stop.signal is None:
-            prev = trainer.cur_nimg
-            s = trainer.step()
-            for key in STAT_KEYS:
-                if key in s:
-                    acc[key] += s[key]
-            steps += 1
-            if bar is not None:
-                ph = trainer.phase()
-                bar.update((trainer.cur_nimg - prev) / 1000.0)
-                bar.set_postfix_str(f"res {ph.resolution} alpha {ph.alpha:.2f} {last_rate:.1f} img/s", refresh=False)
-            if step_callback is not None and step_callback(trainer, s):
-                stop.signal = -1
-            done = trainer.cur_nimg >= total_nimg
-            if _crossed(prev, trainer.cur_nimg, cfg.tick_kimg) or done:
-                tick += 1
-                now = time.time()
-                ph = trainer.last_phase
-                rec = {"tick": tick, "kimg": trainer.cur_nimg / 1000.0, "resolution": ph.resolution, "lod": ph.lod,
-                       "alpha": ph.alpha, "batch": ph.batch}
-                rec.update({k: float(v) / max(steps, 1) for k, v in acc.items()})
-                dn, dt = trainer.cur_nimg - tick_start_nimg, max(now - tick_start_time, 1e-9)
-                rec.update({"img_per_s": dn / dt, "sec_per_kimg": dt / max(dn, 1) * 1000.0,
-                            "mem_mb": peak_memory_mb(device), "wall_s": now - session_start})
-                write_json_line(stats_path, rec)
-                log(format_tick(tick, ph, rec))
-                last_rate = rec["img_per_s"]
-                acc = {k: torch.zeros((), device=device) for k in STAT_KEYS}
-                steps, tick_start_nimg, tick_start_time = 0, trainer.cur_nimg, time.time()
-            if _crossed(prev, trainer.cur_nimg, cfg.image_kimg) or done:
-                save_png(os.path.join(run_dir, f"fakes{trainer.cur_nimg // 1000:06d}.png"),
-                         trainer.grid(grid_z, grid_labels))
-            if _crossed(prev, trainer.cur_nimg, cfg.checkpoint_kimg) and not done:
-                checkpoint("saved")
-    if bar is not None:
-        bar.close()
-    interrupted = stop.signal is not None
-    last = checkpoint("interrupted: saved" if interrupted else "final")
-    if interrupted:
-        log(f"stopped at kimg {trainer.cur_nimg / 1000:.1f}; continue with: pggan train --resume {last}")
-    else:
-        gen_path = os.path.join(run_dir, "generator-final.safetensors")
-        save_generator(gen_path, trainer.G_ema, cfg.net, {"kimg": trainer.cur_nimg / 1000.0})
-        final_grid = os.path.join(run_dir, f"fakes{trainer.cur_nimg // 1000:06d}.png")
-        log(f"done: {trainer.cur_nimg / 1000:.1f} kimg; generator {gen_path}; final grid {final_grid}")
-    return {"run_dir": run_dir, "cur_nimg": trainer.cur_nimg, "interrupted": interrupted, "signal": stop.signal}
+    def loop(self, step_callback=None) -> dict:
+        cfg, t = self.cfg, self.trainer
+        total_nimg = int(cfg.sched.total_kimg * 1000)
+        stop, rate = StopRequest(), 0.0
+        with stop.installed():
+            while t.cur_nimg < total_nimg:
+                prev = t.cur_nimg
+                s = t.step()
+                for key in STAT_KEYS:
+                    if key in s:
+                        self.acc[key] += s[key]
+                self.steps += 1
+                if step_callback is not None and step_callback(t, s):
+                    stop.signal = -1
+                if self.bar is not None:
+                    self.bar.update((t.cur_nimg - prev) / 1000.0)
+                    self.bar.set_postfix_str(f"res {t.last_phase.resolution} alpha {t.last_phase.alpha:.2f} "
+                                             f"{rate:.1f} img/s", refresh=False)
+                done = t.cur_nimg >= total_nimg
+                if _crossed(prev, t.cur_nimg, cfg.tick_kimg) or done:
+                    rate = self._tick()
+                if (_crossed(prev, t.cur_nimg, cfg.image_kimg) or done) and self.info.is_main:
+                    save_png(os.path.join(self.run_dir, f"fakes{t.cur_nimg // 1000:06d}.png"),
+                             t.grid(self.grid_z, self.grid_labels))
+                stopping = stop.signal is not None
+                if self.info.enabled:
+                    stopping = any_rank(stopping, self.device)
+                if stopping:
+                    stop.signal = stop.signal or -1
+                    break
+                if _crossed(prev, t.cur_nimg, cfg.checkpoint_kimg) and not done:
+                    self.checkpoint("saved")
+        return self.finish(stop.signal)
+
+    def finish(self, signal_number) -> dict:
+        t, interrupted = self.trainer, signal_number is not None
+        if self.bar is not None:
+            self.bar.close()
+        last = self.checkpoint("interrupted: saved" if interrupted else "final")
+        if interrupted:
+            self.log(f"stopped at kimg {t.cur_nimg / 1000:.1f}; continue with: pggan train --resume {last}")
+        elif self.info.is_main:
+            gen_path = os.path.join(self.run_dir, "generator-final.safetensors")
+            save_generator(gen_path, t.G_ema, self.cfg.net, {"kimg": t.cur_nimg / 1000.0})
+            final_grid = os.path.join(self.run_dir, f"fakes{t.cur_nimg // 1000:06d}.png")
+            self.log(f"done: {t.cur_nimg / 1000:.1f} kimg; generator {gen_path}; final grid {final_grid}")
+        return {"run_dir": self.run_dir, "cur_nimg": t.cur_nimg, "interrupted": interrupted, "signal": signal_number}
 
 
 def _progress(cfg: TrainConfig, cur_nimg: int, enabled: bool):

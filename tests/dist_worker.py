@@ -1,0 +1,21 @@
+"""Run by tests/test_distributed.py under torchrun (or alone): train a few steps, save this rank's state."""
+import json
+import sys
+
+import torch
+
+from pggan.config import TrainConfig
+from pggan.data.images import load_images
+from pggan.training.dist import init_from_env, shutdown
+from pggan.training.loop import Trainer
+
+cfg = TrainConfig.from_dict(json.load(open(sys.argv[1])))
+out, steps = sys.argv[2], int(sys.argv[3])
+info = init_from_env("cpu")
+images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)
+trainer = Trainer(cfg, images, torch.device("cpu"), info)
+losses = [float(trainer.step()["loss_d"]) for _ in range(steps)]
+torch.save({"G": trainer.G.state_dict(), "D": trainer.D.state_dict(), "G_ema": trainer.G_ema.state_dict(),
+            "opt_G": trainer.opt_G.state_dict(), "opt_D": trainer.opt_D.state_dict(), "losses": losses,
+            "cur_nimg": trainer.cur_nimg, "alpha": trainer.last_phase.alpha}, f"{out}/rank{info.rank}-of-{info.world}.pt")
+shutdown()
