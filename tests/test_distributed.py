@@ -105,3 +105,34 @@ def test_a_dead_rank_stops_the_job_cleanly(tmp_path):
     assert "lost contact with another training process" in out and "--resume latest" in out, out
     ckpt = load_checkpoint(list_checkpoints(str(run))[-1])    # what was written is intact
     assert ckpt["cur_nimg"] > 0
+
+
+def _diverge_worker(rank, path, out):
+    import torch.distributed as dist
+    from pggan.config import NetworkConfig
+    from pggan.networks import Generator
+    from pggan.training.dist import DistInfo, check_identical
+
+    dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    G = Generator(NetworkConfig(resolution=8, fmap_base=32, fmap_max=8, latent_size=8))
+    check_identical([G], DistInfo(rank, 2))              # equal: passes
+    if rank == 1:
+        with torch.no_grad():
+            next(G.parameters()).view(-1)[0] += 1e-3
+    try:
+        check_identical([G], DistInfo(rank, 2))
+        msg = "no error"
+    except RuntimeError as e:
+        msg = str(e)
+    with open(f"{out}/msg{rank}", "w") as f:
+        f.write(msg)
+    dist.destroy_process_group()
+
+
+def test_diverged_ranks_are_detected(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_diverge_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2)
+    for r in (0, 1):
+        assert "rank(s) [1] differ from rank 0" in (tmp_path / f"msg{r}").read_text()

@@ -77,11 +77,15 @@ def on_disk(images, folder: str):
 
 
 def measure_steps(cfg: TrainConfig, device: torch.device, resolutions, seconds: float, fades: bool = True) -> list[dict]:
+    return list(iter_steps(cfg, device, resolutions, seconds, fades))
+
+
+def iter_steps(cfg: TrainConfig, device: torch.device, resolutions, seconds: float, fades: bool = True):
+    """One result row per resolution and phase, as soon as it is measured."""
     images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)
     trainer = Trainer(cfg, images, device)
     tmp = tempfile.TemporaryDirectory()
     stored = on_disk(images, tmp.name)
-    rows = []
     for res in resolutions:
         k = res.bit_length() - 1
         for alpha in ((1.0, 0.5) if fades and res > 4 else (1.0,)):
@@ -98,15 +102,14 @@ def measure_steps(cfg: TrainConfig, device: torch.device, resolutions, seconds: 
             dt, n = _timeit(step, seconds)
             order = DataOrder(len(stored), 0, True)
             load_dt, _ = _timeit(lambda: minibatch(stored, order, ph.batch, res, device), min(seconds, 0.3), 5)
-            rows.append({"resolution": res, "phase": "stabilise" if alpha == 1.0 else "fade", "batch": ph.batch,
-                         "img_per_s": ph.batch / dt, "gflop_per_img": flops / ph.batch / 1e9,
-                         "gflops": flops / dt / 1e9, "steps_timed": n, "mem_mb": peak_memory_mb(device),
-                         "loader_img_per_s": ph.batch / load_dt})
+            yield {"resolution": res, "phase": "stabilise" if alpha == 1.0 else "fade", "batch": ph.batch,
+                   "img_per_s": ph.batch / dt, "gflop_per_img": flops / ph.batch / 1e9,
+                   "gflops": flops / dt / 1e9, "steps_timed": n, "mem_mb": peak_memory_mb(device),
+                   "loader_img_per_s": ph.batch / load_dt}
     tmp.cleanup()
-    return rows
 
 
-def run_bench(device: torch.device, precisions=("fp32", "bf16"), paper_max_res: int = 64, seconds: float = 3.0,
+def run_bench(device: torch.device, precisions=("fp32", "bf16"), paper_max_res: int = 16, seconds: float = 3.0,
               reference_all_res: bool = True, log=print) -> dict:
     out = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(), "peaks": {}, "runs": []}
     for prec in precisions:
@@ -118,14 +121,14 @@ def run_bench(device: torch.device, precisions=("fp32", "bf16"), paper_max_res: 
         peak = out["peaks"][prec]["peak_gflops"]
         ref = reference_config(prec)
         res_list = (4, 8, 16, 32) if reference_all_res else (32,)
-        for row in measure_steps(ref, device, res_list, seconds):
+        for row in iter_steps(ref, device, res_list, seconds):
             out["runs"].append(dict(row, network="reference", precision=prec, peak_fraction=row["gflops"] / peak))
             log(format_row(out["runs"][-1]))
         if paper_max_res >= 4:
             res_list = [r for r in (4, 8, 16, 32, 64, 128, 256) if r <= paper_max_res]
             for res in res_list:
-                cfg = paper_config(prec, res, batch=16 if res <= 64 else 4)
-                for row in measure_steps(cfg, device, [res], seconds / 2, fades=False):
+                cfg = paper_config(prec, res, batch=16 if res <= 32 else 4)
+                for row in iter_steps(cfg, device, [res], seconds / 2, fades=False):
                     out["runs"].append(dict(row, network="paper", precision=prec, peak_fraction=row["gflops"] / peak))
                     log(format_row(out["runs"][-1]))
     return out

@@ -191,7 +191,7 @@ def generate(network, seeds, outdir, grid, truncate, class_idx, raw, device):
 @main.command()
 @click.option("--device", default="auto", show_default=True)
 @click.option("--precision", "precisions", default="fp32,bf16", show_default=True, help="comma-separated: fp32,bf16,fp16")
-@click.option("--paper-max-res", default=64, show_default=True, help="measure the paper's widths up to this resolution (0 = skip)")
+@click.option("--paper-max-res", default=16, show_default=True, help="measure the paper's widths up to this resolution (0 = skip; 32 and above take minutes on a CPU)")
 @click.option("--seconds", default=3.0, show_default=True, help="time per measurement")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write the results as JSON")
 @friendly_errors

@@ -31,7 +31,7 @@ def _is_pow2(n: int) -> bool:
 class NetworkConfig:
     resolution: int = opt(1024, "target resolution, a power of two from 4 to 1024")
     channels: int = opt(3, "image channels: 1 (grayscale) or 3 (RGB)")
-    label_size: int = opt(0, "number of classes for label conditioning (0 = unconditional)")
+    label_size: int = opt(0, "number of classes of a conditional network (set from the data when conditional)")
     fmap_base: int = opt(8192, "nf(stage) = min(fmap_base / 2**(stage * fmap_decay), fmap_max)")
     fmap_decay: float = opt(1.0, "see fmap_base")
     fmap_max: int = opt(512, "see fmap_base")
@@ -105,6 +105,7 @@ class TrainConfig:
     data: str = opt("builtin:shapes", "builtin:NAME or a folder of images")
     data_count: int = opt(10000, "images rendered for a builtin dataset / most images read from a folder")
     mirror: bool = opt(False, "random horizontal mirror augmentation")
+    conditional: bool = opt(False, "condition on the dataset's labels (one-hot into G, AC-GAN terms in D)")
     seed: int = opt(0, "seed of initialisation, latents and data order")
     device: str = opt("auto", "auto, cpu, cuda, cuda:N or mps")
     precision: str = opt("fp32", "fp32, bf16 (CPU and GPU) or fp16 (GPU, with loss scaling)")

@@ -125,62 +125,71 @@ class Trainer:
         scaler.update()
 
     def step(self, ph: Phase | None = None) -> dict:
-        """Train one minibatch at the schedule's phase (or at ``ph``, for benchmarks)."""
-        cfg = self.cfg
+        """Train one minibatch at the schedule's phase (or at ``ph``, for benchmarks): n_critic D steps,
+        each followed by the G_ema update, then one G step."""
         ph = ph or self.phase()
         self.last_phase = ph
-        if self.prev_lod is None or (cfg.optim.reset_on_phase and starts_new_phase(self.prev_lod, ph.lod)):
+        if self.prev_lod is None or (self.cfg.optim.reset_on_phase and starts_new_phase(self.prev_lod, ph.lod)):
             self.opt_G.state.clear()
             self.opt_D.state.clear()
         self.prev_lod = ph.lod
         for opt, lr in ((self.opt_G, ph.g_lr), (self.opt_D, ph.d_lr)):
             for group in opt.param_groups:
                 group["lr"] = lr
-        k, alpha, n = ph.res_log2, ph.alpha, ph.batch
-        if n % self.dist.world:
-            raise RuntimeError(f"the minibatch {n} at {ph.resolution}x{ph.resolution} cannot be split over "
+        if ph.batch % self.dist.world:
+            raise RuntimeError(f"the minibatch {ph.batch} at {ph.resolution}x{ph.resolution} cannot be split over "
                                f"{self.dist.world} processes; use a batch_table with multiples of {self.dist.world}")
-        share = n // self.dist.world
+        share = ph.batch // self.dist.world
         rounds = self._rounds(share, ph.resolution)
         micro = [slice(i * share // rounds, (i + 1) * share // rounds) for i in range(rounds)]
+        for _ in range(self.cfg.optim.n_critic):
+            stats = self._d_step(ph, micro)
+            self.cur_nimg += ph.batch
+            self._update_ema(ph.batch)
+        stats["loss_g"] = self._g_step(ph, micro)
+        return stats
+
+    def _d_step(self, ph: Phase, micro: list[slice]) -> dict:
+        cfg, k, alpha = self.cfg, ph.res_log2, ph.alpha
         amp = autocast_for(self.device, cfg.precision)
         cl = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        reals_all, labels_all = minibatch(self.images, self.order, ph.batch, ph.resolution, self.device,
+                                          self.dist.rank, self.dist.world)
+        z, mix, fake_labels = self._shared_draws(ph.batch, cfg.loss.kind == "wgangp")
+        self.D.noise_strength = self.lsgan.strength if cfg.loss.kind == "lsgan" and cfg.loss.lsgan_noise else 0.0
+        self.opt_D.zero_grad(set_to_none=True)
         stats: dict = {}
-        for _ in range(cfg.optim.n_critic):
-            reals_all, labels_all = minibatch(self.images, self.order, n, ph.resolution, self.device,
-                                              self.dist.rank, self.dist.world)
-            z, mix, fake_labels = self._shared_draws(n, cfg.loss.kind == "wgangp")
-            self.D.noise_strength = self.lsgan.strength if cfg.loss.kind == "lsgan" and cfg.loss.lsgan_noise else 0.0
-            self.opt_D.zero_grad(set_to_none=True)
-            stats = {}
-            for sl in micro:
-                reals = fade_images(reals_all[sl], alpha).contiguous(memory_format=cl)
-                labels = labels_all[sl] if labels_all is not None else None
-                with torch.no_grad(), amp:
-                    fakes = self.G(z[sl], fake_labels[sl] if labels is not None else None, k, alpha)
-                with amp:
-                    loss, s = d_loss(cfg.loss, self.D, reals, fakes, labels, k, alpha, mix=None if mix is None else mix[sl],
-                                     grad_scale=self.scaler_D.get_scale() if self.scaler_D.is_enabled() else 1.0)
-                self.scaler_D.scale(loss / rounds).backward()
-                for key, v in s.items():
-                    stats[key] = stats.get(key, 0.0) + v / rounds
-            self._finish(self.opt_D, self.scaler_D, self._d_params)
-            if cfg.loss.kind == "lsgan":
-                score = stats["score_fake"]
-                self.lsgan.update(float(all_mean(score, self.dist.world) if self.dist.enabled else score))
-            self.cur_nimg += n
-            self._update_ema(n)
-        z, _, fake_labels = self._shared_draws(n, False)
+        for sl in micro:
+            reals = fade_images(reals_all[sl], alpha).contiguous(memory_format=cl)
+            labels = labels_all[sl] if labels_all is not None else None
+            with torch.no_grad(), amp:
+                fakes = self.G(z[sl], fake_labels[sl] if fake_labels is not None else None, k, alpha)
+            with amp:
+                loss, s = d_loss(cfg.loss, self.D, reals, fakes, labels, k, alpha, mix=None if mix is None else mix[sl],
+                                 grad_scale=self.scaler_D.get_scale() if self.scaler_D.is_enabled() else 1.0)
+            self.scaler_D.scale(loss / len(micro)).backward()
+            for key, v in s.items():
+                stats[key] = stats.get(key, 0.0) + v / len(micro)
+        self._finish(self.opt_D, self.scaler_D, self._d_params)
+        if cfg.loss.kind == "lsgan":
+            score = stats["score_fake"]
+            self.lsgan.update(float(all_mean(score, self.dist.world) if self.dist.enabled else score))
+        return stats
+
+    def _g_step(self, ph: Phase, micro: list[slice]) -> torch.Tensor:
+        amp = autocast_for(self.device, self.cfg.precision)
+        z, _, fake_labels = self._shared_draws(ph.batch, False)
         self.opt_G.zero_grad(set_to_none=True)
+        total = 0.0
         for sl in micro:
             labels = fake_labels[sl] if fake_labels is not None else None
             with amp:
-                fakes = self.G(z[sl], labels, k, alpha)
-                loss, s = g_loss(cfg.loss, self.D, fakes, labels, k, alpha)
-            self.scaler_G.scale(loss / rounds).backward(inputs=self._g_params)   # no gradients for D's weights
-            stats["loss_g"] = stats.get("loss_g", 0.0) + s["loss_g"] / rounds
+                fakes = self.G(z[sl], labels, ph.res_log2, ph.alpha)
+                loss, s = g_loss(self.cfg.loss, self.D, fakes, labels, ph.res_log2, ph.alpha)
+            self.scaler_G.scale(loss / len(micro)).backward(inputs=self._g_params)   # no gradients for D's weights
+            total = total + s["loss_g"] / len(micro)
         self._finish(self.opt_G, self.scaler_G, self._g_params)
-        return stats
+        return total
 
     @torch.no_grad()
     def _update_ema(self, batch: int) -> None:

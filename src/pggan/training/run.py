@@ -1,6 +1,7 @@
 """A training run on disk: the run directory, ticks, stats, grids, checkpoints, resume and signals."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 
 from ..config import TrainConfig
-from ..data.images import load_images
+from ..data.images import DataError, load_images
 from .checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint, save_generator
 from .images import make_grid, save_png, to_uint8
 from .dist import DistInfo, all_mean, any_rank, barrier, check_identical, init_from_env, shutdown
@@ -101,6 +102,10 @@ class Run:
         self.cfg, self.device, self.info = cfg, device, info
         ckpt = load_checkpoint(resume) if resume else None
         images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)
+        if cfg.conditional and not images.label_size:
+            raise DataError(f"--set conditional=true needs labels, but {images.description} has none")
+        if not cfg.conditional:
+            images = dataclasses.replace(images, labels=None, label_size=0)
         cfg.net.label_size = images.label_size
         self.trainer = Trainer(cfg, images, device, info)
         if ckpt is not None:
