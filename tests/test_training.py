@@ -90,7 +90,8 @@ def test_interrupted_and_resumed_run_repeats_exactly(tmp_path, loss):
     assert [s["tick"] for s in stats] == list(range(1, len(stats) + 1))
 
 
-def test_sigint_saves_checkpoint_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signals_save_checkpoint_and_exit_cleanly(tmp_path, sig, code):
     cfgfile = tmp_path / "cfg.json"
     cfg = tiny_config(tmp_path)
     cfg.sched.total_kimg = 1000
@@ -101,9 +102,9 @@ def test_sigint_saves_checkpoint_and_exits_cleanly(tmp_path):
     deadline = time.time() + 60
     while time.time() < deadline and not (run / "stats.jsonl").exists():
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 130, out
+    assert proc.returncode == code, out
     assert "Traceback" not in out and "--resume" in out
     ckpts = list_checkpoints(str(run))
     assert ckpts and load_checkpoint(ckpts[-1])["cur_nimg"] > 0

@@ -1,0 +1,1 @@
+"""Metrics of the paper: sliced Wasserstein distance (section 5) and MS-SSIM."""
