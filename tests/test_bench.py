@@ -29,3 +29,14 @@ def test_training_step_flops_include_the_double_backward():
     # D step ~ 2 fwd + 2x2 bwd + penalty (fwd, grad, double backward ~6 fwd); G step adds ~3-4 more D fwds
     assert 10 * fwd / 16 < per_img < 20 * fwd / 16 + 6 * fwd
     assert rows[0]["img_per_s"] > 0 and rows[0]["loader_img_per_s"] > 0
+
+
+def test_bench_cli_validates_its_options():
+    from click.testing import CliRunner
+
+    from pggan.cli import main
+
+    r = CliRunner().invoke(main, ["bench", "--resolutions", "64"])
+    assert r.exit_code == 1 and "choose from 4, 8, 16, 32" in r.output
+    r = CliRunner().invoke(main, ["bench", "--precision", "fp8"])
+    assert r.exit_code == 1 and "unknown precision fp8" in r.output

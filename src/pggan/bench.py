@@ -110,7 +110,7 @@ def iter_steps(cfg: TrainConfig, device: torch.device, resolutions, seconds: flo
 
 
 def run_bench(device: torch.device, precisions=("fp32", "bf16"), paper_max_res: int = 16, seconds: float = 3.0,
-              reference_all_res: bool = True, log=print) -> dict:
+              resolutions=(4, 8, 16, 32), log=print) -> dict:
     out = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(), "peaks": {}, "runs": []}
     for prec in precisions:
         if prec == "fp16" and device.type != "cuda":
@@ -120,8 +120,7 @@ def run_bench(device: torch.device, precisions=("fp32", "bf16"), paper_max_res: 
     for prec in out["peaks"]:
         peak = out["peaks"][prec]["peak_gflops"]
         ref = reference_config(prec)
-        res_list = (4, 8, 16, 32) if reference_all_res else (32,)
-        for row in iter_steps(ref, device, res_list, seconds):
+        for row in iter_steps(ref, device, resolutions, seconds):
             out["runs"].append(dict(row, network="reference", precision=prec, peak_fraction=row["gflops"] / peak))
             log(format_row(out["runs"][-1]))
         if paper_max_res >= 4:

@@ -193,9 +193,10 @@ def generate(network, seeds, outdir, grid, truncate, class_idx, raw, device):
 @click.option("--precision", "precisions", default="fp32,bf16", show_default=True, help="comma-separated: fp32,bf16,fp16")
 @click.option("--paper-max-res", default=16, show_default=True, help="measure the paper's widths up to this resolution (0 = skip; 32 and above take minutes on a CPU)")
 @click.option("--seconds", default=3.0, show_default=True, help="time per measurement")
+@click.option("--resolutions", default="4,8,16,32", show_default=True, help="reference network resolutions to measure")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write the results as JSON")
 @friendly_errors
-def bench(device, precisions, paper_max_res, seconds, json_path):
+def bench(device, precisions, paper_max_res, seconds, resolutions, json_path):
     """Measure training speed against this machine's convolution peak."""
     from .bench import HEADER, run_bench, write_json
     from .training.loop import resolve_device
@@ -213,7 +214,13 @@ def bench(device, precisions, paper_max_res, seconds, json_path):
             click.echo(HEADER)
         click.echo(msg)
 
-    result = run_bench(dev, precs, paper_max_res, seconds, log=log)
+    try:
+        res_list = [int(r) for r in resolutions.split(",") if r.strip()]
+    except ValueError:
+        raise click.ClickException(f"--resolutions must be a comma-separated list such as 4,8,16,32, got '{resolutions}'") from None
+    if not res_list or any(r not in (4, 8, 16, 32) for r in res_list):
+        raise click.ClickException("--resolutions: the reference network is 32x32, so choose from 4, 8, 16, 32")
+    result = run_bench(dev, precs, paper_max_res, seconds, res_list, log=log)
     if json_path:
         write_json(json_path, result)
         click.echo(f"wrote {json_path}")
