@@ -416,3 +416,31 @@ def test_data_order_is_deterministic_resumable_and_sharded():
     full, _ = minibatch(images, DataOrder(10, 5, False), 4, 4, torch.device("cpu"))
     shards = [minibatch(images, DataOrder(10, 5, False), 4, 4, torch.device("cpu"), rank=r, world=2)[0] for r in (0, 1)]
     assert torch.equal(torch.cat(shards), full)
+
+
+def test_compressed_top_levels_read_back_exactly(tmp_path):
+    src = open_source("builtin:shapes", count=20, resolution=32)
+    create_dataset(src, str(tmp_path / "raw"), ConvertOptions(resolution=32, workers=1), progress=False)
+    h = create_dataset(open_source("builtin:shapes", count=20, resolution=32), str(tmp_path / "png"),
+                       ConvertOptions(resolution=32, workers=1), progress=False, compress_from=16)
+    assert h["compressed_levels"] == [16, 32]
+    raw, png = open_dataset(str(tmp_path / "raw")), open_dataset(str(tmp_path / "png"))
+    for r in (4, 8, 16, 32):
+        assert np.array_equal(np.asarray(png.levels[r]), np.asarray(raw.levels[r]))
+    idx = np.array([7, 3, 3, 19])
+    assert np.array_equal(png.levels[32][idx], raw.levels[32][idx])
+    assert verify_dataset(str(tmp_path / "png"), deep=True) == []
+    assert not (tmp_path / "png" / "level-0032.u8").exists()
+    r = CliRunner().invoke(main, ["dataset", "info", str(tmp_path / "png")])
+    assert "(PNG)" in r.output
+    # the loader and training read it like any dataset
+    import torch
+    from pggan.data.images import DataOrder, minibatch
+    x, _ = minibatch(png, DataOrder(20, 0, True), 8, 32, torch.device("cpu"))
+    assert x.shape == (8, 3, 32, 32)
+    data = (tmp_path / "png" / "level-0032.png").read_bytes()
+    (tmp_path / "png" / "level-0032.png").write_bytes(data[:100] + bytes([data[100] ^ 1]) + data[101:])
+    assert any("level-0032.png: checksum mismatch" in p for p in verify_dataset(str(tmp_path / "png")))
+    r = CliRunner().invoke(main, ["dataset", "create", "builtin:shapes", str(tmp_path / "x"), "--resolution", "16",
+                                  "--compress-from", "48"])
+    assert r.exit_code == 1 and "--compress-from" in r.output

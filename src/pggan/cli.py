@@ -282,14 +282,15 @@ def dataset():
 @click.option("--max-bad-fraction", default=0.5, show_default=True, help="fail if more of the inputs are unusable")
 @click.option("--workers", default=0, show_default=True, help="worker processes (0 = all cores)")
 @click.option("--max-memory-mb", default=1024, show_default=True, help="memory bound of the conversion")
+@click.option("--compress-from", default=0, show_default=True, help="store levels of this resolution and above as PNG (0 = none)")
 @click.option("--overwrite", is_flag=True, help="replace DEST if it exists")
 @click.option("--progress/--no-progress", default=True)
 @friendly_errors
 def dataset_create(source, dest, resolution, kind, channels, square, small, background, labels, labels_file, landmarks,
-                   max_count, count, shuffle_seed, max_bad_fraction, workers, max_memory_mb, overwrite, progress):
+                   max_count, count, shuffle_seed, max_bad_fraction, workers, max_memory_mb, compress_from, overwrite,
+                   progress):
     """Convert SOURCE (images, an archive, MNIST, CIFAR, LSUN, CelebA or builtin:NAME) into DEST."""
     from .data.convert import ConvertOptions, create_dataset
-    from .data.dataset import disk_bytes
     from .data.sources import open_source
 
     try:
@@ -304,9 +305,11 @@ def dataset_create(source, dest, resolution, kind, channels, square, small, back
                           workers=workers, max_memory_mb=max_memory_mb).validate()
     src = open_source(source, kind, labels=None if labels == "none" else labels, labels_file=labels_file,
                       landmarks=landmarks, count=count, resolution=resolution)
-    header = create_dataset(src, dest, opts, overwrite=overwrite, progress=progress)
+    if compress_from and (compress_from & (compress_from - 1) or not 4 <= compress_from <= resolution):
+        raise click.ClickException(f"--compress-from must be a power of two from 4 to --resolution ({resolution}), or 0")
+    header = create_dataset(src, dest, opts, overwrite=overwrite, progress=progress, compress_from=compress_from)
     skipped = sum(1 for _ in open(os.path.join(dest, "report.txt")))
-    size = disk_bytes(header["count"], resolution, channels)["total"]
+    size = sum(os.path.getsize(os.path.join(dest, f)) for f in os.listdir(dest))
     click.echo(f"wrote {dest}: {header['count']} images at {resolution}x{resolution}, {_mb(size)}"
                + (f", {skipped} skipped (see {os.path.join(dest, 'report.txt')})" if skipped else ""))
 
@@ -320,7 +323,7 @@ def _mb(n: int) -> str:
 @friendly_errors
 def dataset_info(path):
     """Count, levels, channels, labels and size on disk."""
-    from .data.dataset import level_file, read_header
+    from .data.dataset import level_file, png_files, read_header
 
     h = read_header(path)
     click.echo(f"{path}: {h['count']} images, {h['resolution']}x{h['resolution']}, {h['channels']} channel(s)")
@@ -330,9 +333,10 @@ def dataset_info(path):
                    + (" ..." if h["label_size"] > 20 else ""))
     total = 0
     for r in h["levels"]:
-        n = os.path.getsize(os.path.join(path, level_file(r)))
+        compressed = r in h.get("compressed_levels", [])
+        n = sum(os.path.getsize(os.path.join(path, f)) for f in (png_files(r) if compressed else [level_file(r)]))
         total += n
-        click.echo(f"  level {r:>4}x{r:<4} {_mb(n):>12}")
+        click.echo(f"  level {r:>4}x{r:<4} {_mb(n):>12}" + ("  (PNG)" if compressed else ""))
     click.echo(f"  total          {_mb(total):>12}")
 
 

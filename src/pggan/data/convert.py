@@ -204,7 +204,7 @@ def select_keys(source: Source, opts: ConvertOptions) -> list:
 
 
 def create_dataset(source: Source, dest: str, opts: ConvertOptions, overwrite: bool = False,
-                   progress: bool = True, stats: dict | None = None) -> dict:
+                   progress: bool = True, stats: dict | None = None, compress_from: int = 0) -> dict:
     """Convert ``source`` into a dataset at ``dest``; returns the header. ``stats`` receives counters."""
     opts.validate()
     keys = select_keys(source, opts)
@@ -214,7 +214,7 @@ def create_dataset(source: Source, dest: str, opts: ConvertOptions, overwrite: b
     wanted = set(keys)
     window = window_size(opts)
     workers = opts.workers or os.cpu_count() or 1
-    writer = DatasetWriter(dest, opts.resolution, opts.channels, overwrite)
+    writer = DatasetWriter(dest, opts.resolution, opts.channels, overwrite, compress_from)
     stats = stats if stats is not None else {}
     stats.update(window=window, max_in_flight=0, bad=0)
     bar = None

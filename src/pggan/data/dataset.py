@@ -5,6 +5,8 @@ A dataset is a folder::
     dataset.json        header: format, version, count, resolution, channels, levels, label names,
                         source description, sha256 of every level file and of the labels
     level-0004.u8 ...   raw uint8 [count, channels, r, r], C order: image i at level r is one slice
+    level-RRRR.png/.idx optional, for levels >= --compress-from: one lossless PNG per image back to back,
+                        and the int64 offsets of each (decoded on read)
     labels.u8 / .i64    optional class index per image (int64)
     report.txt          files that were skipped, one per line with the reason
 
@@ -15,6 +17,7 @@ done while training. Folders are written under a temporary name and renamed only
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -33,6 +36,50 @@ def level_file(res: int) -> str:
     return f"level-{res:04d}.u8"
 
 
+def png_files(res: int) -> tuple[str, str]:
+    """A compressed level: the images' PNG files back to back, and their int64 start offsets (N + 1)."""
+    return f"level-{res:04d}.png", f"level-{res:04d}.idx"
+
+
+class PNGLevel:
+    """A level stored as one lossless PNG per image; indexing decodes just the images asked for."""
+
+    def __init__(self, data_path: str, index_path: str, shape: tuple):
+        self.shape = shape
+        self.offsets = np.fromfile(index_path, dtype=np.int64)
+        self.data = np.memmap(data_path, dtype=np.uint8, mode="r") if self.offsets[-1] > 0 else np.zeros(0, np.uint8)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _decode(self, i: int) -> np.ndarray:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(self.data[self.offsets[i]:self.offsets[i + 1]].tobytes())) as im:
+            a = np.asarray(im, dtype=np.uint8)
+        return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        if isinstance(idx, (int, np.integer)):
+            return self._decode(int(idx))
+        ids = range(*idx.indices(len(self))) if isinstance(idx, slice) else np.asarray(idx).reshape(-1)
+        out = np.empty((len(ids),) + tuple(self.shape[1:]), dtype=np.uint8)
+        for j, i in enumerate(ids):
+            out[j] = self._decode(int(i))
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        return self[:] if dtype is None else self[:].astype(dtype)
+
+
+def _encode_png(img: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
 def is_dataset(path: str) -> bool:
     return os.path.isfile(os.path.join(path, HEADER))
 
@@ -40,7 +87,7 @@ def is_dataset(path: str) -> bool:
 class DatasetWriter:
     """Streams chunks of full-resolution images into a new dataset folder; ``close()`` publishes it."""
 
-    def __init__(self, dest: str, resolution: int, channels: int, overwrite: bool = False):
+    def __init__(self, dest: str, resolution: int, channels: int, overwrite: bool = False, compress_from: int = 0):
         dest = os.path.abspath(dest)
         if os.path.exists(dest) and not overwrite:
             raise DataError(f"'{dest}' already exists; choose a new destination (or pass --overwrite)")
@@ -49,8 +96,11 @@ class DatasetWriter:
         self.dest, self.resolution, self.channels = dest, resolution, channels
         self.tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.partial-", dir=parent)
         self.levels = [2 ** k for k in range(2, resolution.bit_length())]
-        self._files = {r: open(os.path.join(self.tmp, level_file(r)), "wb") for r in self.levels}
+        self.compressed = [r for r in self.levels if compress_from and r >= compress_from]
+        names = {r: png_files(r)[0] if r in self.compressed else level_file(r) for r in self.levels}
+        self._files = {r: open(os.path.join(self.tmp, names[r]), "wb") for r in self.levels}
         self._hash = {r: hashlib.sha256() for r in self.levels}
+        self._offsets = {r: [0] for r in self.compressed}
         self.labels: list[int] = []
         self.count = 0
 
@@ -61,9 +111,16 @@ class DatasetWriter:
         for r in sorted(self.levels, reverse=True):
             if r != self.resolution:
                 level = box_downsample_uint8(level)
-            data = level.tobytes()
-            self._files[r].write(data)
-            self._hash[r].update(data)
+            if r in self.compressed:
+                for img in level:
+                    data = _encode_png(img)
+                    self._files[r].write(data)
+                    self._hash[r].update(data)
+                    self._offsets[r].append(self._offsets[r][-1] + len(data))
+            else:
+                data = level.tobytes()
+                self._files[r].write(data)
+                self._hash[r].update(data)
         if labels is not None:
             self.labels.extend(int(x) for x in labels)
         self.count += len(images)
@@ -74,9 +131,14 @@ class DatasetWriter:
             os.fsync(f.fileno())
             f.close()
         header = {"format": FORMAT, "version": VERSION, "count": self.count, "resolution": self.resolution,
-                  "channels": self.channels, "levels": self.levels, "source": source,
-                  "label_names": label_names or [], "label_size": len(label_names or []),
+                  "channels": self.channels, "levels": self.levels, "compressed_levels": self.compressed,
+                  "source": source, "label_names": label_names or [], "label_size": len(label_names or []),
                   "sha256": {str(r): self._hash[r].hexdigest() for r in self.levels}}
+        for r in self.compressed:
+            data = np.asarray(self._offsets[r], dtype=np.int64).tobytes()
+            with open(os.path.join(self.tmp, png_files(r)[1]), "wb") as f:
+                f.write(data)
+            header["sha256"][f"{r}.idx"] = hashlib.sha256(data).hexdigest()
         if label_names:
             if len(self.labels) != self.count:
                 raise DataError("internal error: labels and images out of step")
@@ -126,8 +188,16 @@ def open_dataset(path: str, resolution: int | None = None) -> ImageSet:
         raise DataError(f"dataset '{path}' is {full}x{full}; it cannot train a {top}x{top} network "
                         f"(use --resolution {full} or convert the source at {top})")
     levels = {}
+    compressed = set(h.get("compressed_levels", []))
     for r in h["levels"]:
         if r > top:
+            continue
+        if r in compressed:
+            data, index = (os.path.join(path, f) for f in png_files(r))
+            if not os.path.isfile(index) or os.path.getsize(index) != 8 * (n + 1) or not os.path.isfile(data):
+                raise DataError(f"dataset '{path}': the compressed level {r} is missing or damaged; "
+                                f"run `pggan dataset verify {path}`")
+            levels[r] = PNGLevel(data, index, (n, c, r, r))
             continue
         fp = os.path.join(path, level_file(r))
         expected = n * c * r * r
@@ -147,7 +217,9 @@ def verify_dataset(path: str, deep: bool = False, chunk: int = 1024) -> list[str
     box average of the level above."""
     h = read_header(path)
     problems = []
-    names = {str(r): level_file(r) for r in h["levels"]}
+    compressed = set(h.get("compressed_levels", []))
+    names = {str(r): png_files(r)[0] if r in compressed else level_file(r) for r in h["levels"]}
+    names.update({f"{r}.idx": png_files(r)[1] for r in compressed})
     if h.get("label_size"):
         names["labels"] = "labels.i64"
     for key, name in names.items():
