@@ -20,6 +20,8 @@ def friendly_errors(fn):
         try:
             return fn(*args, **kwargs)
         except (ConfigError, DataError, CheckpointError, ValueError, RuntimeError, OSError) as e:
+            if os.environ.get("PGGAN_DEBUG"):          # the full traceback, for bug reports
+                raise
             raise click.ClickException(str(e)) from None
     return wrapper
 
@@ -44,6 +46,11 @@ def build_config(preset, config_file, sets, **flags) -> TrainConfig:
         base = cfg.to_dict()
         _deep_update(base, d)
         cfg = TrainConfig.from_dict(base)
+    return validate(apply_overrides(cfg, flags, sets))
+
+
+def apply_overrides(cfg: TrainConfig, flags: dict, sets) -> TrainConfig:
+    """Command-line flags ({dotted option: value}) and --set KEY=VALUE items, in that order."""
     for key, value in flags.items():
         if value is not None:
             cfg = set_option(cfg, key, value)
@@ -52,7 +59,7 @@ def build_config(preset, config_file, sets, **flags) -> TrainConfig:
             raise ConfigError(f"--set expects KEY=VALUE (e.g. sched.total_kimg=200), got '{item}'")
         key, value = item.split("=", 1)
         cfg = set_option(cfg, key.strip(), value.strip())
-    return validate(cfg)
+    return cfg
 
 
 def _relaunch_with_torchrun(nproc: int) -> int:
@@ -130,13 +137,7 @@ def train(preset, config_file, sets, resume, dry_run, help_options, nproc, progr
         if preset or config_file:
             raise click.ClickException("--resume continues the checkpoint's own config; drop --preset/--config "
                                        "(use --kimg or --set to change how long or where it runs)")
-        cfg = base
-        for key, value in flags.items():
-            cfg = set_option(cfg, key, value)
-        for item in sets:
-            key, _, value = item.partition("=")
-            cfg = set_option(cfg, key.strip(), value.strip())
-        cfg = validate(cfg)
+        cfg = validate(apply_overrides(base, flags, sets))
         if cfg.net != base.net:
             raise click.ClickException("the network options differ from the checkpoint's; a run cannot change its "
                                        "networks when resuming")
