@@ -90,15 +90,6 @@ class Trainer:
     def phase(self) -> Phase:
         return phase_at(self.cur_nimg, self.cfg.sched, self.cfg.net.resolution, self.dist.world)
 
-    def _fake_labels(self, n: int):
-        if self._label_pool is None:
-            return None
-        idx = torch.randint(len(self._label_pool), (n,))
-        return torch.nn.functional.one_hot(self._label_pool[idx], self.images.label_size).float().to(self.device)
-
-    def _latents(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.G.z_dim).to(self.device)
-
     def _rounds(self, share: int, res: int) -> int:
         """Gradient-accumulation rounds so that no micro-batch exceeds the per-device cap."""
         cap = self.cfg.sched.device_batch_cap.get(res)
@@ -110,13 +101,17 @@ class Trainer:
         return r
 
     def _shared_draws(self, n: int, with_mix: bool):
-        """Latents, penalty mixing factors and fake labels for the whole global minibatch, drawn the same
-        way on every rank (so the run does not depend on the number of ranks); this rank's slice."""
+        """Latents, penalty mixing factors and fake labels for the whole global minibatch, drawn on the
+        CPU the same way on every rank (so the run does not depend on the number of ranks); only this
+        rank's slice is moved to the device."""
         lo, hi = self.dist.rank * n // self.dist.world, (self.dist.rank + 1) * n // self.dist.world
-        z = self._latents(n)[lo:hi]
+        z = torch.randn(n, self.G.z_dim)[lo:hi].to(self.device)
         mix = torch.rand(n, 1, 1, 1)[lo:hi].to(self.device) if with_mix else None
-        labels = self._fake_labels(n)
-        return z, mix, (labels[lo:hi] if labels is not None else None)
+        labels = None
+        if self._label_pool is not None:
+            idx = torch.randint(len(self._label_pool), (n,))[lo:hi]
+            labels = torch.nn.functional.one_hot(self._label_pool[idx], self.images.label_size).float().to(self.device)
+        return z, mix, labels
 
     def _finish(self, opt, scaler, params) -> None:
         if self.dist.enabled:
@@ -158,6 +153,7 @@ class Trainer:
         z, mix, fake_labels = self._shared_draws(ph.batch, cfg.loss.kind == "wgangp")
         self.D.noise_strength = self.lsgan.strength if cfg.loss.kind == "lsgan" and cfg.loss.lsgan_noise else 0.0
         self.opt_D.zero_grad(set_to_none=True)
+        grad_scale = self.scaler_D.get_scale() if self.scaler_D.is_enabled() else 1.0   # one host sync, fp16 only
         stats: dict = {}
         for sl in micro:
             reals = fade_images(reals_all[sl], alpha).contiguous(memory_format=cl)
@@ -166,7 +162,7 @@ class Trainer:
                 fakes = self.G(z[sl], fake_labels[sl] if fake_labels is not None else None, k, alpha)
             with amp:
                 loss, s = d_loss(cfg.loss, self.D, reals, fakes, labels, k, alpha, mix=None if mix is None else mix[sl],
-                                 grad_scale=self.scaler_D.get_scale() if self.scaler_D.is_enabled() else 1.0)
+                                 grad_scale=grad_scale)
             self.scaler_D.scale(loss / len(micro)).backward()
             for key, v in s.items():
                 stats[key] = stats.get(key, 0.0) + v / len(micro)
