@@ -15,7 +15,11 @@ info = init_from_env("cpu")
 images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)
 trainer = Trainer(cfg, images, torch.device("cpu"), info)
 losses = [float(trainer.step()["loss_d"]) for _ in range(steps)]
-torch.save({"G": trainer.G.state_dict(), "D": trainer.D.state_dict(), "G_ema": trainer.G_ema.state_dict(),
+metrics = None
+if cfg.metrics:
+    from pggan.training.evaluation import TrainingMetrics
+    metrics = TrainingMetrics(trainer).run(None, 0.0, print)
+torch.save({"metrics": json.dumps(metrics),"G": trainer.G.state_dict(), "D": trainer.D.state_dict(), "G_ema": trainer.G_ema.state_dict(),
             "opt_G": trainer.opt_G.state_dict(), "opt_D": trainer.opt_D.state_dict(), "losses": losses,
-            "cur_nimg": trainer.cur_nimg, "alpha": trainer.last_phase.alpha}, f"{out}/rank{info.rank}-of-{info.world}.pt")
+            "cur_nimg": trainer.cur_nimg, "alpha": (trainer.last_phase if steps else trainer.phase()).alpha}, f"{out}/rank{info.rank}-of-{info.world}.pt")
 shutdown()

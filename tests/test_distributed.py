@@ -136,3 +136,29 @@ def test_diverged_ranks_are_detected(tmp_path):
     mp.spawn(_diverge_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2)
     for r in (0, 1):
         assert "rank(s) [1] differ from rank 0" in (tmp_path / f"msg{r}").read_text()
+
+
+def test_metrics_use_all_ranks_and_match_one_process(tmp_path):
+    import json
+    import math
+
+    from tiny_inception import write_tiny_inception
+
+    cfg = small_config(tmp_path)
+    cfg.metrics, cfg.metrics_num, cfg.metrics_pairs = "swd,fid,is,msssim", 150, 40   # ragged last batches
+    cfg.data_count, cfg.sched.growing = 200, False
+    cfg.inception = write_tiny_inception(tmp_path / "tiny.pth")
+    (tmp_path / "cfg.json").write_text(cfg.to_json())
+    env_cache = dict(ENV, PGGAN_CACHE=str(tmp_path / "cache"))
+    args = [os.path.join(HERE, "dist_worker.py"), str(tmp_path / "cfg.json"), str(tmp_path), "0"]
+    cmd2 = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
+    r = subprocess.run(cmd2, env=env_cache, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r1 = subprocess.run([sys.executable, *args], env=dict(env_cache, PGGAN_CACHE=str(tmp_path / "cache1")),
+                        capture_output=True, text=True, timeout=120)
+    assert r1.returncode == 0, r1.stderr
+    two, one = (json.loads(torch.load(tmp_path / f"rank0-of-{n}.pt", weights_only=True)["metrics"]) for n in (2, 1))
+    assert two["swd"] == one["swd"]                       # the same images, gathered in order: identical
+    assert math.isclose(two["fid"], one["fid"], rel_tol=1e-6)
+    assert math.isclose(two["is"]["mean"], one["is"]["mean"], rel_tol=1e-9)
+    assert math.isclose(two["msssim"], one["msssim"], rel_tol=1e-9)

@@ -1,4 +1,5 @@
 import math
+import os
 
 import numpy as np
 import pytest
@@ -150,5 +151,257 @@ def test_metrics_command_on_a_tiny_run(tmp_path):
     assert set(lines[0]["swd"]["levels"]) == {"16"} and lines[0]["kimg"] >= 0.05
     m = json.loads(open(f"{run}/metric-msssim.jsonl").readline())
     assert 0 < m["msssim"] <= 1
-    r3 = CliRunner().invoke(main, ["metrics", "--network", ckpt, "--data", "builtin:shapes", "--metrics", "fid"])
-    assert r3.exit_code == 1 and "not implemented yet" in r3.output
+    r3 = CliRunner().invoke(main, ["metrics", "--network", ckpt, "--data", "builtin:shapes", "--metrics", "fid",
+                                   "--inception", str(tmp_path / "none.pth")])
+    assert r3.exit_code == 1 and "pt_inception-2015-12-05-6726825d.pth" in r3.output and "none.pth" in r3.output
+    r4 = CliRunner().invoke(main, ["metrics", "--network", ckpt, "--data", "builtin:shapes", "--metrics", "kid"])
+    assert r4.exit_code == 1 and "unknown metric 'kid'" in r4.output
+
+
+def _direct_swd(a, b, seed, per_image, min_res=16):
+    """SWD from the paper's text with plain numpy loops, drawing the same random patches and
+    directions as the implementation (the generators are consumed in the same order)."""
+    k = np.outer([1, 4, 6, 4, 1], [1, 4, 6, 4, 1]) / 256.0
+
+    def filt(img, gain=1.0):                       # [H, W], 5x5 binomial, mirror borders
+        p = np.pad(img, 2, mode="reflect")
+        return np.array([[(p[i:i + 5, j:j + 5] * k).sum() * gain for j in range(img.shape[1])]
+                         for i in range(img.shape[0])])
+
+    def pyramid(img):                              # [C, H, W] -> bands, finest first
+        levels = int(math.log2(img.shape[-1])) - int(math.log2(min_res)) + 1
+        bands, cur = [], img
+        for _ in range(levels - 1):
+            low = np.stack([filt(c)[::2, ::2] for c in cur])
+            up = np.zeros_like(cur)
+            up[:, ::2, ::2] = low
+            bands.append(cur - np.stack([filt(c, 4.0) for c in up]))
+            cur = low
+        return bands + [cur]
+
+    sets = []
+    for s, images in enumerate((a, b)):
+        gen = torch.Generator().manual_seed(seed * 2 + s)
+        per_level = None
+        for img in images.double().numpy():
+            bands = pyramid(img)
+            per_level = per_level or [[] for _ in bands]
+            for lvl, band in enumerate(bands):
+                h = band.shape[-1]
+                ys = torch.randint(0, h - 6, (1, per_image), generator=gen)[0]
+                xs = torch.randint(0, h - 6, (1, per_image), generator=gen)[0]
+                for y, x in zip(ys.tolist(), xs.tolist()):
+                    per_level[lvl].append(band[:, y:y + 7, x:x + 7].reshape(-1))
+        sets.append([np.array(d) for d in per_level])
+    rng = np.random.default_rng(seed)
+    out = []
+    for da, db in zip(*sets):
+        def norm(d):                                # per colour channel, by the set's own mean and std
+            d = d.reshape(len(d), 3, 49)
+            return ((d - d.mean(axis=(0, 2), keepdims=True)) / d.std(axis=(0, 2), keepdims=True)).reshape(len(d), -1)
+        da, db = norm(da), norm(db)
+        dists = []
+        for _ in range(4):
+            dirs = rng.standard_normal((147, 128))
+            dirs /= np.sqrt(np.square(dirs).sum(axis=0, keepdims=True))
+            pa, pb = np.sort(da @ dirs, axis=0), np.sort(db @ dirs, axis=0)
+            dists.append(np.abs(pa - pb).mean(axis=0))
+        out.append(1e3 * np.mean(dists))
+    return out
+
+
+def test_swd_agrees_with_a_direct_implementation():
+    a, b = _images(6, 32, seed=0), _images(6, 32, seed=1)
+    b[..., 8:20] *= 0.5
+    got = swd([a[:4], a[4:]], [b[:1], b[1:]], seed=2, per_image=32)
+    want = _direct_swd(a, b, seed=2, per_image=32)
+    assert list(got["levels"]) == [32, 16]
+    assert np.allclose(list(got["levels"].values()), want, rtol=1e-3), (got, want)
+
+
+# ---- FID and IS ---------------------------------------------------------------------------------
+
+def test_frechet_distance_closed_forms():
+    from pggan.metrics.fid import frechet_distance
+
+    rng = np.random.default_rng(0)
+    d = 6
+    q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    a, b = rng.uniform(0.5, 3, d), rng.uniform(0.5, 3, d)
+    mu1, mu2 = rng.standard_normal(d), rng.standard_normal(d)
+    # covariances with the same eigenvectors: tr sqrt(S1 S2) = sum sqrt(a b)
+    s1, s2 = q @ np.diag(a) @ q.T, q @ np.diag(b) @ q.T
+    want = np.square(mu1 - mu2).sum() + (a + b - 2 * np.sqrt(a * b)).sum()
+    assert math.isclose(frechet_distance(mu1, s1, mu2, s2), want, rel_tol=1e-9)
+    assert abs(frechet_distance(mu1, s1, mu1, s1)) < 1e-9
+    # general covariances: against the eigenvalues of S1 S2 (real and positive)
+    m1, m2 = rng.standard_normal((d, d)), rng.standard_normal((d, d))
+    s1, s2 = m1 @ m1.T + 0.1 * np.eye(d), m2 @ m2.T + 0.1 * np.eye(d)
+    tr = np.sqrt(np.linalg.eigvals(s1 @ s2).real).sum()
+    want = np.square(mu1 - mu2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr
+    assert math.isclose(frechet_distance(mu1, s1, mu2, s2), want, rel_tol=1e-9)
+    assert math.isclose(frechet_distance(mu1, s1, mu2, s2), frechet_distance(mu2, s2, mu1, s1), rel_tol=1e-9)
+
+
+def test_feature_stats_stream_and_sample_fid():
+    from pggan.metrics.fid import FeatureStats, frechet_distance
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4000, 3)) * [1.0, 2.0, 0.5] + [1, 0, 0]
+    st = FeatureStats(3)
+    for i in range(0, len(x), 300):
+        st.add(torch.from_numpy(x[i:i + 300]))
+    mu, cov = st.mean_cov()
+    assert np.allclose(mu, x.mean(0)) and np.allclose(cov, np.cov(x, rowvar=False))
+    # samples of two Gaussians: close to the closed form
+    want = 1.0 + (1 - 1) ** 2 + (2 - 1) ** 2 + (0.5 - 1) ** 2
+    got = frechet_distance(mu, cov, np.zeros(3), np.eye(3))
+    assert abs(got - want) < 0.1
+
+
+def test_inception_score_known_values():
+    from pggan.metrics.fid import InceptionScore
+
+    n, k = 200, 5
+    uniform = InceptionScore(k, n)
+    uniform.add(torch.zeros(n, k), 0)
+    assert math.isclose(uniform.result()[0], 1.0, rel_tol=1e-9)
+    # every image sure of one class, classes balanced within each split: IS = number of classes
+    sure = InceptionScore(k, n)
+    logits = torch.full((n, k), -50.0)
+    logits[torch.arange(n), torch.arange(n) % k] = 50.0
+    sure.add(logits[:70], 0)
+    sure.add(logits[70:], 70)
+    mean, std = sure.result()
+    assert math.isclose(mean, k, rel_tol=1e-6) and std < 1e-6
+
+
+def test_inception_structure_and_loading(tmp_path):
+    from pggan.metrics.inception import InceptionV3, InceptionWeightsError, load_inception
+    from tiny_inception import inception_layers, tiny_inception_state, write_tiny_inception
+
+    # the full-size structure: torchvision's 27,161,264 parameters less AuxLogits (3,326,696) plus 8 classes
+    layers = inception_layers(1)
+    with torch.device("meta"):
+        sd = {f"{n}.conv.weight": torch.empty(s) for n, s in layers["convs"].items()}
+        sd["fc.weight"] = torch.empty(layers["fc"])
+        full = InceptionV3(sd)
+    assert sum(p.numel() for p in full.parameters()) == 23_850_960 and full.feature_dim == 2048
+
+    net = load_inception(write_tiny_inception(tmp_path / "tiny.pth"))
+    feats, logits = net(torch.rand(3, 3, 16, 16) * 255)
+    assert feats.shape == (3, 128) and logits.shape == (3, 1008) and len(net.weights_sha256) == 64
+    gray = torch.rand(1, 1, 16, 16) * 255                           # grayscale is read as three equal channels
+    assert torch.allclose(net(gray)[0], net(gray.expand(1, 3, 16, 16))[0])
+    bad = tiny_inception_state()
+    del bad["Mixed_6c.branch7x7_2.bn.running_var"]
+    torch.save(bad, tmp_path / "missing.pth")
+    with pytest.raises(InceptionWeightsError, match="Mixed_6c.branch7x7_2.bn.running_var"):
+        load_inception(str(tmp_path / "missing.pth"))
+    (tmp_path / "junk.pth").write_bytes(b"not a torch file")
+    with pytest.raises(InceptionWeightsError, match="not a readable"):
+        load_inception(str(tmp_path / "junk.pth"))
+    with pytest.raises(InceptionWeightsError, match="not there. Download https://github.com/mseitzer/pytorch-fid"):
+        load_inception(str(tmp_path / "absent.pth"))
+
+
+def test_fid_is_pipeline_and_real_statistics_cache(tmp_path):
+    from pggan.metrics.evaluate import Evaluator, MetricOptions
+    from tiny_inception import write_tiny_inception
+
+    weights = write_tiny_inception(tmp_path / "tiny.pth")
+    reals = _images(40, 32, seed=0).clamp(0, 255).round()
+    others = _images(40, 32, seed=7).clamp(0, 255).round() * 0.5
+    opts = MetricOptions(["fid", "is"], num=40, batch=16, inception=weights, cache_dir=str(tmp_path / "cache"))
+    ev = Evaluator(opts, torch.device("cpu"))
+    real_fn = lambda idx: reals[torch.as_tensor(np.asarray(idx))]  # noqa: E731
+    same = ev.evaluate(lambda r: reals[list(r)], real_fn, 40, "k1")
+    assert abs(same["fid"]) < 1e-6 and same["is"]["mean"] >= 1.0      # the same 40 images: FID 0
+    cached = list((tmp_path / "cache").iterdir())
+    assert len(cached) == 1 and cached[0].name.startswith("fid-real-")
+    diff = Evaluator(opts, torch.device("cpu")).evaluate(
+        lambda r: others[list(r)], lambda idx: (_ for _ in ()).throw(AssertionError("cache not used")), 40, "k1")
+    # the pipeline equals FID computed directly from the network's features of all images at once
+    from pggan.metrics.fid import frechet_distance
+    fr, fo = (ev.inception(x)[0].double().numpy() for x in (reals, others))
+    want = frechet_distance(fo.mean(0), np.cov(fo, rowvar=False), fr.mean(0), np.cov(fr, rowvar=False))
+    assert math.isclose(diff["fid"], want, rel_tol=1e-4) and diff["fid"] > 100 * abs(same["fid"])
+    # the same fakes give the same numbers; another data key computes new statistics
+    again = ev.evaluate(lambda r: others[list(r)], real_fn, 40, "k1")
+    assert again["fid"] == diff["fid"] and again["is"] == diff["is"]
+    ev.evaluate(lambda r: others[list(r)], real_fn, 40, "k2")
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+
+
+def test_metrics_command_fid_is(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from pggan.cli import main
+    from pggan.training.run import train
+    from test_training import tiny_config
+    from tiny_inception import write_tiny_inception
+
+    weights = write_tiny_inception(tmp_path / "tiny.pth")
+    cfg = tiny_config(tmp_path)
+    cfg.sched.total_kimg = 0.05
+    run = train(cfg, progress=False, echo=lambda m: None)["run_dir"]
+    gen = f"{run}/generator-final.safetensors"
+    args = ["metrics", "--network", gen, "--data", "builtin:shapes", "--metrics", "fid,is,swd", "--num", "32",
+            "--inception", weights, "--cache-dir", str(tmp_path / "c")]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert "FID" in r.output and "IS " in r.output and "SWD" in r.output
+    rec = json.loads(open(f"{run}/metric-fid.jsonl").readline())
+    assert rec["fid"] > 0 and rec["inception"].endswith("tiny.pth") and rec["num"] == 32
+
+
+def test_metrics_during_training_and_the_plot(tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from pggan.cli import main
+    from pggan.config import ConfigError, validate
+    from pggan.data.images import load_images
+    from pggan.training.evaluation import TrainingMetrics
+    from pggan.training.loop import Trainer
+    from pggan.training.run import train
+    from test_training import tiny_config
+    from tiny_inception import write_tiny_inception
+
+    monkeypatch.setenv("PGGAN_CACHE", str(tmp_path / "cache"))
+    cfg = tiny_config(tmp_path)
+    cfg.metrics, cfg.metrics_kimg, cfg.metrics_num, cfg.metrics_pairs = "swd,msssim,fid", 0.4, 32, 8
+    cfg.inception = write_tiny_inception(tmp_path / "tiny.pth")
+    log = []
+    run = train(cfg, progress=False, echo=log.append)["run_dir"]
+    recs = [json.loads(line) for line in open(f"{run}/metric-swd.jsonl")]
+    assert [r["kimg"] for r in recs] == [0.4, 0.8, 1.0] and [r["resolution"] for r in recs] == [8, 16, 16]
+    assert all(r["wall_s"] > 0 for r in recs) and any(line.startswith("metrics at kimg 0.4") for line in log)
+    assert len(open(f"{run}/metric-fid.jsonl").readlines()) == 3
+
+    # evaluating the same network twice gives the same numbers
+    images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)
+    trainer = Trainer(cfg, images, torch.device("cpu"))
+    trainer.cur_nimg = 1000
+    tm = TrainingMetrics(trainer)
+    first, second = tm.run(None, 0.0, print), tm.run(None, 0.0, print)
+    first.pop("seconds"), second.pop("seconds")
+    assert first == second and set(first) >= {"swd", "msssim", "fid"}
+
+    r = CliRunner().invoke(main, ["plot", run, "--out", str(tmp_path / "p.png")])
+    assert r.exit_code == 0, r.output
+    w, h = Image.open(tmp_path / "p.png").size
+    assert w > 1000 and h > 4 * 250                       # losses + 3 metrics rows, two columns
+    assert os.path.isfile(CliRunner().invoke(main, ["plot", run]).output.split()[-1])
+    bad = CliRunner().invoke(main, ["plot", str(tmp_path)])
+    assert bad.exit_code == 1 and "no stats.jsonl" in bad.output
+
+    with pytest.raises(ConfigError, match="unknown metric 'kid'"):
+        validate(cfg.replace(metrics="swd,kid"))
+    with pytest.raises(ValueError, match="lower metrics_num"):
+        train(cfg.replace(metrics="swd", metrics_num=100), progress=False, echo=lambda m: None)
+    assert len(os.listdir(cfg.outdir)) == 1                # no run directory was left behind

@@ -230,33 +230,44 @@ def bench(device, precisions, paper_max_res, seconds, resolutions, json_path):
 @main.command()
 @click.option("--network", required=True, type=click.Path(), help="checkpoint (.pt) or generator (.safetensors)")
 @click.option("--data", required=True, help="the training data: a dataset, a folder or builtin:NAME")
-@click.option("--metrics", "names", default="swd,msssim", show_default=True, help="comma-separated: swd, msssim")
-@click.option("--num", default=2048, show_default=True, help="images per set (the paper: 16384)")
-@click.option("--pairs", default=10000, show_default=True, help="MS-SSIM: random pairs of generated images")
+@click.option("--metrics", "names", default="swd,msssim", show_default=True, help="comma-separated: swd, msssim, fid, is")
+@click.option("--num", default=2048, show_default=True, help="generated (and real) images for SWD, FID, IS (the paper: 16384)")
+@click.option("--pairs", default=10000, show_default=True, help="MS-SSIM: pairs of generated images")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--inception", type=click.Path(dir_okay=False), help="FID/IS: Inception weights (pt_inception-2015-12-05-6726825d.pth)")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="where real-image statistics are cached")
+@click.option("--batch", default=64, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @friendly_errors
-def metrics(network, data, names, num, pairs, seed, device):
-    """Sliced Wasserstein distance (x1e3 per level) and MS-SSIM of a generator."""
-    from .metrics.evaluate import append_results, evaluate
+def metrics(network, data, names, num, pairs, seed, inception, cache_dir, batch, device):
+    """SWD (x1e3 per level), MS-SSIM, FID and Inception Score of a generator."""
+    from .metrics.evaluate import MetricOptions, append_results, evaluate_network, format_result
     from .training.loop import resolve_device
 
-    if num < 2:
-        raise click.ClickException("--num must be at least 2")
-    chosen = [n.strip() for n in names.split(",") if n.strip()]
-    r = evaluate(network, data, chosen, num, seed, pairs, resolve_device(device))
-    if "swd" in r:
-        levels = r["swd"]["levels"]
-        click.echo("SWD x1e3  " + "  ".join(f"{res:>7}" for res in levels) + "      avg")
-        click.echo("          " + "  ".join(f"{v:7.2f}" for v in levels.values()) + f"  {r['swd']['avg']:7.2f}")
-    if "msssim" in r:
-        click.echo(f"MS-SSIM among {pairs} generated pairs: {r['msssim']:.4f}")
+    opts = MetricOptions(names, num, pairs, seed, batch, inception, cache_dir).validate()
+    r = evaluate_network(network, data, opts, resolve_device(device))
+    for line in format_result(r):
+        click.echo(line)
     kimg = None
-    if network.endswith(".pt"):
+    if not network.endswith(".safetensors"):
         from .training.checkpoint import load_checkpoint
         kimg = load_checkpoint(network)["cur_nimg"] / 1000.0
-    for path in append_results(os.path.dirname(os.path.abspath(network)), r, kimg):
+    else:
+        from .training.checkpoint import read_generator
+        kimg = float(read_generator(network)[2].get("kimg", "nan"))
+    for path in append_results(os.path.dirname(os.path.abspath(network)), r, kimg, opts.names):
         click.echo(f"appended {path}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", type=click.Path(dir_okay=False), help="PNG to write (default RUN_DIR/plot.png)")
+@friendly_errors
+def plot(run_dir, out):
+    """Plot a run's losses and metrics against kimg and wall time, resolution changes marked."""
+    from .plot import plot_run
+
+    click.echo(f"wrote {plot_run(run_dir, out)}")
 
 
 @main.group()

@@ -118,6 +118,11 @@ class TrainConfig:
     checkpoint_kimg: float = opt(100.0, "kimg between checkpoints (0 = only at the end)")
     keep_checkpoints: int = opt(3, "number of most recent checkpoints kept")
     grid_size: int = opt(8, "image grid is grid_size x grid_size")
+    metrics: str = opt("", "metrics during training on G_ema at the current resolution: comma-separated swd, msssim, fid, is")
+    metrics_kimg: float = opt(0.0, "kimg between metric evaluations (0 = only at the end)")
+    metrics_num: int = opt(1024, "generated (and real) images per evaluation during training")
+    metrics_pairs: int = opt(1000, "MS-SSIM pairs per evaluation during training")
+    inception: str = opt("", "FID/IS: the Inception weights file (pt_inception-2015-12-05-6726825d.pth)")
     net: NetworkConfig = field(default_factory=NetworkConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     sched: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -271,6 +276,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(cfg.image_kimg >= 0 and cfg.checkpoint_kimg >= 0, "image_kimg and checkpoint_kimg must be >= 0")
     need(cfg.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
     need(1 <= cfg.grid_size <= 32, "grid_size must be from 1 to 32")
+    known = ("swd", "msssim", "fid", "is")
+    bad = [m for m in cfg.metrics.split(",") if m.strip() and m.strip().lower() not in known]
+    need(not bad, f"metrics: unknown metric '{bad[0] if bad else ''}'; choose from {', '.join(known)}")
+    need(cfg.metrics_kimg >= 0, "metrics_kimg must be >= 0")
+    need(cfg.metrics_num >= 10, f"metrics_num must be >= 10, got {cfg.metrics_num}")
+    need(cfg.metrics_pairs >= 1, "metrics_pairs must be >= 1")
     return cfg
 
 

@@ -123,8 +123,43 @@ def sliced_wasserstein(a: _DescriptorStore, b: _DescriptorStore, rng: np.random.
     return float(np.concatenate(dists).mean())
 
 
-def _batches(images):
-    return [images] if torch.is_tensor(images) else images
+class SWDAccumulator:
+    """Two image sets added batch by batch (``add(0, batch)`` / ``add(1, batch)``), then ``result()``.
+
+    Patch positions come from one generator per set, seeded by ``(seed, set)``, so the numbers depend
+    only on the images, their order and the seed (not on how they were batched).
+    """
+
+    def __init__(self, folder: str, seed: int = 0, per_image: int = 128, min_res: int = 16):
+        self.folder, self.seed, self.per_image, self.min_res = folder, seed, per_image, min_res
+        self.stores: list[list[_DescriptorStore] | None] = [None, None]
+        self.res: list[int | None] = [None, None]
+        self.gens = [torch.Generator().manual_seed(seed * 2 + s) for s in (0, 1)]
+
+    def add(self, which: int, x: torch.Tensor) -> None:
+        x = x.float().cpu()
+        if min(x.shape[-2:]) < 8:
+            raise ValueError(f"SWD uses 7x7 neighbourhoods: the images must be at least 8x8, got {x.shape[-1]}x{x.shape[-2]}")
+        if self.stores[which] is None:
+            self.res[which] = x.shape[-1]
+            levels = levels_for(x.shape[-1], self.min_res)
+            self.stores[which] = [_DescriptorStore(f"{self.folder}/{which}-{i}.f32", x.shape[1]) for i in range(levels)]
+        elif x.shape[-1] != self.res[which]:
+            raise ValueError("all images of a set must have the same resolution")
+        bands = laplacian_pyramid(x, len(self.stores[which]))
+        for j in range(len(x)):                 # image by image: the draws do not depend on the batching
+            for store, band in zip(self.stores[which], bands):
+                store.add(descriptors(band[j:j + 1], self.per_image, self.gens[which]))
+
+    def result(self, repeats: int = 4, dirs_per_repeat: int = 128) -> dict:
+        if self.stores[0] is None or self.stores[1] is None:
+            raise ValueError("no images given")
+        if self.res[0] != self.res[1]:
+            raise ValueError(f"the two image sets differ in resolution ({self.res[0]} vs {self.res[1]})")
+        rng = np.random.default_rng(self.seed)
+        levels = {self.res[0] >> i: 1e3 * sliced_wasserstein(sa.finish(), sb.finish(), rng, repeats, dirs_per_repeat)
+                  for i, (sa, sb) in enumerate(zip(*self.stores))}
+        return {"levels": levels, "avg": float(np.mean(list(levels.values())))}
 
 
 def swd(images_a, images_b, seed: int = 0, per_image: int = 128, min_res: int = 16,
@@ -135,27 +170,9 @@ def swd(images_a, images_b, seed: int = 0, per_image: int = 128, min_res: int = 
     iterables of such batches, the same number of images in both. Returns
     {'levels': {resolution: swd x1e3}, 'avg': mean of the levels}.
     """
-    gen = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory() as folder:
-        sets = []
-        for s, images in enumerate((images_a, images_b)):
-            stores, res = None, None
-            for x in _batches(images):
-                x = x.float()
-                if stores is None:
-                    res, levels = x.shape[-1], levels_for(x.shape[-1], min_res)
-                    stores = [_DescriptorStore(f"{folder}/{s}-{i}.f32", x.shape[1]) for i in range(levels)]
-                elif x.shape[-1] != res:
-                    raise ValueError("all images must have the same resolution")
-                for store, band in zip(stores, laplacian_pyramid(x, len(stores))):
-                    store.add(descriptors(band, per_image, gen))
-            if stores is None:
-                raise ValueError("no images given")
-            sets.append((res, [st.finish() for st in stores]))
-        (res_a, a), (res_b, b) = sets
-        if res_a != res_b:
-            raise ValueError(f"the two image sets differ in resolution ({res_a} vs {res_b})")
-        levels = {res_a >> i: 1e3 * sliced_wasserstein(sa, sb, rng, repeats, dirs_per_repeat)
-                  for i, (sa, sb) in enumerate(zip(a, b))}
-    return {"levels": levels, "avg": float(np.mean(list(levels.values())))}
+        acc = SWDAccumulator(folder, seed, per_image, min_res)
+        for which, images in enumerate((images_a, images_b)):
+            for x in ([images] if torch.is_tensor(images) else images):
+                acc.add(which, x)
+        return acc.result(repeats, dirs_per_repeat)

@@ -109,3 +109,22 @@ def check_identical(modules, info: DistInfo) -> None:
     if bad:
         raise RuntimeError(f"the parameters of rank(s) {bad} differ from rank 0's; the processes have diverged "
                            f"(non-deterministic kernels or a hardware fault). Resume from the last checkpoint.")
+
+
+def all_sum(t: torch.Tensor) -> torch.Tensor:
+    t = t.detach().clone()
+    dist.all_reduce(t)
+    return t
+
+
+def gather_rows(x: torch.Tensor, total: int, info: DistInfo, per_rank: int, device: torch.device) -> torch.Tensor:
+    """Rank r holds rows [r * per_rank, ...) of a ``total``-row batch; every rank gets the whole batch
+    in order (padded to equal sizes for the collective, cut back after)."""
+    if not info.enabled:
+        return x
+    pad = torch.zeros((per_rank,) + tuple(x.shape[1:]), dtype=x.dtype, device=device)   # NCCL: on the GPU
+    pad[:len(x)] = x.to(device)
+    parts = [torch.empty_like(pad) for _ in range(info.world)]
+    dist.all_gather(parts, pad)
+    counts = [max(0, min(per_rank, total - r * per_rank)) for r in range(info.world)]
+    return torch.cat([p[:c] for p, c in zip(parts, counts)]).cpu()

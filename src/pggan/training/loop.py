@@ -324,7 +324,7 @@ def truncate_stats(path: str, max_kimg: float) -> None:
     if not os.path.exists(path):
         return
     with open(path) as f:
-        keep = [line for line in f if line.strip() and json.loads(line).get("kimg", 0) <= max_kimg + 1e-9]
+        keep = [line for line in f if line.strip() and (json.loads(line).get("kimg") or 0) <= max_kimg + 1e-9]
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.writelines(keep)

@@ -108,6 +108,10 @@ class Run:
             images = dataclasses.replace(images, labels=None, label_size=0)
         cfg.net.label_size = images.label_size
         self.trainer = Trainer(cfg, images, device, info)
+        self.metrics = None
+        if cfg.metrics.strip():
+            from .evaluation import TrainingMetrics
+            self.metrics = TrainingMetrics(self.trainer)   # a bad weights file fails here, before any output
         if ckpt is not None:
             self.trainer.load_state_dict(ckpt, resume)
             self.run_dir = os.path.dirname(os.path.abspath(resume))
@@ -123,7 +127,8 @@ class Run:
         if info.is_main and ckpt is None:
             self._describe_new_run(images)
         elif info.is_main:
-            truncate_stats(self.stats_path, self.trainer.cur_nimg / 1000.0)
+            for name in ["stats.jsonl"] + [f for f in os.listdir(self.run_dir) if f.startswith("metric-")]:
+                truncate_stats(os.path.join(self.run_dir, name), self.trainer.cur_nimg / 1000.0)
             self.log(f"resumed from {resume} at kimg {self.trainer.cur_nimg / 1000:.1f} on {device}"
                      + (f" with {info.world} processes" if info.enabled else ""))
         self.grid_z, self.grid_labels = grid_latents(cfg, images.label_size)
@@ -181,6 +186,11 @@ class Run:
         self.log(f"{tag} checkpoint {path}")
         return path
 
+    def evaluate_metrics(self) -> None:
+        start = time.time()
+        self.metrics.run(self.run_dir, start - self.session_start, self.log)
+        self.tick_start_time += time.time() - start      # the tick's images/s measure training only
+
     def loop(self, step_callback=None) -> dict:
         cfg, t = self.cfg, self.trainer
         total_nimg = int(cfg.sched.total_kimg * 1000)
@@ -211,6 +221,8 @@ class Run:
                 if stopping:
                     stop.signal = stop.signal or -1
                     break
+                if self.metrics is not None and (_crossed(prev, t.cur_nimg, cfg.metrics_kimg) or done):
+                    self.evaluate_metrics()
                 if _crossed(prev, t.cur_nimg, cfg.checkpoint_kimg) and not done:
                     self.checkpoint("saved")
         return self.finish(stop.signal)
