@@ -392,5 +392,7 @@ def dataset_verify(path, deep):
     click.echo(f"{path}: OK")
 
 
+from . import cli_generator  # noqa: E402,F401  (registers the generator commands)
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,145 @@
+"""``pggan interpolate | training-video | neighbors | export``: using a trained generator."""
+from __future__ import annotations
+
+import os
+
+import click
+
+from .cli import friendly_errors, main
+
+
+def _load(network: str, device: str):
+    from .api import load_generator
+    from .training.loop import resolve_device
+
+    return load_generator(network, device=resolve_device(device))
+
+
+def _bar(total: int, unit: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, dynamic_ncols=True, leave=False)
+
+
+def _parse_grid(text: str) -> tuple[int, int]:
+    try:
+        cols, rows = (int(v) for v in text.lower().split("x"))
+        assert cols >= 1 and rows >= 1
+    except (ValueError, AssertionError):
+        raise click.ClickException(f"--grid must look like 2x2 (columns x rows), got '{text}'") from None
+    return cols, rows
+
+
+@main.command()
+@click.option("--network", required=True, type=click.Path(), help="checkpoint (.pt) or generator (.safetensors)")
+@click.option("--out", default="interpolation.mp4", show_default=True, type=click.Path(dir_okay=False),
+              help=".mp4 (H.264) or .gif; with --strip a .png")
+@click.option("--duration", default=10.0, show_default=True, help="seconds")
+@click.option("--fps", default=60.0, show_default=True, help="frames per second (the paper: 60)")
+@click.option("--sigma", default=45.0, show_default=True, help="Gaussian smoothing of the latents over time, in frames")
+@click.option("--grid", default="1x1", show_default=True, help="streams as columns x rows")
+@click.option("--size", type=int, help="height of one stream in pixels (default: the generator's)")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--strip", help="SEED_A,SEED_B: a still strip along the great circle between two seeds' latents")
+@click.option("--steps", default=8, show_default=True, help="images in the strip")
+@click.option("--class", "class_idx", type=int, help="class of a conditional generator")
+@click.option("--device", default="cpu", show_default=True)
+@friendly_errors
+def interpolate(network, out, duration, fps, sigma, grid, size, seed, strip, steps, class_idx, device):
+    """Latent-space interpolation video (the paper's), or a still slerp strip between two seeds."""
+    from .explore import interpolation_strip, interpolation_video
+
+    if strip:
+        try:
+            a, b = (int(v) for v in strip.split(","))
+        except ValueError:
+            raise click.ClickException(f"--strip expects two seeds such as 3,7, got '{strip}'") from None
+        if not out.lower().endswith(".png"):
+            out = os.path.splitext(out)[0] + ".png"
+        gen = _load(network, device)
+        interpolation_strip(gen, a, b, steps, out, class_idx)
+        click.echo(f"wrote {out} ({steps} images from seed {a} to seed {b})")
+        return
+    cols_rows = _parse_grid(grid)
+    if size is not None and not 4 <= size <= 4096:
+        raise click.ClickException("--size must be from 4 to 4096")
+    if sigma < 0:
+        raise click.ClickException("--sigma must be >= 0")
+    gen = _load(network, device)
+    frames = int(round(duration * fps))
+    bar = _bar(frames, "frame")
+    try:
+        r = interpolation_video(gen, out, duration, fps, sigma, cols_rows, size, seed, class_idx, progress=bar.update)
+    finally:
+        bar.close()
+    click.echo(f"wrote {r['path']} ({r['frames']} frames at {fps:g} fps, sigma {sigma:g} frames)")
+
+
+@main.command("training-video")
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", type=click.Path(dir_okay=False), help=".mp4 or .gif (default RUN_DIR/training.mp4)")
+@click.option("--fps", default=4.0, show_default=True, help="grids per second")
+@click.option("--size", type=int, help="frame height in pixels (default: the grids')")
+@friendly_errors
+def training_video_cmd(run_dir, out, fps, size):
+    """A video of a run's image grids over time, with kimg and resolution on every frame."""
+    from .explore import training_video
+
+    if fps <= 0:
+        raise click.ClickException("--fps must be > 0")
+    if not os.path.isdir(run_dir):
+        raise click.ClickException(f"'{run_dir}' is not a directory; give a run directory such as runs/00000-...")
+    out = out or os.path.join(run_dir, "training.mp4")
+    r = training_video(run_dir, out, fps, size)
+    click.echo(f"wrote {r['path']} ({r['frames']} frames)")
+
+
+@main.command()
+@click.option("--network", required=True, type=click.Path(), help="checkpoint (.pt) or generator (.safetensors)")
+@click.option("--data", required=True, help="the training data: a dataset, a folder or builtin:NAME")
+@click.option("--seeds", default="0-7", show_default=True, help="generated images to look up, e.g. 0-7")
+@click.option("--k", default=8, show_default=True, help="neighbours per image")
+@click.option("--space", type=click.Choice(["pixel", "inception"]), default="pixel", show_default=True,
+              help="distance in pixels, or between Inception pool3 features (needs --inception)")
+@click.option("--inception", type=click.Path(dir_okay=False), help="Inception weights for --space inception")
+@click.option("--data-count", default=10000, show_default=True, help="builtin data / folders: images to use")
+@click.option("--class", "class_idx", type=int, help="class of a conditional generator")
+@click.option("--out", default="neighbors.png", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--device", default="cpu", show_default=True)
+@friendly_errors
+def neighbors(network, data, seeds, k, space, inception, data_count, class_idx, out, device):
+    """Nearest training images of generated ones, as one grid (the paper's appendix F)."""
+    from .api import parse_seeds
+    from .explore import find_neighbors, neighbors_grid
+    from .training.images import save_png
+
+    seed_list = parse_seeds(seeds)
+    gen = _load(network, device)
+    bar = _bar(0, "img")
+    try:
+        r = find_neighbors(gen, data, seed_list, k, space, inception, class_idx, data_count, progress=bar.update)
+    finally:
+        bar.close()
+    save_png(out, neighbors_grid(r["generated"], r["level"], r["indices"]))
+    click.echo(f"wrote {out}: {len(seed_list)} generated images (left) and their {r['indices'].shape[1]} nearest "
+               f"training images in {space} space; nearest distances "
+               + ", ".join(f"{d:.1f}" for d in r["distances"][:, 0]))
+
+
+@main.command()
+@click.option("--network", required=True, type=click.Path(), help="checkpoint (.pt) or generator (.safetensors)")
+@click.option("--outdir", default="export", show_default=True, type=click.Path(file_okay=False))
+@click.option("--onnx/--no-onnx", default=True, show_default=True, help="also write an ONNX graph")
+@click.option("--resolution", type=int, help="ONNX output resolution (default: the generator's)")
+@friendly_errors
+def export(network, outdir, onnx, resolution):
+    """G_ema as safetensors + JSON (the file to share) and as ONNX, checked against PyTorch."""
+    from .export import export_onnx, export_safetensors
+
+    gen = _load(network, "cpu")
+    os.makedirs(outdir, exist_ok=True)
+    for path in export_safetensors(gen, outdir, {"exported_from": os.path.abspath(network)}):
+        click.echo(f"wrote {path}")
+    if onnx:
+        r = export_onnx(gen, outdir, resolution or gen.net.resolution)
+        click.echo(f"wrote {r['path']}: output {r['shape']} on 8 latents, max |ONNX - PyTorch| = {r['max_abs_diff']:.2e}")

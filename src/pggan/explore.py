@@ -1,0 +1,194 @@
+"""Looking at a trained generator: latent interpolation videos and strips, the training video, and the
+nearest training images of generated ones (the paper's appendix F)."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from .api import LoadedGenerator, latents_for_seeds
+from .training.images import make_grid, save_png
+from .video import VideoWriter, available_memory, check_frames_fit, slerp, smooth_latent_path, video_kind
+
+
+def _resize(frame: np.ndarray, size: int | None) -> np.ndarray:
+    if not size or frame.shape[0] == size:
+        return frame
+    h, w = frame.shape[:2]
+    img = Image.fromarray(frame).resize((round(w * size / h), size), Image.LANCZOS if size < h else Image.NEAREST)
+    return np.asarray(img)
+
+
+def _labels(gen: LoadedGenerator, class_idx: int | None, n: int):
+    if not gen.net.label_size:
+        return None
+    if class_idx is None or not 0 <= class_idx < gen.net.label_size:
+        raise ValueError(f"this generator is conditional: pass --class 0..{gen.net.label_size - 1}")
+    return [class_idx] * n
+
+
+def interpolation_video(gen: LoadedGenerator, out: str, duration: float = 10.0, fps: float = 60.0,
+                        sigma: float = 45.0, grid: tuple[int, int] = (1, 1), size: int | None = None,
+                        seed: int = 0, class_idx: int | None = None, progress=None) -> dict:
+    """The paper's latent walk: ``grid`` = (columns, rows) streams, ``size`` = height of one stream."""
+    kind = video_kind(out)
+    frames = int(round(duration * fps))
+    if frames < 2 or fps <= 0:
+        raise ValueError("the video needs at least 2 frames: raise --duration or --fps")
+    cols, rows = grid
+    cell = size or gen.net.resolution
+    check_frames_fit(kind, frames, cell * rows, cell * cols)
+    if frames * cols * rows * gen.z_dim * 8 * 3 > 0.5 * available_memory():    # float64 path and its FFT
+        raise ValueError(f"{frames} frames x {cols * rows} streams of {gen.z_dim}-d latents do not fit in memory; "
+                         f"lower --duration, --fps or --grid")
+    z = smooth_latent_path(frames, cols * rows, gen.z_dim, sigma, seed)
+    labels = _labels(gen, class_idx, cols * rows)
+    writer = VideoWriter(out, fps, kind)
+    try:
+        for t in range(frames):
+            images = gen.generate(z=z[t], labels=labels).images
+            writer.add(make_grid(np.stack([_resize(im, cell) for im in images]), cols))
+            if progress:
+                progress(1)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    return {"path": out, "frames": frames, "latents": z}
+
+
+def interpolation_strip(gen: LoadedGenerator, seed_a: int, seed_b: int, steps: int, out: str,
+                        class_idx: int | None = None) -> np.ndarray:
+    """Images along the great circle from seed_a's latent to seed_b's, in one row."""
+    if steps < 2:
+        raise ValueError("--steps must be at least 2")
+    za, zb = latents_for_seeds([seed_a, seed_b], gen.z_dim).numpy()
+    z = np.stack([slerp(za, zb, t) for t in np.linspace(0.0, 1.0, steps)])
+    images = gen.generate(z=z, labels=_labels(gen, class_idx, steps)).images
+    strip = make_grid(images, steps)
+    save_png(out, strip)
+    return strip
+
+
+# ---- the course of training --------------------------------------------------------------------
+
+def _caption(frame: np.ndarray, text: str) -> np.ndarray:
+    h = max(14, frame.shape[0] // 24)
+    band = Image.new("RGB", (frame.shape[1], h + 6), (0, 0, 0))
+    ImageDraw.Draw(band).text((4, 3), text, fill=(255, 255, 255))
+    return np.concatenate([np.asarray(band), frame if frame.shape[2] == 3 else frame.repeat(3, 2)], axis=0)
+
+
+def training_frames(run_dir: str) -> list[tuple[float, str, int | None]]:
+    """(kimg, grid file, resolution at that kimg) of a run's fakesKKKKKK.png grids, in order."""
+    files = sorted(glob.glob(os.path.join(run_dir, "fakes*.png")))
+    if not files:
+        raise ValueError(f"'{run_dir}' has no image grids (fakesKKKKKK.png); give a run directory of `pggan train`")
+    stats = []
+    path = os.path.join(run_dir, "stats.jsonl")
+    if os.path.isfile(path):
+        stats = [json.loads(line) for line in open(path) if line.strip()]
+    out = []
+    for f in files:
+        kimg = float(re.search(r"fakes(\d+)\.png$", f).group(1))
+        # grids are named by whole kimg; the closest tick tells the resolution
+        res = min(stats, key=lambda s: abs(s["kimg"] - kimg))["resolution"] if stats else None
+        out.append((kimg, f, res))
+    return out
+
+
+def training_video(run_dir: str, out: str, fps: float = 4.0, size: int | None = None, progress=None) -> dict:
+    kind = video_kind(out)
+    frames = training_frames(run_dir)
+    first = np.asarray(Image.open(frames[0][1]).convert("RGB"))
+    h = size or first.shape[0]
+    check_frames_fit(kind, len(frames), h + h // 24 + 6, round(first.shape[1] * h / first.shape[0]))
+    writer = VideoWriter(out, fps, kind)
+    try:
+        for kimg, f, res in frames:
+            frame = _resize(np.asarray(Image.open(f).convert("RGB")), h)
+            writer.add(_caption(frame, f"kimg {kimg:.0f}" + (f"   {res}x{res}" if res else "")))
+            if progress:
+                progress(1)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    return {"path": out, "frames": len(frames)}
+
+
+# ---- nearest neighbours ------------------------------------------------------------------------
+
+def nearest_neighbors(queries: torch.Tensor, bank_batches, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For queries [Q, D], the k smallest squared L2 distances and indices into the bank, which comes
+    as batches [n, D] (streamed: memory is the queries, one batch and the running top k)."""
+    q = queries.double()
+    best_d = torch.full((len(q), 0), float("inf"), dtype=torch.float64)
+    best_i = torch.zeros((len(q), 0), dtype=torch.long)
+    offset = 0
+    for b in bank_batches:
+        b = b.double()
+        d = (q * q).sum(1, keepdim=True) - 2 * q @ b.T + (b * b).sum(1)[None]
+        idx = torch.arange(offset, offset + len(b)).expand(len(q), -1)
+        all_d, all_i = torch.cat([best_d, d], 1), torch.cat([best_i, idx], 1)
+        keep = torch.topk(all_d, min(k, all_d.shape[1]), dim=1, largest=False).indices
+        best_d, best_i = all_d.gather(1, keep), all_i.gather(1, keep)
+        offset += len(b)
+    return best_d.clamp_min(0), best_i
+
+
+def neighbors_grid(generated: np.ndarray, level, idx: np.ndarray, gap: int = 4) -> np.ndarray:
+    """One row per generated image: it, a gap, then its neighbours left to right."""
+    n, k = idx.shape
+    scale = max(1, 64 // generated.shape[1])             # small images are shown at 64 pixels at least
+    up = lambda a: a.repeat(scale, 0).repeat(scale, 1)  # noqa: E731
+    generated = generated.repeat(scale, 1).repeat(scale, 2)
+    h, w, c = generated.shape[1:]
+    out = np.full((n * h + (n - 1) * 2, (k + 1) * w + gap, c), 255, np.uint8)
+    for r in range(n):
+        y = r * (h + 2)
+        out[y:y + h, :w] = generated[r]
+        for j in range(k):
+            out[y:y + h, w + gap + j * w: w + gap + (j + 1) * w] = up(np.asarray(level[int(idx[r, j])]).transpose(1, 2, 0))
+    return out
+
+
+def find_neighbors(gen: LoadedGenerator, data: str, seeds: list[int], k: int, space: str = "pixel",
+                   inception: str | None = None, class_idx: int | None = None, data_count: int = 100000,
+                   batch: int = 256, progress=None) -> dict:
+    """The k nearest training images of each generated image, in pixel space or Inception pool3 space."""
+    from .data.images import load_images
+
+    if k < 1:
+        raise ValueError("--k must be >= 1")
+    if space not in ("pixel", "inception"):
+        raise ValueError(f"--space must be pixel or inception, got '{space}'")
+    res = gen.net.resolution
+    images = load_images(data, res, gen.net.channels, data_count)
+    level = images.levels[res]
+    fakes = gen.generate(seeds=seeds, labels=_labels(gen, class_idx, len(seeds))).images      # [Q, H, W, C]
+    fakes_chw = torch.from_numpy(fakes).permute(0, 3, 1, 2).float()
+    if space == "inception":
+        from .metrics.inception import load_inception
+        net = load_inception(inception)
+        embed = lambda x: net(x)[0]  # noqa: E731
+    else:
+        embed = lambda x: x.reshape(len(x), -1)  # noqa: E731
+
+    def bank():
+        for i in range(0, len(level), batch):
+            x = torch.from_numpy(np.asarray(level[i:i + batch])).float()
+            if progress:
+                progress(len(x))
+            with torch.no_grad():
+                yield embed(x)
+
+    with torch.no_grad():
+        q = embed(fakes_chw)
+    dist, idx = nearest_neighbors(q, bank(), min(k, len(level)))
+    return {"generated": fakes, "indices": idx.numpy(), "distances": dist.sqrt().numpy(), "level": level}
