@@ -143,3 +143,24 @@ def export(network, outdir, onnx, resolution):
     if onnx:
         r = export_onnx(gen, outdir, resolution or gen.net.resolution)
         click.echo(f"wrote {r['path']}: output {r['shape']} on 8 latents, max |ONNX - PyTorch| = {r['max_abs_diff']:.2e}")
+
+
+@main.command("convert-official")
+@click.argument("pkl", type=click.Path())
+@click.argument("out", type=click.Path(dir_okay=False))
+@friendly_errors
+def convert_official(pkl, out):
+    """Convert one of the authors' released network pickles (TensorFlow or Theano) without TensorFlow.
+
+    OUT.safetensors: the averaged generator Gs, for generate / interpolate / load_generator.
+    OUT.pt: G, D and Gs (as G_ema), read like a checkpoint by generate, interpolate and metrics.
+    """
+    from .official.convert import convert_file
+
+    r = convert_file(pkl, out)
+    net = r["net"]
+    click.echo(f"read {r['source']} networks: {net.resolution}x{net.resolution}, {net.channels} channel(s), "
+               f"latent {net.z_dim}, {net.label_size} label(s), fused G/D {r['fused']['G']}/{r['fused']['D']}")
+    if r["lod"]:
+        click.echo(f"note: the networks were saved at lod {r['lod']:g} (mid-growth); pggan runs them at full resolution")
+    click.echo(f"wrote {out}")

@@ -44,6 +44,7 @@ class NetworkConfig:
     g_act: str = opt("lrelu", "generator activation: lrelu (slope 0.2) or relu")
     g_out: str = opt("linear", "generator output: linear (paper) or tanh")
     mbstd_group_size: int = opt(4, "minibatch stddev group size; 0 disables the layer")
+    d_fused_pool: bool = opt(False, "D blocks pool right after the second conv, before bias and LReLU (the reference's fused_scale D, for converted networks); off = the paper's order")
 
     @property
     def resolution_log2(self) -> int:

@@ -121,10 +121,14 @@ class _DConv(nn.Module):
         self.conv = EqualizedConv2d(in_ch, out_ch, kernel, use_wscale=cfg.use_wscale)
         self.norm = nn.GroupNorm(1, out_ch) if cfg.d_norm == "layer" else None
 
-    def forward(self, x, noise: float = 0.0):
+    def forward(self, x, noise: float = 0.0, pool: bool = False):
         if noise > 0:
             x = x * (1.0 + noise * torch.randn_like(x))
-        x = self.conv(x)
+        if pool:        # the reference's fused conv + downscale: 2x2 average before bias and activation
+            c = self.conv
+            x = downsample2x(F.conv2d(x, c.weight * c.scale, None, padding=c.padding)) + c.bias.reshape(1, -1, 1, 1)
+        else:
+            x = self.conv(x)
         if self.norm is not None:
             x = self.norm(x)
         return F.leaky_relu(x, 0.2)
@@ -137,9 +141,13 @@ class DBlock(nn.Module):
         super().__init__()
         self.conv0 = _DConv(cfg, in_ch, in_ch)
         self.conv1 = _DConv(cfg, in_ch, out_ch)
+        self.fused_pool = cfg.d_fused_pool
 
     def forward(self, x, noise: float = 0.0):
-        return downsample2x(self.conv1(self.conv0(x, noise), noise))
+        x = self.conv0(x, noise)
+        if self.fused_pool:
+            return self.conv1(x, noise, pool=True)
+        return downsample2x(self.conv1(x, noise))
 
 
 class DHead(nn.Module):

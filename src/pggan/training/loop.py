@@ -19,7 +19,7 @@ from ..layers import fade_images
 from ..losses import LSGANNoise, d_loss, g_loss
 from ..networks import Discriminator, Generator
 from ..schedule import Phase, phase_at, starts_new_phase
-from .checkpoint import load_state
+from .checkpoint import CheckpointError, load_state
 from .dist import DistInfo, all_mean, average_gradients, broadcast_module
 from .images import make_grid, to_uint8
 
@@ -213,6 +213,9 @@ class Trainer:
         }
 
     def load_state_dict(self, ckpt: dict, path: str) -> None:
+        if "opt_G" not in ckpt:
+            raise CheckpointError(f"'{path}' holds networks without training state (converted or exported); "
+                                  f"use it with generate, interpolate or metrics, not --resume")
         for name in ("G", "D", "G_ema"):
             load_state(getattr(self, name), ckpt[name], name, path)
         self.opt_G.load_state_dict(ckpt["opt_G"])
