@@ -142,15 +142,16 @@ def test_metrics_command_on_a_tiny_run(tmp_path):
     run = train(cfg, progress=False, echo=lambda m: None)["run_dir"]
     ckpt = list_checkpoints(run)[-1]
     args = ["metrics", "--network", ckpt, "--data", "builtin:shapes", "--num", "32", "--pairs", "20"]
-    r1 = CliRunner().invoke(main, args)
+    r1 = CliRunner().invoke(main, args + ["--real-baseline"])
     assert r1.exit_code == 0, r1.output
+    assert "(real images: " in r1.output
     assert "SWD x1e3" in r1.output and "MS-SSIM" in r1.output
     assert CliRunner().invoke(main, args).exit_code == 0
     lines = [json.loads(line) for line in open(f"{run}/metric-swd.jsonl")]
     assert len(lines) == 2 and lines[0]["swd"] == lines[1]["swd"]          # seeded: the same numbers
     assert set(lines[0]["swd"]["levels"]) == {"16"} and lines[0]["kimg"] >= 0.05
     m = json.loads(open(f"{run}/metric-msssim.jsonl").readline())
-    assert 0 < m["msssim"] <= 1
+    assert 0 < m["msssim"] <= 1 and 0 < m["msssim_real"] <= 1
     r3 = CliRunner().invoke(main, ["metrics", "--network", ckpt, "--data", "builtin:shapes", "--metrics", "fid",
                                    "--inception", str(tmp_path / "none.pth")])
     assert r3.exit_code == 1 and "pt_inception-2015-12-05-6726825d.pth" in r3.output and "none.pth" in r3.output

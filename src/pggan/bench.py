@@ -25,9 +25,10 @@ from .training.loop import Trainer, peak_memory_mb
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _timeit(fn, seconds: float, min_iters: int = 3) -> tuple[float, int]:
+def _timeit(fn, seconds: float, min_iters: int = 3, warmup: int = 1) -> tuple[float, int]:
     """Seconds per call of ``fn``, averaged over at least ``min_iters`` calls and ``seconds`` of time."""
-    fn()                                   # warm-up: allocator, kernel selection
+    for _ in range(warmup):                # allocator, kernel selection, torch.compile
+        fn()
     n, start = 0, time.perf_counter()
     while n < min_iters or time.perf_counter() - start < seconds:
         fn()
@@ -96,10 +97,12 @@ def iter_steps(cfg: TrainConfig, device: torch.device, resolutions, seconds: flo
                 trainer.step(ph)
                 if device.type == "cuda":
                     torch.cuda.synchronize()
+            trainer.compiled(False)              # FLOPs are counted on the eager ops (compiled kernels hide them)
             flops = count_flops(step)["total"]
+            trainer.compiled(cfg.compile)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            dt, n = _timeit(step, seconds)
+            dt, n = _timeit(step, seconds, warmup=3 if cfg.compile else 1)
             order = DataOrder(len(stored), 0, True)
             load_dt, _ = _timeit(lambda: minibatch(stored, order, ph.batch, res, device), min(seconds, 0.3), 5)
             yield {"resolution": res, "phase": "stabilise" if alpha == 1.0 else "fade", "batch": ph.batch,
@@ -110,8 +113,9 @@ def iter_steps(cfg: TrainConfig, device: torch.device, resolutions, seconds: flo
 
 
 def run_bench(device: torch.device, precisions=("fp32", "bf16"), paper_max_res: int = 16, seconds: float = 3.0,
-              resolutions=(4, 8, 16, 32), log=print) -> dict:
-    out = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(), "peaks": {}, "runs": []}
+              resolutions=(4, 8, 16, 32), log=print, compile: bool = False) -> dict:
+    out = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(), "compile": compile,
+           "peaks": {}, "runs": []}
     for prec in precisions:
         if prec == "fp16" and device.type != "cuda":
             continue
@@ -120,6 +124,7 @@ def run_bench(device: torch.device, precisions=("fp32", "bf16"), paper_max_res: 
     for prec in out["peaks"]:
         peak = out["peaks"][prec]["peak_gflops"]
         ref = reference_config(prec)
+        ref.compile = compile
         for row in iter_steps(ref, device, resolutions, seconds):
             out["runs"].append(dict(row, network="reference", precision=prec, peak_fraction=row["gflops"] / peak))
             log(format_row(out["runs"][-1]))
@@ -127,6 +132,7 @@ def run_bench(device: torch.device, precisions=("fp32", "bf16"), paper_max_res: 
             res_list = [r for r in (4, 8, 16, 32, 64, 128, 256) if r <= paper_max_res]
             for res in res_list:
                 cfg = paper_config(prec, res, batch=16 if res <= 32 else 4)
+                cfg.compile = compile
                 for row in iter_steps(cfg, device, [res], seconds / 2, fades=False):
                     out["runs"].append(dict(row, network="paper", precision=prec, peak_fraction=row["gflops"] / peak))
                     log(format_row(out["runs"][-1]))

@@ -196,8 +196,9 @@ def generate(network, seeds, outdir, grid, truncate, class_idx, raw, device):
 @click.option("--seconds", default=3.0, show_default=True, help="time per measurement")
 @click.option("--resolutions", default="4,8,16,32", show_default=True, help="reference network resolutions to measure")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write the results as JSON")
+@click.option("--compile", "use_compile", is_flag=True, help="torch.compile G and D (as train's compile option)")
 @friendly_errors
-def bench(device, precisions, paper_max_res, seconds, resolutions, json_path):
+def bench(device, precisions, paper_max_res, seconds, resolutions, json_path, use_compile):
     """Measure training speed against this machine's convolution peak."""
     from .bench import HEADER, run_bench, write_json
     from .training.loop import resolve_device
@@ -221,7 +222,7 @@ def bench(device, precisions, paper_max_res, seconds, resolutions, json_path):
         raise click.ClickException(f"--resolutions must be a comma-separated list such as 4,8,16,32, got '{resolutions}'") from None
     if not res_list or any(r not in (4, 8, 16, 32) for r in res_list):
         raise click.ClickException("--resolutions: the reference network is 32x32, so choose from 4, 8, 16, 32")
-    result = run_bench(dev, precs, paper_max_res, seconds, res_list, log=log)
+    result = run_bench(dev, precs, paper_max_res, seconds, res_list, log=log, compile=use_compile)
     if json_path:
         write_json(json_path, result)
         click.echo(f"wrote {json_path}")
@@ -237,15 +238,16 @@ def bench(device, precisions, paper_max_res, seconds, resolutions, json_path):
 @click.option("--inception", type=click.Path(dir_okay=False), help="FID/IS: Inception weights (pt_inception-2015-12-05-6726825d.pth)")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="where real-image statistics are cached")
 @click.option("--batch", default=64, show_default=True)
+@click.option("--real-baseline", is_flag=True, help="MS-SSIM: also measure pairs of real images (the paper's baseline)")
 @click.option("--device", default="cpu", show_default=True)
 @friendly_errors
-def metrics(network, data, names, num, pairs, seed, inception, cache_dir, batch, device):
+def metrics(network, data, names, num, pairs, seed, inception, cache_dir, batch, real_baseline, device):
     """SWD (x1e3 per level), MS-SSIM, FID and Inception Score of a generator."""
     from .metrics.evaluate import MetricOptions, append_results, evaluate_network, format_result
     from .training.loop import resolve_device
 
     opts = MetricOptions(names, num, pairs, seed, batch, inception, cache_dir).validate()
-    r = evaluate_network(network, data, opts, resolve_device(device))
+    r = evaluate_network(network, data, opts, resolve_device(device), real_baseline=real_baseline)
     for line in format_result(r):
         click.echo(line)
     kimg = None

@@ -90,7 +90,11 @@ def training_video_cmd(run_dir, out, fps, size):
     if not os.path.isdir(run_dir):
         raise click.ClickException(f"'{run_dir}' is not a directory; give a run directory such as runs/00000-...")
     out = out or os.path.join(run_dir, "training.mp4")
-    r = training_video(run_dir, out, fps, size)
+    bar = _bar(len([f for f in os.listdir(run_dir) if f.startswith("fakes")]), "frame")
+    try:
+        r = training_video(run_dir, out, fps, size, progress=bar.update)
+    finally:
+        bar.close()
     click.echo(f"wrote {r['path']} ({r['frames']} frames)")
 
 

@@ -32,6 +32,20 @@ def _labels(gen: LoadedGenerator, class_idx: int | None, n: int):
     return [class_idx] * n
 
 
+def write_video(out: str, fps: float, kind: str, frames, progress=None) -> None:
+    """Frames from an iterable into ``out``; on any error (or Ctrl-C) nothing is left behind."""
+    writer = VideoWriter(out, fps, kind)
+    try:
+        for frame in frames:
+            writer.add(frame)
+            if progress:
+                progress(1)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+
+
 def interpolation_video(gen: LoadedGenerator, out: str, duration: float = 10.0, fps: float = 60.0,
                         sigma: float = 45.0, grid: tuple[int, int] = (1, 1), size: int | None = None,
                         seed: int = 0, class_idx: int | None = None, progress=None) -> dict:
@@ -48,17 +62,12 @@ def interpolation_video(gen: LoadedGenerator, out: str, duration: float = 10.0, 
                          f"lower --duration, --fps or --grid")
     z = smooth_latent_path(frames, cols * rows, gen.z_dim, sigma, seed)
     labels = _labels(gen, class_idx, cols * rows)
-    writer = VideoWriter(out, fps, kind)
-    try:
+    def grids():
         for t in range(frames):
             images = gen.generate(z=z[t], labels=labels).images
-            writer.add(make_grid(np.stack([_resize(im, cell) for im in images]), cols))
-            if progress:
-                progress(1)
-        writer.close()
-    except BaseException:
-        writer.abort()
-        raise
+            yield make_grid(np.stack([_resize(im, cell) for im in images]), cols)
+
+    write_video(out, fps, kind, grids(), progress)
     return {"path": out, "frames": frames, "latents": z}
 
 
@@ -108,17 +117,9 @@ def training_video(run_dir: str, out: str, fps: float = 4.0, size: int | None = 
     first = np.asarray(Image.open(frames[0][1]).convert("RGB"))
     h = size or first.shape[0]
     check_frames_fit(kind, len(frames), h + h // 24 + 6, round(first.shape[1] * h / first.shape[0]))
-    writer = VideoWriter(out, fps, kind)
-    try:
-        for kimg, f, res in frames:
-            frame = _resize(np.asarray(Image.open(f).convert("RGB")), h)
-            writer.add(_caption(frame, f"kimg {kimg:.0f}" + (f"   {res}x{res}" if res else "")))
-            if progress:
-                progress(1)
-        writer.close()
-    except BaseException:
-        writer.abort()
-        raise
+    write_video(out, fps, kind, (_caption(_resize(np.asarray(Image.open(f).convert("RGB")), h),
+                                          f"kimg {kimg:.0f}" + (f"   {res}x{res}" if res else ""))
+                                 for kimg, f, res in frames), progress)
     return {"path": out, "frames": len(frames)}
 
 

@@ -45,11 +45,15 @@ def gradient_penalty(D, reals, fakes, res_log2: int, alpha: float, target: float
 
 
 def d_loss(cfg: LossConfig, D, reals, fakes, labels, res_log2: int, alpha: float, grad_scale: float = 1.0,
-           mix: torch.Tensor | None = None):
-    """Discriminator loss for one minibatch; ``fakes`` must come from G without a graph."""
+           mix: torch.Tensor | None = None, D_penalty=None):
+    """Discriminator loss for one minibatch; ``fakes`` must come from G without a graph.
+
+    ``D_penalty``: the D used where a double backward runs (the gradient penalties), when ``D`` is a
+    compiled version that cannot do one; the same module by default."""
+    D_penalty = D_penalty or D
     if cfg.kind == "logistic":
         fake_score, fake_logits = _split(D(fakes, res_log2, alpha))
-        norm, real_out = input_gradient_norm(D, reals, res_log2, alpha, grad_scale)
+        norm, real_out = input_gradient_norm(D_penalty, reals, res_log2, alpha, grad_scale)
         real_score, real_logits = _split(real_out)
         penalty = 0.5 * cfg.r1_gamma * norm.square()
         loss = F.softplus(fake_score) + F.softplus(-real_score) + penalty
@@ -58,7 +62,7 @@ def d_loss(cfg: LossConfig, D, reals, fakes, labels, res_log2: int, alpha: float
         both = D(torch.cat([reals, fakes.to(reals.dtype)]), res_log2, alpha, chunks=2)
         (real_score, real_logits), (fake_score, fake_logits) = _split(both[:len(reals)]), _split(both[len(reals):])
         if cfg.kind == "wgangp":
-            penalty = gradient_penalty(D, reals, fakes, res_log2, alpha, cfg.wgan_target, grad_scale, mix)
+            penalty = gradient_penalty(D_penalty, reals, fakes, res_log2, alpha, cfg.wgan_target, grad_scale, mix)
             loss = fake_score - real_score + cfg.wgan_lambda * penalty + cfg.wgan_epsilon * real_score.square()
         else:  # lsgan: D outputs "fakeness", real -> 0, fake -> 1
             penalty = torch.zeros_like(real_score)

@@ -121,7 +121,8 @@ class Evaluator:
             swd_acc = SWDAccumulator(folder, o.seed) if "swd" in names else None
             fake_stats = FeatureStats(self.inception.feature_dim) if "fid" in names else None
             score = InceptionScore(self.inception.fc.out_features, o.num) if "is" in names else None
-            for lo, hi, mlo, mhi in self._shards(o.num):
+            needs_fakes = swd_acc is not None or fake_stats is not None or score is not None
+            for lo, hi, mlo, mhi in self._shards(o.num if needs_fakes else 0):
                 # a rank without images in the last batch still takes part in the gather, with none
                 x = fake_fn(range(mlo, mhi)) if mhi > mlo else fake_fn(range(hi - 1, hi))[:0]
                 if swd_acc is not None:
@@ -171,6 +172,17 @@ class Evaluator:
             total = all_sum(total.to(self.device)).cpu()
         return float(total) / o.pairs
 
+    def real_msssim(self, real_fn, num_real: int) -> float:
+        """The baseline: mean MS-SSIM of ``pairs`` random distinct pairs of real images (seeded)."""
+        o = self.opts
+        rng = np.random.default_rng(o.seed + 1)
+        a = rng.integers(0, num_real, o.pairs)
+        b = (a + rng.integers(1, num_real, o.pairs)) % num_real          # never an image with itself
+        total = 0.0
+        for i in range(0, o.pairs, o.batch):
+            total += float(ms_ssim(real_fn(a[i:i + o.batch]), real_fn(b[i:i + o.batch])).sum())
+        return total / o.pairs
+
     # ---- real statistics, cached on disk -------------------------------------------------------
     def _real_feature_stats(self, real_fn, order: np.ndarray, data_key: str) -> FeatureStats:
         o, inc = self.opts, self.inception
@@ -203,7 +215,8 @@ class Evaluator:
 
 # ---- a saved network against its data (``pggan metrics``) --------------------------------------
 
-def evaluate_network(network: str, data: str, opts: MetricOptions, device="cpu", data_count: int = 10000) -> dict:
+def evaluate_network(network: str, data: str, opts: MetricOptions, device="cpu", data_count: int = 10000,
+                     real_baseline: bool = False) -> dict:
     from ..api import load_generator
     from ..data.images import load_images
 
@@ -223,6 +236,8 @@ def evaluate_network(network: str, data: str, opts: MetricOptions, device="cpu",
 
     key = f"{data_fingerprint(data)}|count={data_count}|res={res}|c={channels}"
     result = evaluator.evaluate(fake_fn, real_fn, len(level), key)
+    if "msssim" in opts.names and real_baseline:
+        result["msssim_real"] = evaluator.real_msssim(real_fn, len(level))
     result.update({"network": os.path.abspath(network), "data": data, "resolution": res})
     if evaluator.inception is not None:
         result["inception"] = evaluator.inception.weights_path
@@ -238,6 +253,8 @@ def append_results(run_dir: str, result: dict, kimg: float | None, names=AVAILAB
         if name in result:
             rec = dict(common, kimg=kimg, time=time.strftime("%Y-%m-%dT%H:%M:%S"))
             rec[name] = result[name]
+            if name == "msssim" and "msssim_real" in result:
+                rec["msssim_real"] = result["msssim_real"]
             path = os.path.join(run_dir, f"metric-{name}.jsonl")
             with open(path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
@@ -253,7 +270,8 @@ def format_result(result: dict) -> list[str]:
         lines.append("SWD x1e3  " + "  ".join(f"{res:>7}" for res in levels) + "      avg")
         lines.append("          " + "  ".join(f"{v:7.2f}" for v in levels.values()) + f"  {result['swd']['avg']:7.2f}")
     if "msssim" in result:
-        lines.append(f"MS-SSIM   {result['msssim']:.4f}")
+        lines.append(f"MS-SSIM   {result['msssim']:.4f}"
+                     + (f"   (real images: {result['msssim_real']:.4f})" if "msssim_real" in result else ""))
     if "fid" in result:
         lines.append(f"FID       {result['fid']:.3f}")
     if "is" in result:

@@ -128,3 +128,9 @@ def gather_rows(x: torch.Tensor, total: int, info: DistInfo, per_rank: int, devi
     dist.all_gather(parts, pad)
     counts = [max(0, min(per_rank, total - r * per_rank)) for r in range(info.world)]
     return torch.cat([p[:c] for p, c in zip(parts, counts)]).cpu()
+
+
+def all_min(value: int, device: torch.device) -> int:
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())

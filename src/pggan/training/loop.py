@@ -75,6 +75,7 @@ class Trainer:
         amp16 = cfg.precision == "fp16"
         self.scaler_G = torch.amp.GradScaler(device.type, enabled=amp16)
         self.scaler_D = torch.amp.GradScaler(device.type, enabled=amp16)
+        self.compiled(cfg.compile)
         self._g_params = list(self.G.parameters())
         self._d_params = list(self.D.parameters())
         self._ema_pairs = (list(self.G_ema.parameters()), self._g_params,
@@ -85,6 +86,13 @@ class Trainer:
         self.prev_lod: float | None = None
         self.wall_offset = 0.0
         self._label_pool = (torch.from_numpy(images.labels) if images.labels is not None and images.label_size else None)
+
+    def compiled(self, on: bool) -> None:
+        """Run G and D through torch.compile (or not). The modules and their parameters stay the same;
+        the gradient penalties always use the eager D, since compiled graphs have no double backward."""
+        if on and not hasattr(self, "_compiled"):
+            self._compiled = (torch.compile(self.G), torch.compile(self.D))
+        self.G_run, self.D_run = self._compiled if on else (self.G, self.D)
 
     # ---- one minibatch -------------------------------------------------------------------
     def phase(self) -> Phase:
@@ -159,10 +167,10 @@ class Trainer:
             reals = fade_images(reals_all[sl], alpha).contiguous(memory_format=cl)
             labels = labels_all[sl] if labels_all is not None else None
             with torch.no_grad(), amp:
-                fakes = self.G(z[sl], fake_labels[sl] if fake_labels is not None else None, k, alpha)
+                fakes = self.G_run(z[sl], fake_labels[sl] if fake_labels is not None else None, k, alpha)
             with amp:
-                loss, s = d_loss(cfg.loss, self.D, reals, fakes, labels, k, alpha, mix=None if mix is None else mix[sl],
-                                 grad_scale=grad_scale)
+                loss, s = d_loss(cfg.loss, self.D_run, reals, fakes, labels, k, alpha,
+                                 mix=None if mix is None else mix[sl], grad_scale=grad_scale, D_penalty=self.D)
             self.scaler_D.scale(loss / len(micro)).backward()
             for key, v in s.items():
                 stats[key] = stats.get(key, 0.0) + v / len(micro)
@@ -180,8 +188,8 @@ class Trainer:
         for sl in micro:
             labels = fake_labels[sl] if fake_labels is not None else None
             with amp:
-                fakes = self.G(z[sl], labels, ph.res_log2, ph.alpha)
-                loss, s = g_loss(self.cfg.loss, self.D, fakes, labels, ph.res_log2, ph.alpha)
+                fakes = self.G_run(z[sl], labels, ph.res_log2, ph.alpha)
+                loss, s = g_loss(self.cfg.loss, self.D_run, fakes, labels, ph.res_log2, ph.alpha)
             self.scaler_G.scale(loss / len(micro)).backward(inputs=self._g_params)   # no gradients for D's weights
             total = total + s["loss_g"] / len(micro)
         self._finish(self.opt_G, self.scaler_G, self._g_params)

@@ -107,6 +107,7 @@ class Run:
         if not cfg.conditional:
             images = dataclasses.replace(images, labels=None, label_size=0)
         cfg.net.label_size = images.label_size
+        notes = self._auto_batch(cfg, images, device, info) if cfg.sched.auto_batch else []
         self.trainer = Trainer(cfg, images, device, info)
         self.metrics = None
         if cfg.metrics.strip():
@@ -131,10 +132,27 @@ class Run:
                 truncate_stats(os.path.join(self.run_dir, name), self.trainer.cur_nimg / 1000.0)
             self.log(f"resumed from {resume} at kimg {self.trainer.cur_nimg / 1000:.1f} on {device}"
                      + (f" with {info.world} processes" if info.enabled else ""))
+        for note in notes:
+            self.log(note)
         self.grid_z, self.grid_labels = grid_latents(cfg, images.label_size)
         self.session_start = time.time() - self.trainer.wall_offset
         self.tick = int(self.trainer.cur_nimg // (cfg.tick_kimg * 1000))
         self._reset_tick()
+
+    @staticmethod
+    def _auto_batch(cfg: TrainConfig, images, device, info: DistInfo) -> list[str]:
+        if device.type != "cuda":
+            return [f"auto_batch: applies to CUDA devices; on {device.type} the configured batches are used"]
+        from .batchfind import find_batch_caps
+
+        notes: list[str] = []
+        caps = find_batch_caps(cfg, images, device, info, log=notes.append)
+        for res, cap in caps.items():
+            cfg.sched.device_batch_cap[res] = min(cap, cfg.sched.device_batch_cap.get(res, cap))
+        if caps:
+            cfg.sched.accumulate = True
+        notes.append(f"auto_batch: per-device caps {cfg.sched.device_batch_cap or 'none needed'}")
+        return notes
 
     def _describe_new_run(self, images) -> None:
         cfg, t = self.cfg, self.trainer
