@@ -192,7 +192,7 @@ def write_pickle(path, objs_states, module="tfutil", protocol=4):
 def tf_pickle(path, g, d, R=4, C=3, latent=24, labels=0, g_fused=True, d_fused=True, gs=None):
     common = dict(num_channels=C, resolution=2 ** R, label_size=labels, fmap_base=64, fmap_max=64)
     src = "import os\nos.system('touch SHOULD_NOT_EXIST')\n"      # a released file carries its source; never run
-    gk = dict(common, latent_size=latent, fused_scale=g_fused)
+    gk = dict(common, latent_size=latent, fused_scale=g_fused, func="networks.G_paper")   # extras are ignored
     dk = dict(common, fused_scale=d_fused, mbstd_group_size=4)
 
     def state(name, func, kwargs, variables):
@@ -210,7 +210,7 @@ def test_tf_pickle_converts_exactly(tmp_path, g_fused, d_fused, labels):
     gs = {k: (v * 0.5 if v.ndim else v) for k, v in g.items()}      # Gs differs from G
     path = tf_pickle(tmp_path / "net.pkl", g, d, labels=labels, g_fused=g_fused, d_fused=d_fused, gs=gs)
     result = convert(load_official(path))
-    assert not os.path.exists("SHOULD_NOT_EXIST")
+    assert not os.path.exists("SHOULD_NOT_EXIST") and result["ignored"] == ["func"]
     net = result["net"]
     assert (net.resolution, net.z_dim, net.label_size, net.d_fused_pool) == (16, 24, labels, d_fused)
     nets = build_networks(result)

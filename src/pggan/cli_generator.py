@@ -165,6 +165,8 @@ def convert_official(pkl, out):
     net = r["net"]
     click.echo(f"read {r['source']} networks: {net.resolution}x{net.resolution}, {net.channels} channel(s), "
                f"latent {net.z_dim}, {net.label_size} label(s), fused G/D {r['fused']['G']}/{r['fused']['D']}")
+    if r["ignored"]:
+        click.echo(f"note: build arguments the release's own code ignores too: {', '.join(r['ignored'])}")
     if r["lod"]:
         click.echo(f"note: the networks were saved at lod {r['lod']:g} (mid-growth); pggan runs them at full resolution")
     click.echo(f"wrote {out}")

@@ -39,12 +39,11 @@ THEANO_D_DEFAULTS = dict(num_channels=1, resolution=32, label_size=0, fmap_base=
 WHOLE_BATCH = 2 ** 30      # Theano's minibatch statistic over the whole batch = one group of any size
 
 
-def _kwargs(given: dict, defaults: dict, what: str) -> dict:
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise OfficialPickleError(f"{what}: unknown build argument(s) {', '.join(unknown)}; this converter knows "
-                                  f"the release's {', '.join(sorted(defaults))}")
-    return {**defaults, **given}
+def _kwargs(given: dict, defaults: dict, ignored: list) -> dict:
+    """The build function's arguments; like the release's build functions (``**kwargs``), arguments
+    they do not know are ignored (and reported)."""
+    ignored.extend(sorted(set(given) - set(defaults)))
+    return {**defaults, **{k: v for k, v in given.items() if k in defaults}}
 
 
 def _net_config(g: dict, d: dict, **extra) -> NetworkConfig:
@@ -156,8 +155,9 @@ def convert_tf(G: TFNetwork, D: TFNetwork, Gs: TFNetwork) -> dict:
         if name.split(".")[-1] != fn:
             raise OfficialPickleError(f"network '{n.state.get('name')}' is built by '{name}', not the paper's {fn}; "
                                       f"only G_paper/D_paper networks can be converted")
-    gk = _kwargs(G.state.get("static_kwargs", {}), TF_G_DEFAULTS, "G")
-    dk = _kwargs(D.state.get("static_kwargs", {}), TF_D_DEFAULTS, "D")
+    ignored: list = []
+    gk = _kwargs(G.state.get("static_kwargs", {}), TF_G_DEFAULTS, ignored)
+    dk = _kwargs(D.state.get("static_kwargs", {}), TF_D_DEFAULTS, ignored)
     if abs(float(gk["pixelnorm_epsilon"]) - 1e-8) > 1e-12:
         raise OfficialPickleError(f"G uses pixelnorm_epsilon {gk['pixelnorm_epsilon']}; pggan's pixel norm uses 1e-8")
     group = int(dk["mbstd_group_size"])
@@ -169,7 +169,7 @@ def convert_tf(G: TFNetwork, D: TFNetwork, Gs: TFNetwork) -> dict:
         out[key] = build(v, net, fused)
         lods[key] = _lod(v)
         v.finish()
-    return {"net": net, "lod": lods["G_ema"], "source": "tensorflow",
+    return {"net": net, "lod": lods["G_ema"], "source": "tensorflow", "ignored": sorted(set(ignored)),
             "fused": {"G": bool(gk["fused_scale"]), "D": bool(dk["fused_scale"])}, **out}
 
 
@@ -278,8 +278,9 @@ def convert_theano(G: TheanoNetwork, D: TheanoNetwork, Gs: TheanoNetwork) -> dic
         if spec.pop("func", None) != fn:
             raise OfficialPickleError(f"a Theano network is not built by {fn}; only G_paper/D_paper can be converted")
         specs.append(spec)
-    gk = _kwargs(specs[0], THEANO_G_DEFAULTS, "G")
-    dk = _kwargs(specs[1], THEANO_D_DEFAULTS, "D")
+    ignored: list = []
+    gk = _kwargs(specs[0], THEANO_G_DEFAULTS, ignored)
+    dk = _kwargs(specs[1], THEANO_D_DEFAULTS, ignored)
     refuse = [("G use_batchnorm", gk["use_batchnorm"]), ("D use_layernorm", dk["use_layernorm"]),
               ("D mbdisc_kernels", dk["mbdisc_kernels"]), ("G tanh_at_end other than 1", gk["tanh_at_end"] not in (None, 1, 1.0)),
               ("D mbstat_func other than Tstdeps", dk["mbstat_func"] != "Tstdeps"),
@@ -298,7 +299,8 @@ def convert_theano(G: TheanoNetwork, D: TheanoNetwork, Gs: TheanoNetwork) -> dic
         out[key] = build(p, net)
         p.finish()
     lod = float(np.asarray(Gs.state.get("toplevel_params", {}).get("cur_lod", 0.0)))
-    return {"net": net, "lod": lod, "source": "theano", "fused": {"G": False, "D": False}, **out}
+    return {"net": net, "lod": lod, "source": "theano", "ignored": sorted(set(ignored)),
+            "fused": {"G": False, "D": False}, **out}
 
 
 def convert(nets) -> dict:
