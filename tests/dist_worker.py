@@ -6,7 +6,7 @@ import torch
 
 from pggan.config import TrainConfig
 from pggan.data.images import load_images
-from pggan.training.dist import init_from_env, shutdown
+from pggan.training.dist import exit_now, init_from_env, shutdown
 from pggan.training.loop import Trainer
 
 cfg = TrainConfig.from_dict(json.load(open(sys.argv[1])))
@@ -23,3 +23,5 @@ torch.save({"metrics": json.dumps(metrics),"G": trainer.G.state_dict(), "D": tra
             "opt_G": trainer.opt_G.state_dict(), "opt_D": trainer.opt_D.state_dict(), "losses": losses,
             "cur_nimg": trainer.cur_nimg, "alpha": (trainer.last_phase if steps else trainer.phase()).alpha}, f"{out}/rank{info.rank}-of-{info.world}.pt")
 shutdown()
+if info.enabled:
+    exit_now(0)

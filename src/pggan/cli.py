@@ -147,8 +147,12 @@ def train(preset, config_file, sets, resume, dry_run, help_options, nproc, progr
         click.echo(cfg.to_json())
         return
     result = run_training(cfg, resume=resume, progress=progress)
-    if result["interrupted"]:
-        sys.exit(130 if result["signal"] == 2 else 143 if result["signal"] == 15 else 1)
+    code = (130 if result["signal"] == 2 else 143 if result["signal"] == 15 else 1) if result["interrupted"] else 0
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from .training.dist import exit_now
+        exit_now(code)                 # skip the interpreter teardown that gloo's threads can abort
+    if code:
+        sys.exit(code)
 
 
 @main.command()

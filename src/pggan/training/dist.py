@@ -9,6 +9,7 @@ so a run does not depend on the number of processes except through per-rank mini
 """
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -50,8 +51,23 @@ def barrier() -> None:
 
 
 def shutdown() -> None:
+    """Leave the process group once every rank is done with it. All pending work is finished and
+    collected first: gloo's worker threads must not be left holding tensors when the interpreter exits
+    (that aborts the process with 'terminate called without an active exception')."""
     if dist.is_initialized():
+        dist.barrier()
+        gc.collect()
         dist.destroy_process_group()
+
+
+def exit_now(code: int = 0) -> None:
+    """Leave a distributed process without the interpreter's teardown, in which gloo's C++ threads can
+    still abort a process whose work is complete (a known PyTorch issue); everything is flushed first."""
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:

@@ -14,7 +14,7 @@ from ..config import TrainConfig
 from ..data.images import DataError, load_images
 from .checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint, save_generator
 from .images import make_grid, save_png, to_uint8
-from .dist import DistInfo, all_mean, any_rank, barrier, check_identical, init_from_env, shutdown
+from .dist import DistInfo, all_mean, any_rank, check_identical, init_from_env, shutdown
 from .loop import (STAT_KEYS, StopRequest, Trainer, _crossed, format_tick, grid_latents, peak_memory_mb,
                    resolve_device, truncate_stats, write_json_line)
 
@@ -78,8 +78,7 @@ def train(cfg: TrainConfig, resume: str | None = None, progress: bool = True, st
     try:
         result = Run(cfg, device, info, resume, progress, echo).loop(step_callback)
         if info.enabled:
-            barrier()            # no rank leaves (and tears down the group) while another still writes
-            shutdown()
+            shutdown()           # waits for every rank: none tears down the group while another still writes
         return result
     except RuntimeError as e:
         if info.enabled and _is_comm_failure(e):
