@@ -89,6 +89,10 @@ def test_interpolate_refuses_bad_requests(tiny_run, tmp_path, monkeypatch):
 
     r = run("--out", str(tmp_path / "x.avi"))
     assert r.exit_code == 1 and "must end in .mp4 or .gif" in r.output
+    r = run("--class", "2", "--out", str(tmp_path / "x.gif"))
+    assert r.exit_code == 1 and "not conditional" in r.output
+    r = run("--fps", "0", "--out", str(tmp_path / "x.gif"))
+    assert r.exit_code == 1 and "at least 2 frames" in r.output
     r = run("--grid", "2by2", "--out", str(tmp_path / "x.gif"))
     assert r.exit_code == 1 and "--grid must look like 2x2" in r.output
     monkeypatch.setattr("pggan.video.available_memory", lambda: 1 << 20)

@@ -176,6 +176,8 @@ def generate(network, seeds, outdir, grid, truncate, class_idx, raw, device):
         raise click.ClickException("--truncate must be > 0")
     gen = load_generator(network, device=resolve_device(device), use_ema=not raw)
     labels = None
+    if class_idx is not None and not gen.net.label_size:
+        raise click.ClickException("--class: this generator is not conditional; drop --class")
     if gen.net.label_size:
         if class_idx is None or not 0 <= class_idx < gen.net.label_size:
             raise click.ClickException(f"this generator is conditional: pass --class 0..{gen.net.label_size - 1}")

@@ -47,7 +47,7 @@ def _parse_grid(text: str) -> tuple[int, int]:
 @friendly_errors
 def interpolate(network, out, duration, fps, sigma, grid, size, seed, strip, steps, class_idx, device):
     """Latent-space interpolation video (the paper's), or a still slerp strip between two seeds."""
-    from .explore import interpolation_strip, interpolation_video
+    from .explore import interpolation_strip, interpolation_video, labels_for
 
     if strip:
         try:
@@ -65,8 +65,11 @@ def interpolate(network, out, duration, fps, sigma, grid, size, seed, strip, ste
         raise click.ClickException("--size must be from 4 to 4096")
     if sigma < 0:
         raise click.ClickException("--sigma must be >= 0")
-    gen = _load(network, device)
     frames = int(round(duration * fps))
+    if frames < 2 or fps <= 0:
+        raise click.ClickException("the video needs at least 2 frames: raise --duration or --fps")
+    gen = _load(network, device)
+    labels_for(gen, class_idx, 1)                      # a --class mismatch fails before any work
     bar = _bar(frames, "frame")
     try:
         r = interpolation_video(gen, out, duration, fps, sigma, cols_rows, size, seed, class_idx, progress=bar.update)
@@ -118,6 +121,8 @@ def neighbors(network, data, seeds, k, space, inception, data_count, class_idx, 
     from .training.images import save_png
 
     seed_list = parse_seeds(seeds)
+    if k < 1:
+        raise click.ClickException("--k must be >= 1")
     gen = _load(network, device)
     bar = _bar(0, "img")
     try:
