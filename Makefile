@@ -16,7 +16,8 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/pggan train --preset cpu-small --desc demo
+	$(VENV)/bin/pggan train --preset cpu-small --desc demo --set metrics=swd --set metrics_kimg=10
+	$(VENV)/bin/pggan plot "$$(ls -d runs/*-demo | tail -n 1)"
 
 test: install
 	$(PY) -m pytest -q

@@ -86,8 +86,12 @@ def plot_run(run_dir: str, out: str | None = None, dpi: int = 110) -> str:
                 ax.legend(loc="upper right", fontsize=8)
             else:
                 recs = metrics[name]
-                ax.plot(to_x(np.array([r["kimg"] for r in recs])), [metric_value(name, r) for r in recs],
-                        marker="o", ms=3, lw=1.2)
+                xs, ys = to_x(np.array([r["kimg"] for r in recs])), [metric_value(name, r) for r in recs]
+                ax.plot(xs, ys, marker="o", ms=3, lw=1.2)
+                for x, y, r in zip(xs, ys, recs):       # values measured at different resolutions differ in kind
+                    if r.get("resolution"):
+                        ax.annotate(str(r["resolution"]), (x, y), textcoords="offset points", xytext=(0, 4),
+                                    fontsize=6, color="gray", ha="center")
                 ax.set_ylabel(METRIC_LABELS[name])
             ax.grid(alpha=0.3)
             for k, res in changes:
