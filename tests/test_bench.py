@@ -40,3 +40,15 @@ def test_bench_cli_validates_its_options():
     assert r.exit_code == 1 and "choose from 4, 8, 16, 32" in r.output
     r = CliRunner().invoke(main, ["bench", "--precision", "fp8"])
     assert r.exit_code == 1 and "unknown precision fp8" in r.output
+
+
+def test_conv_peak_reports_forward_backward_and_the_step_bound():
+    from pggan.bench import conv_peak
+
+    r = conv_peak("fp32", torch.device("cpu"), shapes=((2, 8, 8), (2, 16, 8)), seconds=0.01)
+    for s in r["shapes"]:
+        f, b = s["gflops"], s["backward_gflops"]
+        assert f > 0 and b > 0
+        assert abs(s["step_bound_gflops"] - 3 / (1 / f + 2 / b)) < 1e-9 * f
+        assert min(f, b) <= s["step_bound_gflops"] <= max(f, b)
+    assert r["peak_gflops"] == max(s["gflops"] for s in r["shapes"])

@@ -38,19 +38,36 @@ def _timeit(fn, seconds: float, min_iters: int = 3, warmup: int = 1) -> tuple[fl
 
 def conv_peak(precision: str, device: torch.device, shapes=((16, 128, 32), (16, 128, 16), (64, 128, 8), (16, 64, 64)),
               seconds: float = 0.5) -> dict:
-    """Best forward GFLOP/s of 3x3 convolutions [N, C, R, R] -> C, the shapes the networks use."""
+    """Best GFLOP/s of 3x3 convolutions [N, C, R, R] -> C, the shapes the networks use: forward (the
+    peak), backward (input and weight gradients), and the step bound: a training step's FLOPs are one
+    third forward and two thirds backward, so no step can beat 3 / (1 / forward + 2 / backward)."""
     results = []
     for n, c, r in shapes:
         x = torch.randn(n, c, r, r, device=device).to(DTYPES[precision]).contiguous(memory_format=torch.channels_last)
         w = torch.randn(c, c, 3, 3, device=device).to(DTYPES[precision]).contiguous(memory_format=torch.channels_last)
+        g = torch.randn(n, c, r, r, device=device).to(DTYPES[precision]).contiguous(memory_format=torch.channels_last)
+        x.requires_grad_(True)
+        w.requires_grad_(True)
 
-        def run():
-            F.conv2d(x, w, padding=1)
+        def sync():
             if device.type == "cuda":
                 torch.cuda.synchronize()
-        dt, _ = _timeit(run, seconds)
-        results.append({"shape": [n, c, r], "gflops": 2 * n * c * c * 9 * r * r / dt / 1e9})
-    return {"precision": precision, "peak_gflops": max(x["gflops"] for x in results), "shapes": results}
+
+        def forward():
+            with torch.no_grad():
+                F.conv2d(x, w, padding=1)
+            sync()
+
+        def both():
+            torch.autograd.grad(F.conv2d(x, w, padding=1), (x, w), g)
+            sync()
+        flops = 2 * n * c * c * 9 * r * r
+        fwd, _ = _timeit(forward, seconds)
+        total, _ = _timeit(both, seconds)
+        f, b = flops / fwd / 1e9, 2 * flops / max(total - fwd, 1e-9) / 1e9
+        results.append({"shape": [n, c, r], "gflops": f, "backward_gflops": b, "step_bound_gflops": 3 / (1 / f + 2 / b)})
+    return {"precision": precision, "peak_gflops": max(x["gflops"] for x in results),
+            "step_bound_gflops": max(x["step_bound_gflops"] for x in results), "shapes": results}
 
 
 def reference_config(precision: str) -> TrainConfig:
@@ -120,13 +137,16 @@ def run_bench(device: torch.device, precisions=("fp32", "bf16"), paper_max_res: 
         if prec == "fp16" and device.type != "cuda":
             continue
         out["peaks"][prec] = conv_peak(prec, device)
-        log(f"conv3x3 peak {prec}: {out['peaks'][prec]['peak_gflops']:.1f} GFLOP/s")
+        pk = out["peaks"][prec]
+        log(f"conv3x3 peak {prec}: {pk['peak_gflops']:.1f} GFLOP/s forward; step bound {pk['step_bound_gflops']:.1f} "
+            f"GFLOP/s (1/3 forward + 2/3 backward at the best shape's speeds)")
     for prec in out["peaks"]:
-        peak = out["peaks"][prec]["peak_gflops"]
+        peak, bound = out["peaks"][prec]["peak_gflops"], out["peaks"][prec]["step_bound_gflops"]
         ref = reference_config(prec)
         ref.compile = compile
         for row in iter_steps(ref, device, resolutions, seconds):
-            out["runs"].append(dict(row, network="reference", precision=prec, peak_fraction=row["gflops"] / peak))
+            out["runs"].append(dict(row, network="reference", precision=prec, peak_fraction=row["gflops"] / peak,
+                                    bound_fraction=row["gflops"] / bound))
             log(format_row(out["runs"][-1]))
         if paper_max_res >= 4:
             res_list = [r for r in (4, 8, 16, 32, 64, 128, 256) if r <= paper_max_res]
@@ -134,19 +154,20 @@ def run_bench(device: torch.device, precisions=("fp32", "bf16"), paper_max_res: 
                 cfg = paper_config(prec, res, batch=16 if res <= 32 else 4)
                 cfg.compile = compile
                 for row in iter_steps(cfg, device, [res], seconds / 2, fades=False):
-                    out["runs"].append(dict(row, network="paper", precision=prec, peak_fraction=row["gflops"] / peak))
+                    out["runs"].append(dict(row, network="paper", precision=prec, peak_fraction=row["gflops"] / peak,
+                                            bound_fraction=row["gflops"] / bound))
                     log(format_row(out["runs"][-1]))
     return out
 
 
 HEADER = (f"{'network':<10}{'prec':<6}{'res':>5} {'phase':<10}{'batch':>6}{'img/s':>9}{'GFLOP/img':>11}"
-          f"{'GFLOP/s':>9}{'%peak':>7}{'mem MB':>9}{'loader img/s':>14}")
+          f"{'GFLOP/s':>9}{'%peak':>7}{'%bound':>8}{'mem MB':>9}{'loader img/s':>14}")
 
 
 def format_row(r: dict) -> str:
     return (f"{r['network']:<10}{r['precision']:<6}{r['resolution']:>5} {r['phase']:<10}{r['batch']:>6}"
             f"{r['img_per_s']:>9.1f}{r['gflop_per_img']:>11.2f}{r['gflops']:>9.1f}{100 * r['peak_fraction']:>6.0f}%"
-            f"{r['mem_mb']:>9.0f}{r['loader_img_per_s']:>14.0f}")
+            f"{100 * r['bound_fraction']:>7.0f}%{r['mem_mb']:>9.0f}{r['loader_img_per_s']:>14.0f}")
 
 
 def write_json(path: str, result: dict) -> None:
