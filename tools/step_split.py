@@ -1,5 +1,6 @@
 """Where a training step's time goes: the D and G steps of the reference network at 32x32 (counted FLOPs,
-time, GFLOP/s), and the forward and backward speed of its 3x3 convolution on their own.
+time, GFLOP/s), the share of convolutions in the profiled step, and the forward and backward speed of
+its 3x3 convolution on their own.
 
     python tools/step_split.py
 """
@@ -33,6 +34,13 @@ for name, fn in (("D step", lambda: trainer._d_step(ph, micro)), ("G step", lamb
     flops = count_flops(fn)["total"]
     dt = seconds(fn)
     print(f"{name}: {dt * 1e3:.0f} ms, {flops / 1e9:.1f} GFLOP, {flops / dt / 1e9:.0f} GFLOP/s")
+with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+    for _ in range(3):
+        trainer.step(ph)
+ops = prof.key_averages()
+total = sum(e.self_cpu_time_total for e in ops)
+conv = sum(e.self_cpu_time_total for e in ops if "convolution" in e.key)
+print(f"profiled steps: convolutions (forward and backward) {100 * conv / total:.0f} % of the time")
 for n in (16, 32):
     x = torch.randn(n, 128, 32, 32).contiguous(memory_format=torch.channels_last).requires_grad_()
     w = torch.randn(128, 128, 3, 3).contiguous(memory_format=torch.channels_last).requires_grad_()
