@@ -383,6 +383,10 @@ def test_metrics_during_training_and_the_plot(tmp_path, monkeypatch):
     assert [r["kimg"] for r in recs] == [0.4, 0.8, 1.0] and [r["resolution"] for r in recs] == [8, 16, 16]
     assert all(r["wall_s"] > 0 for r in recs) and any(line.startswith("metrics at kimg 0.4") for line in log)
     assert len(open(f"{run}/metric-fid.jsonl").readlines()) == 3
+    # SWD alone at 4x4 (7x7 patches do not fit) is skipped with a note, not an error
+    log = []
+    train(cfg.replace(metrics="swd", metrics_kimg=0.2, outdir=str(tmp_path / "r2")), progress=False, echo=log.append)
+    assert "metrics at kimg 0.2: skipped (SWD needs images of 8x8 or more)" in log
 
     # evaluating the same network twice gives the same numbers
     images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)

@@ -52,6 +52,9 @@ class TrainingMetrics:
 
         key = f"{self.data_key}|res={ph.resolution}|alpha={ph.alpha:.6f}"
         names = [n for n in self.evaluator.opts.names if n != "swd" or ph.resolution >= 8]   # 7x7 patches
+        if not names:
+            log(f"metrics at kimg {t.cur_nimg / 1000:.1f}: skipped (SWD needs images of 8x8 or more)")
+            return {}
         result = self.evaluator.evaluate(fake_fn, real_fn, len(level), key, names)
         if run_dir is not None:
             common = {"kimg": t.cur_nimg / 1000.0, "wall_s": wall_s, "resolution": ph.resolution, "alpha": ph.alpha,
