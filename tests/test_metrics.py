@@ -138,7 +138,7 @@ def test_metrics_command_on_a_tiny_run(tmp_path):
     from test_training import tiny_config
 
     cfg = tiny_config(tmp_path)
-    cfg.sched.total_kimg = 0.05
+    cfg.sched.total_kimg = 0.45                          # ends in the 8x8 stabilise phase
     run = train(cfg, progress=False, echo=lambda m: None)["run_dir"]
     ckpt = list_checkpoints(run)[-1]
     args = ["metrics", "--network", ckpt, "--data", "builtin:shapes", "--num", "32", "--pairs", "20"]
@@ -149,7 +149,7 @@ def test_metrics_command_on_a_tiny_run(tmp_path):
     assert CliRunner().invoke(main, args).exit_code == 0
     lines = [json.loads(line) for line in open(f"{run}/metric-swd.jsonl")]
     assert len(lines) == 2 and lines[0]["swd"] == lines[1]["swd"]          # seeded: the same numbers
-    assert set(lines[0]["swd"]["levels"]) == {"16"} and lines[0]["kimg"] >= 0.05
+    assert set(lines[0]["swd"]["levels"]) == {"8"} and lines[0]["resolution"] == 8 and lines[0]["kimg"] >= 0.45
     m = json.loads(open(f"{run}/metric-msssim.jsonl").readline())
     assert 0 < m["msssim"] <= 1 and 0 < m["msssim_real"] <= 1
     r3 = CliRunner().invoke(main, ["metrics", "--network", ckpt, "--data", "builtin:shapes", "--metrics", "fid",
@@ -157,6 +157,15 @@ def test_metrics_command_on_a_tiny_run(tmp_path):
     assert r3.exit_code == 1 and "pt_inception-2015-12-05-6726825d.pth" in r3.output and "none.pth" in r3.output
     r4 = CliRunner().invoke(main, ["metrics", "--network", ckpt, "--data", "builtin:shapes", "--metrics", "kid"])
     assert r4.exit_code == 1 and "unknown metric 'kid'" in r4.output
+    # a checkpoint from the 4x4 phase is measured at 4x4, where SWD cannot run
+    from pggan.training.checkpoint import load_checkpoint, save_checkpoint
+    early = load_checkpoint(ckpt)
+    early["cur_nimg"] = 50
+    save_checkpoint(str(tmp_path / "early.pt"), early)
+    r5 = CliRunner().invoke(main, ["metrics", "--network", str(tmp_path / "early.pt"), "--data", "builtin:shapes"])
+    assert r5.exit_code == 1 and "trained at 4x4" in r5.output
+    from pggan.api import load_generator
+    assert load_generator(str(tmp_path / "early.pt")).generate(seeds=[0]).images.shape == (1, 4, 4, 3)
 
 
 def _direct_swd(a, b, seed, per_image, min_res=16):
@@ -346,7 +355,7 @@ def test_metrics_command_fid_is(tmp_path):
 
     weights = write_tiny_inception(tmp_path / "tiny.pth")
     cfg = tiny_config(tmp_path)
-    cfg.sched.total_kimg = 0.05
+    cfg.sched.total_kimg = 0.45                          # SWD needs 8x8: the run ends there
     run = train(cfg, progress=False, echo=lambda m: None)["run_dir"]
     gen = f"{run}/generator-final.safetensors"
     args = ["metrics", "--network", gen, "--data", "builtin:shapes", "--metrics", "fid,is,swd", "--num", "32",

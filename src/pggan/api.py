@@ -55,12 +55,24 @@ class Generated:
 
 
 class LoadedGenerator:
-    def __init__(self, G: Generator, net: NetworkConfig, device: torch.device, source: str):
+    """A generator at the level of detail it was trained to: the full resolution for a finished run or
+    an exported file; for a checkpoint from the middle of the growing, the resolution (and fade) the
+    run had reached, as in its image grids."""
+
+    def __init__(self, G: Generator, net: NetworkConfig, device: torch.device, source: str,
+                 res_log2: int | None = None, alpha: float = 1.0):
         self.G, self.net, self.device, self.source = G, net, device, source
+        self.res_log2 = net.resolution_log2 if res_log2 is None else res_log2
+        self.alpha = alpha
 
     @property
     def z_dim(self) -> int:
         return self.G.z_dim
+
+    @property
+    def resolution(self) -> int:
+        """The resolution of the images ``generate`` returns."""
+        return 2 ** self.res_log2
 
     @torch.no_grad()
     def generate(self, seeds=None, z=None, labels=None, truncate: float | None = None,
@@ -82,26 +94,35 @@ class LoadedGenerator:
         outs = []
         for i in range(0, len(z), batch):
             lab = None if labels is None else labels[i:i + batch].to(self.device)
-            outs.append(self.G(z[i:i + batch].to(self.device), lab).float().cpu())
+            outs.append(self.G(z[i:i + batch].to(self.device), lab, self.res_log2, self.alpha).float().cpu())
         t = torch.cat(outs)
         return Generated(to_uint8(t), t)
 
 
 def load_generator(path: str, device: str | torch.device = "cpu", use_ema: bool = True) -> LoadedGenerator:
     """A ready generator from a training checkpoint (.pt, G_ema by default) or an exported .safetensors."""
+    from .schedule import phase_at
+
     device = torch.device(device)
+    res_log2, alpha = None, 1.0
     if str(path).endswith(".safetensors"):
-        net, state, _ = read_generator(path)
+        net, state, meta = read_generator(path)
         what = "generator"
+        if "resolution" in meta:
+            res_log2, alpha = int(meta["resolution"]).bit_length() - 1, float(meta.get("alpha", 1.0))
     else:
         ckpt = load_checkpoint(path)
-        net = checkpoint_config(ckpt).net
+        cfg = checkpoint_config(ckpt)
+        net = cfg.net
         what = "G_ema" if use_ema else "G"
         state = ckpt[what]
+        if ckpt.get("cur_nimg"):                # mid-growth: the layers above the current level are untrained
+            ph = phase_at(int(ckpt["cur_nimg"]), cfg.sched, net.resolution)
+            res_log2, alpha = ph.res_log2, ph.alpha
     G = Generator(net)
     load_state(G, state, what, path)
     G = G.eval().requires_grad_(False).to(device)
-    return LoadedGenerator(G, net, device, str(path))
+    return LoadedGenerator(G, net, device, str(path), res_log2, alpha)
 
 
 __all__ = ["load_generator", "parse_seeds", "latents_for_seeds", "LoadedGenerator", "Generated", "CheckpointError"]

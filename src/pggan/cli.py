@@ -184,6 +184,9 @@ def generate(network, seeds, outdir, grid, truncate, class_idx, raw, device):
         labels = [class_idx] * len(seed_list)
     os.makedirs(outdir, exist_ok=True)
     out = gen.generate(seeds=seed_list, labels=labels, truncate=truncate)
+    if gen.resolution < gen.net.resolution:
+        click.echo(f"note: {network} was saved while its run trained at {gen.resolution}x{gen.resolution} "
+                   f"(of {gen.net.resolution}x{gen.net.resolution}); the images have that size")
     if grid:
         cols = max(1, int(round(len(seed_list) ** 0.5)))
         path = os.path.join(outdir, f"grid-seeds{seed_list[0]}-{seed_list[-1]}.png")

@@ -139,7 +139,7 @@ def neighbors(network, data, seeds, k, space, inception, data_count, class_idx, 
 @click.option("--network", required=True, type=click.Path(), help="checkpoint (.pt) or generator (.safetensors)")
 @click.option("--outdir", default="export", show_default=True, type=click.Path(file_okay=False))
 @click.option("--onnx/--no-onnx", default=True, show_default=True, help="also write an ONNX graph")
-@click.option("--resolution", type=int, help="ONNX output resolution (default: the generator's)")
+@click.option("--resolution", type=int, help="ONNX output resolution (default: the level the generator was trained to)")
 @friendly_errors
 def export(network, outdir, onnx, resolution):
     """G_ema as safetensors + JSON (the file to share) and as ONNX, checked against PyTorch."""
@@ -150,7 +150,7 @@ def export(network, outdir, onnx, resolution):
     for path in export_safetensors(gen, outdir, {"exported_from": os.path.abspath(network)}):
         click.echo(f"wrote {path}")
     if onnx:
-        r = export_onnx(gen, outdir, resolution or gen.net.resolution)
+        r = export_onnx(gen, outdir, resolution or gen.resolution)
         click.echo(f"wrote {r['path']}: output {r['shape']} on 8 latents, max |ONNX - PyTorch| = {r['max_abs_diff']:.2e}")
 
 

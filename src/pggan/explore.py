@@ -57,7 +57,7 @@ def interpolation_video(gen: LoadedGenerator, out: str, duration: float = 10.0, 
     if frames < 2 or fps <= 0:
         raise ValueError("the video needs at least 2 frames: raise --duration or --fps")
     cols, rows = grid
-    cell = size or gen.net.resolution
+    cell = size or gen.resolution
     check_frames_fit(kind, frames, cell * rows, cell * cols)
     if frames * cols * rows * gen.z_dim * 8 * 3 > 0.5 * available_memory():    # float64 path and its FFT
         raise ValueError(f"{frames} frames x {cols * rows} streams of {gen.z_dim}-d latents do not fit in memory; "
@@ -171,8 +171,8 @@ def find_neighbors(gen: LoadedGenerator, data: str, seeds: list[int], k: int, sp
         raise ValueError("--k must be >= 1")
     if space not in ("pixel", "inception"):
         raise ValueError(f"--space must be pixel or inception, got '{space}'")
-    res = gen.net.resolution
-    images = load_images(data, res, gen.net.channels, data_count)
+    res = gen.resolution
+    images = load_images(data, gen.net.resolution, gen.net.channels, data_count)
     level = images.levels[res]
     fakes = gen.generate(seeds=seeds, labels=labels_for(gen, class_idx, len(seeds))).images      # [Q, H, W, C]
     fakes_chw = torch.from_numpy(fakes).permute(0, 3, 1, 2).float()

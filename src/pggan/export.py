@@ -19,18 +19,19 @@ from .training.checkpoint import atomic_write, save_generator
 
 
 class FixedResolution(torch.nn.Module):
-    """G at one resolution, alpha 1: ``forward(z[, labels])`` -> images [N, C, R, R] in about [-1, 1]."""
+    """G at one resolution (and fade): ``forward(z[, labels])`` -> images [N, C, R, R] in about [-1, 1]."""
 
-    def __init__(self, G: torch.nn.Module, res_log2: int):
+    def __init__(self, G: torch.nn.Module, res_log2: int, alpha: float = 1.0):
         super().__init__()
-        self.G, self.res_log2 = G, res_log2
+        self.G, self.res_log2, self.alpha = G, res_log2, alpha
 
     def forward(self, z, labels=None):
-        return self.G(z, labels, self.res_log2, 1.0)
+        return self.G(z, labels, self.res_log2, self.alpha)
 
 
 def export_safetensors(gen: LoadedGenerator, out_dir: str, extra: dict) -> list[str]:
     path = os.path.join(out_dir, "generator.safetensors")
+    extra = dict(extra, resolution=gen.resolution, alpha=gen.alpha)
     save_generator(path, gen.G, gen.net, extra)
     meta = {"format": "pggan-generator", "net": TrainConfig(net=gen.net).to_dict()["net"], "z_dim": gen.z_dim,
             "label_size": gen.net.label_size, "source": os.path.abspath(gen.source),
@@ -49,7 +50,8 @@ def export_onnx(gen: LoadedGenerator, out_dir: str, resolution: int, opset: int 
         raise RuntimeError("ONNX export needs onnx, onnxscript and onnxruntime: pip install 'pggan[onnx]'") from None
     if resolution & (resolution - 1) or not 4 <= resolution <= gen.net.resolution:
         raise ValueError(f"--resolution must be a power of two from 4 to the generator's {gen.net.resolution}")
-    model = FixedResolution(gen.G.float().cpu().eval(), int(math.log2(resolution)))
+    alpha = gen.alpha if resolution == gen.resolution else 1.0      # a mid-fade generator keeps its blend
+    model = FixedResolution(gen.G.float().cpu().eval(), int(math.log2(resolution)), alpha)
     z = latents_for_seeds(list(check_seeds), gen.z_dim)
     args, names = (z,), ["z"]
     if gen.net.label_size:

@@ -220,9 +220,14 @@ def evaluate_network(network: str, data: str, opts: MetricOptions, device="cpu",
     from ..api import load_generator
     from ..data.images import load_images
 
+    from ..layers import fade_images
+
     gen = load_generator(network, device=device)
-    res, channels = gen.net.resolution, gen.net.channels
-    images = load_images(data, res, channels, max(data_count, opts.num), opts.seed)
+    res, channels = gen.resolution, gen.net.channels          # a mid-growth checkpoint: its current level
+    if "swd" in opts.names and res < 8:
+        raise ValueError(f"SWD needs images of 8x8 or more, but '{network}' was saved while its run trained at "
+                         f"{res}x{res}; use a later checkpoint, or leave swd out of --metrics")
+    images = load_images(data, gen.net.resolution, channels, max(data_count, opts.num), opts.seed)
     level = images.levels[res]
     evaluator = Evaluator(opts, torch.device(device))
 
@@ -231,14 +236,14 @@ def evaluate_network(network: str, data: str, opts: MetricOptions, device="cpu",
         labels = [s % gen.net.label_size for s in seeds] if gen.net.label_size else None
         return torch.from_numpy(gen.generate(seeds=seeds, labels=labels).images).permute(0, 3, 1, 2).float()
 
-    def real_fn(idx):
-        return torch.from_numpy(np.asarray(level[np.asarray(idx)])).float()
+    def real_fn(idx):                         # blended like the fakes when the checkpoint was mid-fade
+        return fade_images(torch.from_numpy(np.asarray(level[np.asarray(idx)])).float(), gen.alpha).round()
 
-    key = f"{data_fingerprint(data)}|count={data_count}|res={res}|c={channels}"
+    key = f"{data_fingerprint(data)}|count={data_count}|res={res}|alpha={gen.alpha:.6f}|c={channels}"
     result = evaluator.evaluate(fake_fn, real_fn, len(level), key)
     if "msssim" in opts.names and real_baseline:
         result["msssim_real"] = evaluator.real_msssim(real_fn, len(level))
-    result.update({"network": os.path.abspath(network), "data": data, "resolution": res})
+    result.update({"network": os.path.abspath(network), "data": data, "resolution": res, "alpha": gen.alpha})
     if evaluator.inception is not None:
         result["inception"] = evaluator.inception.weights_path
     return result

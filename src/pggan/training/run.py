@@ -253,7 +253,9 @@ class Run:
             self.log(f"stopped at kimg {t.cur_nimg / 1000:.1f}; continue with: pggan train --resume {last}")
         elif self.info.is_main:
             gen_path = os.path.join(self.run_dir, "generator-final.safetensors")
-            save_generator(gen_path, t.G_ema, self.cfg.net, {"kimg": t.cur_nimg / 1000.0})
+            ph = t.phase()                         # a run that ends mid-growth shares its current level
+            save_generator(gen_path, t.G_ema, self.cfg.net, {"kimg": t.cur_nimg / 1000.0, "resolution": ph.resolution,
+                                                              "alpha": ph.alpha})
             final_grid = os.path.join(self.run_dir, f"fakes{t.cur_nimg // 1000:06d}.png")
             self.log(f"done: {t.cur_nimg / 1000:.1f} kimg; generator {gen_path}; final grid {final_grid}")
         return {"run_dir": self.run_dir, "cur_nimg": t.cur_nimg, "interrupted": interrupted, "signal": signal_number}
