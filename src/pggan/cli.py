@@ -255,8 +255,13 @@ def metrics(network, data, names, num, pairs, seed, inception, cache_dir, batch,
     from .metrics.evaluate import MetricOptions, append_results, evaluate_network, format_result
     from .training.loop import resolve_device
 
+    from tqdm import tqdm
+
     opts = MetricOptions(names, num, pairs, seed, batch, inception, cache_dir).validate()
-    r = evaluate_network(network, data, opts, resolve_device(device), real_baseline=real_baseline)
+    total = (num if {"swd", "fid", "is"} & set(opts.names) else 0) + (2 * pairs if "msssim" in opts.names else 0)
+    with tqdm(total=total, unit="img", desc="generating", leave=False, dynamic_ncols=True) as bar:
+        r = evaluate_network(network, data, opts, resolve_device(device), real_baseline=real_baseline,
+                             progress=bar.update)
     for line in format_result(r):
         click.echo(line)
     kimg = None

@@ -216,10 +216,10 @@ class Evaluator:
 # ---- a saved network against its data (``pggan metrics``) --------------------------------------
 
 def evaluate_network(network: str, data: str, opts: MetricOptions, device="cpu", data_count: int = 10000,
-                     real_baseline: bool = False) -> dict:
+                     real_baseline: bool = False, progress=None) -> dict:
+    """``progress(n)`` is called with the number of images generated as they are."""
     from ..api import load_generator
     from ..data.images import load_images
-
     from ..layers import fade_images
 
     gen = load_generator(network, device=device)
@@ -234,6 +234,8 @@ def evaluate_network(network: str, data: str, opts: MetricOptions, device="cpu",
     def fake_fn(indices):
         seeds = [opts.seed * 1_000_000 + i for i in indices]
         labels = [s % gen.net.label_size for s in seeds] if gen.net.label_size else None
+        if progress:
+            progress(len(seeds))
         return torch.from_numpy(gen.generate(seeds=seeds, labels=labels).images).permute(0, 3, 1, 2).float()
 
     def real_fn(idx):                         # blended like the fakes when the checkpoint was mid-fade
