@@ -29,7 +29,8 @@ class _GNormAct(nn.Module):
     def forward(self, x):
         if self.bn is not None:
             x = self.bn(x)
-        x = F.leaky_relu(x, self.slope) if self.slope else F.relu(x)
+        # in place: a conv's (or batch norm's) output is not needed by its own backward
+        x = F.leaky_relu(x, self.slope, inplace=True) if self.slope else F.relu(x, inplace=True)
         return pixel_norm(x) if self.kind == "pixel" else x
 
 
@@ -131,7 +132,7 @@ class _DConv(nn.Module):
             x = self.conv(x)
         if self.norm is not None:
             x = self.norm(x)
-        return F.leaky_relu(x, 0.2)
+        return F.leaky_relu(x, 0.2, inplace=True)
 
 
 class DBlock(nn.Module):
