@@ -327,7 +327,7 @@ def true_conv_same(x, k):
     return out
 
 
-def theano_params(R=4, C=3, latent=24, seed=0):
+def theano_params(R=4, C=3, latent=24, seed=0, labels=0):
     """Parameters in Lasagne's order, with WScale scales, and the NumPy networks that use them."""
     rng = np.random.default_rng(seed)
     gp, dp = [], []
@@ -338,7 +338,7 @@ def theano_params(R=4, C=3, latent=24, seed=0):
         store += [w, np.asarray(s), b]
         return w.astype(np.float64) * float(s), b.astype(np.float64)
 
-    G = {"G1a": layer(gp, (nf(1), latent, 4, 4), nf(1)), "G1b": layer(gp, (nf(1), nf(1), 3, 3), nf(1))}
+    G = {"G1a": layer(gp, (nf(1), latent + labels, 4, 4), nf(1)), "G1b": layer(gp, (nf(1), nf(1), 3, 3), nf(1))}
     for i in range(2, R):
         G[f"G{i}a"] = layer(gp, (nf(i), nf(i - 1), 3, 3), nf(i))
         G[f"G{i}b"] = layer(gp, (nf(i), nf(i), 3, 3), nf(i))
@@ -353,11 +353,15 @@ def theano_params(R=4, C=3, latent=24, seed=0):
     D["D1b"] = layer(dp, (nf(1), nf(1) + 1, 3, 3), nf(1))
     D["D1a"] = layer(dp, (nf(0), nf(1), 4, 4), nf(0))
     D["Dscores"] = layer(dp, (nf(0), 1), 1)
+    if labels:
+        D["Dlabels"] = layer(dp, (nf(0), labels), labels)
     return gp, dp, G, D
 
 
-def theano_generator(G, z, R):
-    x = pn(z)
+def theano_generator(G, z, R, labels=None):
+    x = pn(z)                                                                  # the latent alone, then the label
+    if labels is not None:
+        x = np.concatenate([x, labels], 1)
     w, b = G["G1a"]
     x = pn(lrelu(np.einsum("ni,oiyx->noyx", x, w) + b[None, :, None, None]))     # full conv of a 1x1 input
     w, b = G["G1b"]
@@ -387,12 +391,17 @@ def theano_discriminator(D, images, R):
     w, b = D["D1a"]                                                            # valid 4x4 true conv
     x = lrelu(np.einsum("nchw,ochw->no", x, w[:, :, ::-1, ::-1]) + b)
     w, b = D["Dscores"]
-    return x @ w + b
+    out = x @ w + b
+    if "Dlabels" in D:
+        w, b = D["Dlabels"]
+        out = np.concatenate([out, x @ w + b], 1)
+    return out
 
 
-def test_theano_pickle_converts_exactly(tmp_path):
-    gp, dp, G, D = theano_params()
-    spec = dict(num_channels=3, resolution=16, label_size=0, fmap_base=64, fmap_max=64, latent_size=24)
+@pytest.mark.parametrize("labels", [0, 3])
+def test_theano_pickle_converts_exactly(tmp_path, labels):
+    gp, dp, G, D = theano_params(labels=labels)
+    spec = dict(num_channels=3, resolution=16, label_size=labels, fmap_base=64, fmap_max=64, latent_size=24)
     src = "raise SystemExit('never run')"
     states = [{"build_func_spec": dict(spec, func="G_paper"), "build_module_src": src, "param_values": gp,
                "toplevel_params": {"cur_lod": np.float32(0)}},
@@ -406,9 +415,10 @@ def test_theano_pickle_converts_exactly(tmp_path):
     nets = build_networks(result)
     rng = np.random.default_rng(3)
     z = rng.standard_normal((6, 24))
+    lab = np.eye(labels)[np.arange(6) % labels] if labels else None
     with torch.no_grad():
-        got = nets["G_ema"](torch.from_numpy(z).float()).numpy()
-    want = theano_generator(G, z, 4)
+        got = nets["G_ema"](torch.from_numpy(z).float(), None if lab is None else torch.from_numpy(lab).float()).numpy()
+    want = theano_generator(G, z, 4, lab)
     assert np.abs(got - want).max() < 1e-4 * max(1.0, np.abs(want).max())
     images = rng.standard_normal((6, 3, 16, 16))
     with torch.no_grad():

@@ -38,6 +38,7 @@ class NetworkConfig:
     widths: dict = opt(help="per-resolution feature-map overrides {res: maps}, e.g. the low-capacity net", factory=dict)
     latent_size: int = opt(0, "latent dimension; 0 means nf(0) as in the reference")
     normalize_latents: bool = opt(True, "pixel-normalize z (latents on the hypersphere, as the paper)")
+    normalize_labels: bool = opt(True, "conditional G: normalize the latent and one-hot label together (TF release); off = the latent alone (Theano release)")
     use_wscale: bool = opt(True, "equalized learning rate (runtime He scaling); off = He init")
     g_norm: str = opt("pixel", "generator normalization: pixel (paper), batch (Gulrajani baseline) or none")
     d_norm: str = opt("none", "discriminator normalization: none (paper) or layer (Gulrajani baseline)")

@@ -96,12 +96,16 @@ class Generator(nn.Module):
         k_max = self.max_log2 if res_log2 is None else int(res_log2)
         _check_level(k_max, alpha, self.max_log2)
         x = z
-        if self.label_size:
-            if labels is None:
-                raise ValueError("this generator is label-conditioned: pass one-hot labels")
+        if self.label_size and labels is None:
+            raise ValueError("this generator is label-conditioned: pass one-hot labels")
+        if self.label_size and not self.cfg.normalize_labels:
+            x = pixel_norm(x) if self.cfg.normalize_latents else x
             x = torch.cat([x, labels.to(x.dtype)], dim=1)
-        if self.cfg.normalize_latents:
-            x = pixel_norm(x)
+        else:
+            if self.label_size:
+                x = torch.cat([x, labels.to(x.dtype)], dim=1)
+            if self.cfg.normalize_latents:
+                x = pixel_norm(x)
         h = self.blocks["2"](x)
         for k in range(3, k_max):
             h = self.blocks[str(k)](h)

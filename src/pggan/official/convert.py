@@ -214,7 +214,7 @@ def _theano_generator(p: _Params, net: NetworkConfig) -> dict:
     R, C, ws = net.resolution_log2, net.channels, net.use_wscale
     c = (lambda gain, fan_in: gain / math.sqrt(fan_in)) if ws else (lambda gain, fan_in: 1.0)
     sd = {}
-    ch, zin = net.width(4), net.z_dim
+    ch, zin = net.width(4), net.z_dim + net.label_size
     w, b = p.layer("G1a", (ch, zin, 4, 4), ws, ch)                 # full conv of the 1x1 latent = dense
     sd["blocks.2.dense.weight"] = _scaled(w.transpose(0, 2, 3, 1).reshape(ch * 16, zin), c(SQRT2 / 4, zin))
     sd["blocks.2.bias"] = _t(b)
@@ -284,15 +284,15 @@ def convert_theano(G: TheanoNetwork, D: TheanoNetwork, Gs: TheanoNetwork) -> dic
     refuse = [("G use_batchnorm", gk["use_batchnorm"]), ("D use_layernorm", dk["use_layernorm"]),
               ("D mbdisc_kernels", dk["mbdisc_kernels"]), ("G tanh_at_end other than 1", gk["tanh_at_end"] not in (None, 1, 1.0)),
               ("D mbstat_func other than Tstdeps", dk["mbstat_func"] != "Tstdeps"),
-              ("D mbstat_avg other than 'all'", dk["mbstat_avg"] not in ("all", None)),
-              ("a conditional G (the Theano G normalises the latent before adding labels)", gk["label_size"])]
+              ("D mbstat_avg other than 'all'", dk["mbstat_avg"] not in ("all", None))]
     bad = [what for what, flag in refuse if flag]
     if bad:
         raise OfficialPickleError(f"this Theano network uses {bad[0]}, which pggan does not build")
     if dk["use_wscale"] != gk["use_wscale"]:
         raise OfficialPickleError("G and D disagree on use_wscale; pggan uses one setting for both")
     net = _net_config(gk, dk, mbstd_group_size=WHOLE_BATCH if dk["mbstat_avg"] == "all" else 0,
-                      g_out="tanh" if gk["tanh_at_end"] is not None else "linear")
+                      g_out="tanh" if gk["tanh_at_end"] is not None else "linear",
+                      normalize_labels=False)      # the Theano G normalises the latent, then appends the label
     out = {}
     for key, n, build in (("G", G, _theano_generator), ("D", D, _theano_discriminator), ("G_ema", Gs, _theano_generator)):
         p = _Params(n.state.get("param_values", []), key)
