@@ -74,6 +74,16 @@ class LoadedGenerator:
         """The resolution of the images ``generate`` returns."""
         return 2 ** self.res_log2
 
+    def class_labels(self, class_idx: int | None, n: int) -> list[int] | None:
+        """``n`` copies of a command line's --class, checked against the generator."""
+        if not self.net.label_size:
+            if class_idx is not None:
+                raise ValueError("--class: this generator is not conditional; drop --class")
+            return None
+        if class_idx is None or not 0 <= class_idx < self.net.label_size:
+            raise ValueError(f"this generator is conditional: pass --class 0..{self.net.label_size - 1}")
+        return [class_idx] * n
+
     @torch.no_grad()
     def generate(self, seeds=None, z=None, labels=None, truncate: float | None = None,
                  batch: int = 16) -> Generated:

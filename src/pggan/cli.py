@@ -175,13 +175,7 @@ def generate(network, seeds, outdir, grid, truncate, class_idx, raw, device):
     if truncate is not None and truncate <= 0:
         raise click.ClickException("--truncate must be > 0")
     gen = load_generator(network, device=resolve_device(device), use_ema=not raw)
-    labels = None
-    if class_idx is not None and not gen.net.label_size:
-        raise click.ClickException("--class: this generator is not conditional; drop --class")
-    if gen.net.label_size:
-        if class_idx is None or not 0 <= class_idx < gen.net.label_size:
-            raise click.ClickException(f"this generator is conditional: pass --class 0..{gen.net.label_size - 1}")
-        labels = [class_idx] * len(seed_list)
+    labels = gen.class_labels(class_idx, len(seed_list))
     os.makedirs(outdir, exist_ok=True)
     out = gen.generate(seeds=seed_list, labels=labels, truncate=truncate)
     if gen.resolution < gen.net.resolution:

@@ -47,7 +47,7 @@ def _parse_grid(text: str) -> tuple[int, int]:
 @friendly_errors
 def interpolate(network, out, duration, fps, sigma, grid, size, seed, strip, steps, class_idx, device):
     """Latent-space interpolation video (the paper's), or a still slerp strip between two seeds."""
-    from .explore import interpolation_strip, interpolation_video, labels_for
+    from .explore import interpolation_strip, interpolation_video
 
     if strip:
         try:
@@ -69,7 +69,7 @@ def interpolate(network, out, duration, fps, sigma, grid, size, seed, strip, ste
     if frames < 2 or fps <= 0:
         raise click.ClickException("the video needs at least 2 frames: raise --duration or --fps")
     gen = _load(network, device)
-    labels_for(gen, class_idx, 1)                      # a --class mismatch fails before any work
+    gen.class_labels(class_idx, 1)                     # a --class mismatch fails before any work
     bar = _bar(frames, "frame")
     try:
         r = interpolation_video(gen, out, duration, fps, sigma, cols_rows, size, seed, class_idx, progress=bar.update)

@@ -24,16 +24,6 @@ def _resize(frame: np.ndarray, size: int | None) -> np.ndarray:
     return np.asarray(img)
 
 
-def labels_for(gen: LoadedGenerator, class_idx: int | None, n: int):
-    if not gen.net.label_size:
-        if class_idx is not None:
-            raise ValueError("--class: this generator is not conditional; drop --class")
-        return None
-    if class_idx is None or not 0 <= class_idx < gen.net.label_size:
-        raise ValueError(f"this generator is conditional: pass --class 0..{gen.net.label_size - 1}")
-    return [class_idx] * n
-
-
 def write_video(out: str, fps: float, kind: str, frames, progress=None) -> None:
     """Frames from an iterable into ``out``; on any error (or Ctrl-C) nothing is left behind."""
     writer = VideoWriter(out, fps, kind)
@@ -63,7 +53,7 @@ def interpolation_video(gen: LoadedGenerator, out: str, duration: float = 10.0, 
         raise ValueError(f"{frames} frames x {cols * rows} streams of {gen.z_dim}-d latents do not fit in memory; "
                          f"lower --duration, --fps or --grid")
     z = smooth_latent_path(frames, cols * rows, gen.z_dim, sigma, seed)
-    labels = labels_for(gen, class_idx, cols * rows)
+    labels = gen.class_labels(class_idx, cols * rows)
     def grids():
         for t in range(frames):
             images = gen.generate(z=z[t], labels=labels).images
@@ -80,7 +70,7 @@ def interpolation_strip(gen: LoadedGenerator, seed_a: int, seed_b: int, steps: i
         raise ValueError("--steps must be at least 2")
     za, zb = latents_for_seeds([seed_a, seed_b], gen.z_dim).numpy()
     z = np.stack([slerp(za, zb, t) for t in np.linspace(0.0, 1.0, steps)])
-    images = gen.generate(z=z, labels=labels_for(gen, class_idx, steps)).images
+    images = gen.generate(z=z, labels=gen.class_labels(class_idx, steps)).images
     strip = make_grid(images, steps)
     save_png(out, strip)
     return strip
@@ -174,7 +164,7 @@ def find_neighbors(gen: LoadedGenerator, data: str, seeds: list[int], k: int, sp
     res = gen.resolution
     images = load_images(data, gen.net.resolution, gen.net.channels, data_count)
     level = images.levels[res]
-    fakes = gen.generate(seeds=seeds, labels=labels_for(gen, class_idx, len(seeds))).images      # [Q, H, W, C]
+    fakes = gen.generate(seeds=seeds, labels=gen.class_labels(class_idx, len(seeds))).images      # [Q, H, W, C]
     fakes_chw = torch.from_numpy(fakes).permute(0, 3, 1, 2).float()
     if space == "inception":
         from .metrics.inception import load_inception
