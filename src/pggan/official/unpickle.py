@@ -19,7 +19,6 @@ class OfficialPickleError(ValueError):
 class TFNetwork:
     """Stand-in for ``tfutil.Network``: ``state`` = {version, name, static_kwargs, build_module_src,
     build_func_name, variables: [(name, ndarray), ...]}."""
-    kind = "tensorflow"
 
     def __setstate__(self, state):
         self.state = state
@@ -28,7 +27,6 @@ class TFNetwork:
 class TheanoNetwork:
     """Stand-in for the Theano release's ``network.Network``: ``state`` = {build_func_spec,
     build_module_src, param_values: [ndarray, ...], toplevel_params: {name: ndarray}}."""
-    kind = "theano"
 
     def __setstate__(self, state):
         self.state = state
