@@ -293,3 +293,15 @@ def test_compiled_training_matches_eager(tmp_path):
         trainer = Trainer(cfg.replace(compile=compiled), images, torch.device("cpu"))
         losses[compiled] = [float(trainer.step()["loss_d"]) for _ in range(4)]
     assert np.allclose(losses[True], losses[False], rtol=1e-3, atol=1e-4)
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_flagged(monkeypatch):
+    from pggan.training.loop import precision_note
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert "no native bf16" in precision_note(cpu, "bf16")
+    assert precision_note(cpu, "fp32") is None
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert precision_note(cpu, "bf16") is None

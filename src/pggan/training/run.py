@@ -16,7 +16,7 @@ from .checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, sa
 from .images import make_grid, save_png, to_uint8
 from .dist import DistInfo, all_mean, any_rank, check_identical, init_from_env, shutdown
 from .loop import (STAT_KEYS, StopRequest, Trainer, _crossed, format_tick, grid_latents, peak_memory_mb,
-                   resolve_device, truncate_stats, write_json_line)
+                   precision_note, resolve_device, truncate_stats, write_json_line)
 
 RUN_RE = re.compile(r"^(\d{5})-")
 
@@ -131,8 +131,9 @@ class Run:
                 truncate_stats(os.path.join(self.run_dir, name), self.trainer.cur_nimg / 1000.0)
             self.log(f"resumed from {resume} at kimg {self.trainer.cur_nimg / 1000:.1f} on {device}"
                      + (f" with {info.world} processes" if info.enabled else ""))
-        for note in notes:
-            self.log(note)
+        for note in notes + [precision_note(device, cfg.precision)]:
+            if note:
+                self.log(note)
         self.grid_z, self.grid_labels = grid_latents(cfg, images.label_size)
         self.session_start = time.time() - self.trainer.wall_offset
         self.tick = int(self.trainer.cur_nimg // (cfg.tick_kimg * 1000))
