@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+METRICS = ("swd", "msssim", "fid", "is")     # what pggan.metrics computes
+
+
 class ConfigError(ValueError):
     """A configuration value is invalid; the message says which and how to fix it."""
 
@@ -280,9 +283,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(cfg.image_kimg >= 0 and cfg.checkpoint_kimg >= 0, "image_kimg and checkpoint_kimg must be >= 0")
     need(cfg.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
     need(1 <= cfg.grid_size <= 32, "grid_size must be from 1 to 32")
-    known = ("swd", "msssim", "fid", "is")
-    bad = [m for m in cfg.metrics.split(",") if m.strip() and m.strip().lower() not in known]
-    need(not bad, f"metrics: unknown metric '{bad[0] if bad else ''}'; choose from {', '.join(known)}")
+    bad = [m for m in cfg.metrics.split(",") if m.strip() and m.strip().lower() not in METRICS]
+    need(not bad, f"metrics: unknown metric '{bad[0] if bad else ''}'; choose from {', '.join(METRICS)}")
     need(cfg.metrics_kimg >= 0, "metrics_kimg must be >= 0")
     need(cfg.metrics_num >= 10, f"metrics_num must be >= 10, got {cfg.metrics_num}")
     need(cfg.metrics_pairs >= 1, "metrics_pairs must be >= 1")

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..config import METRICS
 from ..training.checkpoint import atomic_write
 from ..training.dist import DistInfo, all_sum, gather_rows
 from .fid import FeatureStats, InceptionScore, frechet_distance
 from .msssim import ms_ssim
 from .swd import SWDAccumulator
 
-AVAILABLE = ("swd", "msssim", "fid", "is")
+AVAILABLE = METRICS
 STATS_VERSION = 1
 
 
@@ -215,33 +216,47 @@ class Evaluator:
 
 # ---- a saved network against its data (``pggan metrics``) --------------------------------------
 
+def image_sources(gen, level, seed: int, progress=None):
+    """``fake_fn`` and ``real_fn`` for :meth:`Evaluator.evaluate`: generated image ``i`` is seed
+    ``1,000,000 * seed + i`` (classes in turn for a conditional generator) at the generator's level;
+    the real images of ``level`` get the same fade blend. ``progress(n)`` counts generated images."""
+    from ..layers import fade_images
+
+    def fake_fn(indices):
+        seeds = [seed * 1_000_000 + i for i in indices]
+        labels = [s % gen.net.label_size for s in seeds] if gen.net.label_size else None
+        if progress:
+            progress(len(seeds))
+        return torch.from_numpy(gen.generate(seeds=seeds, labels=labels).images).permute(0, 3, 1, 2).float()
+
+    def real_fn(idx):
+        return fade_images(torch.from_numpy(np.asarray(level[np.asarray(idx)])).float(), gen.alpha).round()
+
+    return fake_fn, real_fn
+
+
+def stats_key(fingerprint: str, count: int, load_seed: int, channels: int, res: int, alpha: float) -> str:
+    """What the real images of an evaluation depend on (for the statistics cache)."""
+    return f"{fingerprint}|count={count}|seed={load_seed}|c={channels}|res={res}|alpha={alpha:.6f}"
+
+
 def evaluate_network(network: str, data: str, opts: MetricOptions, device="cpu", data_count: int = 10000,
                      real_baseline: bool = False, progress=None) -> dict:
     """``progress(n)`` is called with the number of images generated as they are."""
     from ..api import load_generator
     from ..data.images import load_images
-    from ..layers import fade_images
 
     gen = load_generator(network, device=device)
     res, channels = gen.resolution, gen.net.channels          # a mid-growth checkpoint: its current level
     if "swd" in opts.names and res < 8:
         raise ValueError(f"SWD needs images of 8x8 or more, but '{network}' was saved while its run trained at "
                          f"{res}x{res}; use a later checkpoint, or leave swd out of --metrics")
-    images = load_images(data, gen.net.resolution, channels, max(data_count, opts.num), opts.seed)
+    count = max(data_count, opts.num)
+    images = load_images(data, gen.net.resolution, channels, count, opts.seed)
     level = images.levels[res]
     evaluator = Evaluator(opts, torch.device(device))
-
-    def fake_fn(indices):
-        seeds = [opts.seed * 1_000_000 + i for i in indices]
-        labels = [s % gen.net.label_size for s in seeds] if gen.net.label_size else None
-        if progress:
-            progress(len(seeds))
-        return torch.from_numpy(gen.generate(seeds=seeds, labels=labels).images).permute(0, 3, 1, 2).float()
-
-    def real_fn(idx):                         # blended like the fakes when the checkpoint was mid-fade
-        return fade_images(torch.from_numpy(np.asarray(level[np.asarray(idx)])).float(), gen.alpha).round()
-
-    key = f"{data_fingerprint(data)}|count={data_count}|res={res}|alpha={gen.alpha:.6f}|c={channels}"
+    fake_fn, real_fn = image_sources(gen, level, opts.seed, progress)
+    key = stats_key(data_fingerprint(data), count, opts.seed, channels, res, gen.alpha)
     result = evaluator.evaluate(fake_fn, real_fn, len(level), key)
     if "msssim" in opts.names and real_baseline:
         result["msssim_real"] = evaluator.real_msssim(real_fn, len(level))
@@ -254,8 +269,8 @@ def evaluate_network(network: str, data: str, opts: MetricOptions, device="cpu",
 def append_results(run_dir: str, result: dict, kimg: float | None, names=AVAILABLE) -> list[str]:
     """One JSON line per metric in ``metric-<name>.jsonl`` of the run directory."""
     written = []
-    common = {k: result[k] for k in ("network", "data", "num", "seed", "resolution", "seconds", "inception")
-              if k in result}
+    common = {k: result[k] for k in ("network", "data", "num", "seed", "resolution", "alpha", "wall_s", "seconds",
+                                     "inception") if k in result}
     for name in names:
         if name in result:
             rec = dict(common, kimg=kimg, time=time.strftime("%Y-%m-%dT%H:%M:%S"))

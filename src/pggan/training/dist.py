@@ -94,9 +94,7 @@ def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
 
 
 def all_mean(t: torch.Tensor, world: int) -> torch.Tensor:
-    t = t.detach().clone()
-    dist.all_reduce(t)
-    return t / world
+    return all_sum(t) / world
 
 
 def any_rank(flag: bool, device: torch.device) -> bool:
