@@ -169,3 +169,14 @@ def test_export_safetensors_json_onnx(tiny_run, tmp_path):
     r = CliRunner().invoke(main, ["export", "--network", f"{tiny_run}/{ckpt}", "--outdir", str(tmp_path / "y"),
                                   "--resolution", "12"])
     assert r.exit_code == 1 and "power of two" in r.output
+
+
+def test_mp4_falls_back_to_gif_without_imageio_ffmpeg(tiny_run, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)          # as if the package were not installed
+    r = CliRunner().invoke(main, ["interpolate", "--network", f"{tiny_run}/generator-final.safetensors",
+                                  "--out", str(tmp_path / "walk.mp4"), "--duration", "0.3", "--fps", "10"])
+    assert r.exit_code == 0, r.output
+    assert "a GIF was written instead" in r.output and (tmp_path / "walk.gif").is_file()
+    assert not (tmp_path / "walk.mp4").exists() and len(read_video_frames(str(tmp_path / "walk.gif"))) == 3

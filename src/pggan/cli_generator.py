@@ -21,6 +21,12 @@ def _bar(total: int, unit: str):
     return tqdm(total=total, unit=unit, dynamic_ncols=True, leave=False)
 
 
+def _fallback_note(asked: str, written: str) -> None:
+    if written != asked:
+        click.echo(f"note: imageio-ffmpeg is not installed, so a GIF was written instead of {asked} "
+                   f"(pip install 'pggan[video]' for MP4)")
+
+
 def _parse_grid(text: str) -> tuple[int, int]:
     try:
         cols, rows = (int(v) for v in text.lower().split("x"))
@@ -75,6 +81,7 @@ def interpolate(network, out, duration, fps, sigma, grid, size, seed, strip, ste
         r = interpolation_video(gen, out, duration, fps, sigma, cols_rows, size, seed, class_idx, progress=bar.update)
     finally:
         bar.close()
+    _fallback_note(out, r["path"])
     click.echo(f"wrote {r['path']} ({r['frames']} frames at {fps:g} fps, sigma {sigma:g} frames)")
 
 
@@ -98,6 +105,7 @@ def training_video_cmd(run_dir, out, fps, size):
         r = training_video(run_dir, out, fps, size, progress=bar.update)
     finally:
         bar.close()
+    _fallback_note(out, r["path"])
     click.echo(f"wrote {r['path']} ({r['frames']} frames)")
 
 

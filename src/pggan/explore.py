@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 
 from .api import LoadedGenerator, latents_for_seeds
 from .training.images import make_grid, save_png
-from .video import VideoWriter, available_memory, check_frames_fit, slerp, smooth_latent_path, video_kind
+from .video import VideoWriter, available_memory, check_frames_fit, slerp, smooth_latent_path, video_output
 
 
 def _resize(frame: np.ndarray, size: int | None) -> np.ndarray:
@@ -42,7 +42,7 @@ def interpolation_video(gen: LoadedGenerator, out: str, duration: float = 10.0, 
                         sigma: float = 45.0, grid: tuple[int, int] = (1, 1), size: int | None = None,
                         seed: int = 0, class_idx: int | None = None, progress=None) -> dict:
     """The paper's latent walk: ``grid`` = (columns, rows) streams, ``size`` = height of one stream."""
-    kind = video_kind(out)
+    out, kind = video_output(out)
     frames = int(round(duration * fps))
     if frames < 2 or fps <= 0:
         raise ValueError("the video needs at least 2 frames: raise --duration or --fps")
@@ -104,7 +104,7 @@ def training_frames(run_dir: str) -> list[tuple[float, str, int | None]]:
 
 
 def training_video(run_dir: str, out: str, fps: float = 4.0, size: int | None = None, progress=None) -> dict:
-    kind = video_kind(out)
+    out, kind = video_output(out)
     frames = training_frames(run_dir)
     first = np.asarray(Image.open(frames[0][1]).convert("RGB"))
     h = size or first.shape[0]

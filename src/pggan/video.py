@@ -53,7 +53,9 @@ def available_memory() -> int:
     return 8 << 30
 
 
-def video_kind(path: str) -> str:
+def video_output(path: str) -> tuple[str, str]:
+    """(path, kind) to write: an .mp4 through imageio-ffmpeg's own ffmpeg, or, where that package is not
+    installed, a GIF beside it (the fallback; callers report the path actually written)."""
     ext = os.path.splitext(path)[1].lower()
     if ext not in (".mp4", ".gif"):
         raise ValueError(f"'{path}': the output must end in .mp4 or .gif")
@@ -61,9 +63,8 @@ def video_kind(path: str) -> str:
         try:
             import imageio_ffmpeg  # noqa: F401
         except ImportError:
-            raise ValueError("writing MP4 needs imageio-ffmpeg (pip install 'pggan[video]'); "
-                             "or write a .gif instead") from None
-    return ext[1:]
+            return os.path.splitext(path)[0] + ".gif", "gif"
+    return path, ext[1:]
 
 
 def check_frames_fit(kind: str, frames: int, height: int, width: int) -> None:
@@ -80,7 +81,7 @@ class VideoWriter:
     end, so an interrupted job leaves no half-written video."""
 
     def __init__(self, path: str, fps: float, kind: str | None = None):
-        self.path, self.fps, self.kind = path, fps, kind or video_kind(path)
+        self.path, self.fps, self.kind = path, fps, kind or video_output(path)[1]
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
         fd, self.tmp = tempfile.mkstemp(prefix=".tmp-", suffix="." + self.kind, dir=folder)
