@@ -7,6 +7,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .conv import conv2d
+
 SQRT2 = math.sqrt(2.0)
 
 
@@ -26,10 +28,9 @@ class EqualizedConv2d(nn.Module):
         self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel) * (1.0 if use_wscale else he_std))
         self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
         self.scale = he_std if use_wscale else 1.0
-        self.padding = kernel // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
+        return conv2d(x, self.weight * self.scale, self.bias)
 
 
 class EqualizedLinear(nn.Module):

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import LossConfig
+from .conv import double_backward_convs
 from .layers import at_least_fp32
 
 
@@ -27,7 +28,8 @@ def _label_term(logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tens
 def input_gradient_norm(D, x: torch.Tensor, res_log2: int, alpha: float, grad_scale: float = 1.0):
     """Per-sample L2 norm of dD(x)/dx (graph kept for the double backward), and D's output on x."""
     x = x.detach().requires_grad_(True)
-    out = D(x, res_log2, alpha)
+    with double_backward_convs():
+        out = D(x, res_log2, alpha)
     (grad,) = torch.autograd.grad(at_least_fp32(out[:, 0]).sum() * grad_scale, x, create_graph=True)
     norm = (at_least_fp32(grad) / grad_scale).flatten(1).norm(dim=1)
     return norm, out

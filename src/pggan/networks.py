@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import NetworkConfig
+from .conv import conv2d
 from .layers import (SQRT2, EqualizedConv2d, EqualizedLinear, downsample2x, lerp, minibatch_stddev,
                      pixel_norm, upsample2x)
 
@@ -131,7 +132,7 @@ class _DConv(nn.Module):
             x = x * (1.0 + noise * torch.randn_like(x))
         if pool:        # the reference's fused conv + downscale: 2x2 average before bias and activation
             c = self.conv
-            x = downsample2x(F.conv2d(x, c.weight * c.scale, None, padding=c.padding)) + c.bias.reshape(1, -1, 1, 1)
+            x = downsample2x(conv2d(x, c.weight * c.scale)) + c.bias.reshape(1, -1, 1, 1)
         else:
             x = self.conv(x)
         if self.norm is not None:
