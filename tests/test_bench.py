@@ -52,3 +52,19 @@ def test_conv_peak_reports_forward_backward_and_the_step_bound():
         assert abs(s["step_bound_gflops"] - 3 / (1 / f + 2 / b)) < 1e-9 * f
         assert min(f, b) <= s["step_bound_gflops"] <= max(f, b)
     assert r["peak_gflops"] == max(s["gflops"] for s in r["shapes"])
+
+
+def test_fixed_step_cost_separates_what_does_not_grow_with_the_batch():
+    import time
+
+    from pggan.bench import _fixed, fixed_step_cost
+    from pggan.schedule import Phase
+
+    class FakeTrainer:   # a step costs 30 ms + 2 ms per image
+        def step(self, ph):
+            time.sleep(0.030 + 0.002 * ph.batch)
+    ph = Phase(kimg=0.0, lod=0.0, res_log2=3, alpha=1.0, batch=16, g_lr=1e-3, d_lr=1e-3)
+    fixed = fixed_step_cost(FakeTrainer(), ph, dt=0.030 + 0.002 * 16, seconds=0.2, device=torch.device("cpu"))
+    assert abs(fixed - 0.030) < 0.006
+    row = {"fixed_ms": 31.0, "img_per_s": 16 / 0.062, "batch": 16}
+    assert _fixed(row) == "31 (50%)" and _fixed({}) == "-"

@@ -87,6 +87,30 @@ def test_equalized_lr_runtime_scaling():
     assert he.scale == 1.0 and abs(he.weight.std().item() - math.sqrt(2 / (64 * 9))) < 0.005
 
 
+@pytest.mark.parametrize("n,res,bias", [(1, 4, True), (1, 4, False), (16, 16, True), (16, 16, False)])
+def test_equalized_layers_scale_weight_or_output_alike(n, res, bias):
+    """Small outputs are scaled instead of the weight (1x4x4 < 64*9; 16x16x16 >= 64*9): same values and
+    gradients either way, for the conv and the dense layer (with and without bias)."""
+    torch.manual_seed(0)
+    conv = EqualizedConv2d(64, 32, 3, bias=bias).double()
+    lin = EqualizedLinear(64, 32, bias=bias).double()
+    if bias:
+        torch.nn.init.normal_(conv.bias)
+        torch.nn.init.normal_(lin.bias)
+    x = torch.randn(n, 64, res, res, dtype=torch.float64)
+    rows = x.permute(0, 2, 3, 1).reshape(-1, 64)     # [N*H*W, 64]: 16 rows (< 64) or 4096
+    for layer, inp, ref_fn in ((conv, x, lambda w, b: F.conv2d(x, w, b, padding=1)),
+                               (lin, rows, lambda w, b: F.linear(rows, w, b))):
+        y = layer(inp)
+        w = layer.weight.detach().clone().requires_grad_()
+        ref = ref_fn(w * layer.scale, layer.bias)
+        torch.testing.assert_close(y, ref)
+        g = torch.randn_like(y)
+        (gw,) = torch.autograd.grad(y, layer.weight, g)
+        (gw_ref,) = torch.autograd.grad(ref, w, g)
+        torch.testing.assert_close(gw, gw_ref)
+
+
 def test_special_gains():
     G, D = Generator(SMALL), Discriminator(SMALL)
     assert math.isclose(G.blocks["2"].dense.scale, math.sqrt(2) / 4 / math.sqrt(16))

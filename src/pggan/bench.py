@@ -2,11 +2,13 @@
 
 Measures, in one process: the 3x3 convolution peak (fp32 and bf16, channels_last), the training
 step's images/s at each resolution in a stabilise and a fade phase, the FLOPs one step executes
-(counted by :mod:`pggan.flops`), achieved GFLOP/s and its share of the peak, peak memory and the
-data loader's images/s at the same level, reading a memory-mapped dataset with mirroring on.
+(counted by :mod:`pggan.flops`), achieved GFLOP/s and its share of the peak, the step's fixed cost
+(what does not shrink with the batch), peak memory and the data loader's images/s at the same level,
+reading a memory-mapped dataset with mirroring on.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -120,13 +122,31 @@ def iter_steps(cfg: TrainConfig, device: torch.device, resolutions, seconds: flo
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             dt, n = _timeit(step, seconds, warmup=3 if cfg.compile else 1)
+            mem = peak_memory_mb(device)
             order = DataOrder(len(stored), 0, True)
             load_dt, _ = _timeit(lambda: minibatch(stored, order, ph.batch, res, device), min(seconds, 0.3), 5)
-            yield {"resolution": res, "phase": "stabilise" if alpha == 1.0 else "fade", "batch": ph.batch,
+            row = {"resolution": res, "phase": "stabilise" if alpha == 1.0 else "fade", "batch": ph.batch,
                    "img_per_s": ph.batch / dt, "gflop_per_img": flops / ph.batch / 1e9,
-                   "gflops": flops / dt / 1e9, "steps_timed": n, "mem_mb": peak_memory_mb(device),
+                   "gflops": flops / dt / 1e9, "steps_timed": n, "mem_mb": mem,
                    "loader_img_per_s": ph.batch / load_dt}
+            if alpha == 1.0 and ph.batch % 4 == 0:
+                row["fixed_ms"] = fixed_step_cost(trainer, ph, dt, seconds / 2, device) * 1e3
+            yield row
     tmp.cleanup()
+
+
+def fixed_step_cost(trainer: Trainer, ph: Phase, dt: float, seconds: float, device: torch.device) -> float:
+    """A step's cost that does not grow with the batch (op dispatch, autograd bookkeeping, kernel
+    launches, the optimizers), in seconds: with t(B) = fixed + B * per_image, the step time at B
+    (``dt``) and at B / 4 give fixed = (4 t(B / 4) - t(B)) / 3."""
+    small = dataclasses.replace(ph, batch=ph.batch // 4)
+
+    def step():
+        trainer.step(small)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    dt_small, _ = _timeit(step, seconds)
+    return max((4 * dt_small - dt) / 3, 0.0)
 
 
 def run_bench(device: torch.device, precisions=("fp32", "bf16"), paper_max_res: int = 16, seconds: float = 3.0,
@@ -161,13 +181,21 @@ def run_bench(device: torch.device, precisions=("fp32", "bf16"), paper_max_res: 
 
 
 HEADER = (f"{'network':<10}{'prec':<6}{'res':>5} {'phase':<10}{'batch':>6}{'img/s':>9}{'GFLOP/img':>11}"
-          f"{'GFLOP/s':>9}{'%peak':>7}{'%bound':>8}{'mem MB':>9}{'loader img/s':>14}")
+          f"{'GFLOP/s':>9}{'%peak':>7}{'%bound':>8}{'fixed ms':>10}{'mem MB':>9}{'loader img/s':>14}")
 
 
 def format_row(r: dict) -> str:
     return (f"{r['network']:<10}{r['precision']:<6}{r['resolution']:>5} {r['phase']:<10}{r['batch']:>6}"
             f"{r['img_per_s']:>9.1f}{r['gflop_per_img']:>11.2f}{r['gflops']:>9.1f}{100 * r['peak_fraction']:>6.0f}%"
-            f"{100 * r['bound_fraction']:>7.0f}%{r['mem_mb']:>9.0f}{r['loader_img_per_s']:>14.0f}")
+            f"{100 * r['bound_fraction']:>7.0f}%{_fixed(r):>10}{r['mem_mb']:>9.0f}{r['loader_img_per_s']:>14.0f}")
+
+
+def _fixed(r: dict) -> str:
+    """The fixed per-step cost and its share of the step, e.g. '15 (58%)'."""
+    if "fixed_ms" not in r:
+        return "-"
+    share = r["fixed_ms"] / 1e3 * r["img_per_s"] / r["batch"]
+    return f"{r['fixed_ms']:.0f} ({100 * share:.0f}%)"
 
 
 def write_json(path: str, result: dict) -> None:
