@@ -23,6 +23,9 @@ import torch.nn.functional as F
 
 aten = torch.ops.aten
 _ENABLED = contextvars.ContextVar("pggan_double_backward_convs", default=False)
+# Below 16x16 PyTorch's own double backward is as fast (its image-sized kernels are small there) and
+# costs fewer Python calls; measured on the reference network at 4x4, 8x8, 16x16 and 32x32.
+MIN_SIZE = 16
 
 
 @contextlib.contextmanager
@@ -37,7 +40,7 @@ def double_backward_convs():
 
 def conv2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
     """``F.conv2d(x, w, b, padding=k // 2)`` for an odd square kernel ``k``."""
-    if not _ENABLED.get():
+    if not _ENABLED.get() or x.shape[-1] < MIN_SIZE:
         return F.conv2d(x, w, b, padding=w.shape[-1] // 2)
     if torch.is_autocast_enabled(x.device.type):
         dtype = torch.get_autocast_dtype(x.device.type)
