@@ -73,9 +73,10 @@ def test_penalty_gradients_match_pytorch_convolutions(k, alpha, monkeypatch):
 
 
 def test_penalty_runs_no_image_sized_kernels_and_no_unneeded_work():
-    cfg = NetworkConfig(resolution=32, fmap_base=32, fmap_max=8, latent_size=8)
+    # 64 maps, batch 2: the 16x16 layers scale their output (a leaf weight), the 32x32 ones their weight
+    cfg = NetworkConfig(resolution=32, fmap_base=2048, fmap_max=64, latent_size=8)
     D = Discriminator(cfg)
-    x, y = torch.randn(2, 4, 3, 32, 32)
+    x, y = torch.randn(2, 2, 3, 32, 32)
     with ConvCalls() as rec:
         gradient_penalty(D, x, y, 5, 1.0).mean().backward()
     kernels = {shape[-1] for kind, shape in rec.calls if kind == "forward"}

@@ -288,11 +288,15 @@ def test_compiled_training_matches_eager(tmp_path):
 
     cfg = tiny_config(tmp_path)
     images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)
+    from torch._dynamo.utils import counters
+
     losses = {}
+    counters.clear()
     for compiled in (False, True):
         trainer = Trainer(cfg.replace(compile=compiled), images, torch.device("cpu"))
         losses[compiled] = [float(trainer.step()["loss_d"]) for _ in range(4)]
     assert np.allclose(losses[True], losses[False], rtol=1e-3, atol=1e-4)
+    assert not counters["graph_break"], dict(counters["graph_break"])   # whole networks, not per-layer pieces
 
 
 def test_bf16_on_a_cpu_without_native_bf16_is_flagged(monkeypatch):

@@ -40,7 +40,8 @@ def double_backward_convs():
 
 def conv2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
     """``F.conv2d(x, w, b, padding=k // 2)`` for an odd square kernel ``k``."""
-    if not _ENABLED.get() or x.shape[-1] < MIN_SIZE:
+    # compiled graphs have no double backward (the penalty's D pass runs eager)
+    if torch.compiler.is_compiling() or not _ENABLED.get() or x.shape[-1] < MIN_SIZE:
         return F.conv2d(x, w, b, padding=w.shape[-1] // 2)
     if torch.is_autocast_enabled(x.device.type):
         dtype = torch.get_autocast_dtype(x.device.type)
@@ -63,7 +64,7 @@ def _wanted(ctx, i: int) -> bool:
         return False
     try:
         return torch._C._will_engine_execute_node(node)
-    except RuntimeError:   # a leaf under autograd.grad(): the engine cannot say, so compute it
+    except RuntimeError:   # one of autograd.grad()'s own inputs: wanted
         return True
 
 
