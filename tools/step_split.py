@@ -1,22 +1,53 @@
-"""Where a training step's time goes: the D and G steps of the reference network at 32x32 (counted FLOPs,
-time, GFLOP/s), the share of convolutions in the profiled step, and the forward and backward speed of
-its 3x3 convolution on their own.
+"""Where a training step's time goes, by kernel: the reference network's step at one resolution, every
+aten call timed (forward convolutions, input gradients, weight gradients, everything else), with the
+FLOPs and GFLOP/s of each kind; then the three 3x3 convolution kernels on their own, on all threads and
+on one.
 
-    python tools/step_split.py
+    python tools/step_split.py [--res 32] [--steps 5]
 """
+import argparse
+import collections
 import time
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from pggan.bench import reference_config
 from pggan.data.images import load_images
-from pggan.flops import count_flops
+from pggan.flops import conv_flops
 from pggan.schedule import Phase
 from pggan.training.loop import Trainer
 
+aten = torch.ops.aten
 
-def seconds(fn, n=6):
+
+class KernelTimer(TorchDispatchMode):
+    """Seconds and FLOPs per kind of aten call (on the CPU, where a call returns when its work is done)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = collections.defaultdict(float)
+        self.flops = collections.defaultdict(float)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        start = time.perf_counter()
+        out = func(*args, **(kwargs or {}))
+        dt = time.perf_counter() - start
+        kind, flops = "other (element-wise, matmul, optimizer)", 0
+        if func.overloadpacket is aten.convolution:
+            kind, flops = "conv forward", conv_flops(args[0].shape, args[1].shape, out.shape, bool(args[6]))
+        elif func.overloadpacket is aten.convolution_backward:
+            grad_out, x, w, mask = args[0], args[1], args[2], args[10]
+            kind = {(True, False): "conv input gradient", (False, True): "conv weight gradient"}.get(
+                (mask[0], mask[1]), "conv input + weight gradients")
+            flops = conv_flops(x.shape, w.shape, grad_out.shape, bool(args[7])) * (int(mask[0]) + int(mask[1]))
+        self.seconds[kind] += dt
+        self.flops[kind] += flops
+        return out
+
+
+def seconds_per_call(fn, n=10):
     fn()
     start = time.perf_counter()
     for _ in range(n):
@@ -24,29 +55,54 @@ def seconds(fn, n=6):
     return (time.perf_counter() - start) / n
 
 
-cfg = reference_config("fp32")
-images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)
-trainer = Trainer(cfg, images, torch.device("cpu"))
-ph = Phase(kimg=0, lod=0.0, res_log2=5, alpha=1.0, batch=16, g_lr=1e-3, d_lr=1e-3)
-trainer.step(ph)
-micro = [slice(0, 16)]
-for name, fn in (("D step", lambda: trainer._d_step(ph, micro)), ("G step", lambda: trainer._g_step(ph, micro))):
-    flops = count_flops(fn)["total"]
-    dt = seconds(fn)
-    print(f"{name}: {dt * 1e3:.0f} ms, {flops / 1e9:.1f} GFLOP, {flops / dt / 1e9:.0f} GFLOP/s")
-with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-    for _ in range(3):
+def kernels(n=16, c=128, r=32):
+    cl = torch.channels_last
+    x, g = (torch.randn(n, c, r, r).contiguous(memory_format=cl) for _ in range(2))
+    w = torch.randn(c, c, 3, 3).contiguous(memory_format=cl)
+    flops = 2 * n * c * c * 9 * r * r
+
+    def bwd(mask):
+        return lambda: aten.convolution_backward(g, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, mask)
+    return {name: flops / seconds_per_call(fn) / 1e9 for name, fn in (
+        ("forward", lambda: F.conv2d(x, w, padding=1)),
+        ("input gradient", bwd([True, False, False])),
+        ("weight gradient", bwd([False, True, False])))}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--res", type=int, default=32, choices=(4, 8, 16, 32))
+    ap.add_argument("--steps", type=int, default=5)
+    args = ap.parse_args()
+    cfg = reference_config("fp32")
+    images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)
+    trainer = Trainer(cfg, images, torch.device("cpu"))
+    k = args.res.bit_length() - 1
+    ph = Phase(kimg=0, lod=float(cfg.net.resolution_log2 - k), res_log2=k, alpha=1.0, batch=16, g_lr=1e-3, d_lr=1e-3)
+    for _ in range(2):
         trainer.step(ph)
-ops = prof.key_averages()
-total = sum(e.self_cpu_time_total for e in ops)
-conv = sum(e.self_cpu_time_total for e in ops if "convolution" in e.key)
-print(f"profiled steps: convolutions (forward and backward) {100 * conv / total:.0f} % of the time")
-for n in (16, 32):
-    x = torch.randn(n, 128, 32, 32).contiguous(memory_format=torch.channels_last).requires_grad_()
-    w = torch.randn(128, 128, 3, 3).contiguous(memory_format=torch.channels_last).requires_grad_()
-    flops = 2 * n * 128 * 128 * 9 * 32 * 32
-    fwd = seconds(lambda: F.conv2d(x, w, padding=1), 10)
-    g = torch.randn(n, 128, 32, 32).contiguous(memory_format=torch.channels_last)
-    bwd = seconds(lambda: torch.autograd.grad(F.conv2d(x, w, padding=1), (x, w), g), 10) - fwd
-    print(f"conv3x3 batch {n}, 128 maps, 32x32: forward {flops / fwd / 1e9:.0f} GFLOP/s, "
-          f"backward (input and weight) {2 * flops / bwd / 1e9:.0f} GFLOP/s")
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        trainer.step(ph)
+    plain = (time.perf_counter() - start) / args.steps
+    timer = KernelTimer()
+    with timer:
+        for _ in range(args.steps):
+            trainer.step(ph)
+    total = sum(timer.seconds.values())
+    print(f"reference network, {args.res}x{args.res}, batch 16: {plain * 1e3:.0f} ms per step "
+          f"({total / args.steps * 1e3:.0f} ms in timed aten calls)")
+    for kind, s in sorted(timer.seconds.items(), key=lambda kv: -kv[1]):
+        gf = timer.flops[kind] / s / 1e9 if timer.flops[kind] else float("nan")
+        print(f"  {kind:<42}{100 * s / total:5.1f} %  {timer.flops[kind] / args.steps / 1e9:7.2f} GFLOP  {gf:6.0f} GFLOP/s")
+    threads = torch.get_num_threads()
+    for t in sorted({threads, 1}, reverse=True):
+        torch.set_num_threads(t)
+        speeds = kernels()
+        print(f"3x3 kernels, batch 16, 128 maps, 32x32, {t} thread(s): "
+              + ", ".join(f"{name} {v:.0f}" for name, v in speeds.items()) + " GFLOP/s")
+    torch.set_num_threads(threads)
+
+
+if __name__ == "__main__":
+    main()
