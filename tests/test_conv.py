@@ -89,3 +89,17 @@ def test_penalty_runs_no_image_sized_kernels_and_no_unneeded_work():
     masks = [m for kind, m in rec.calls if kind == "backward"]
     n_convs = sum(1 for kind, _ in rec.calls if kind == "forward")
     assert masks == [(True, False, False)] * n_convs
+
+
+def test_penalty_under_bf16_autocast_matches_fp32():
+    """The custom path casts like autocast would and returns fp32 gradients for fp32 parameters."""
+    cfg = NetworkConfig(resolution=16, fmap_base=256, fmap_max=16, latent_size=8)
+    D = Discriminator(cfg)
+    x, y = torch.randn(2, 4, 3, 16, 16)
+    ref = _penalty_grads(D, x, y, 4, 1.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16), ConvCalls() as rec:
+        got = _penalty_grads(D, x, y, 4, 1.0)
+    assert ("backward", (False, True, False)) in rec.calls       # the custom weight-gradient kernel ran
+    flat = [torch.cat([g.flatten() for g in d.values()]) for d in (ref, got)]
+    assert all(g.dtype == torch.float32 for g in got.values())
+    assert F.cosine_similarity(flat[0], flat[1], dim=0) > 0.99
