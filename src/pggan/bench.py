@@ -111,11 +111,7 @@ def iter_steps(cfg: TrainConfig, device: torch.device, resolutions, seconds: flo
         for alpha in ((1.0, 0.5) if fades and res > 4 else (1.0,)):
             ph = Phase(kimg=0.0, lod=float(cfg.net.resolution_log2 - k) + (1.0 - alpha), res_log2=k, alpha=alpha,
                        batch=cfg.sched.batch_base, g_lr=1e-3, d_lr=1e-3)
-
-            def step():
-                trainer.step(ph)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
+            step = _step_fn(trainer, ph, device)
             trainer.compiled(False)              # FLOPs are counted on the eager ops (compiled kernels hide them)
             flops = count_flops(step)["total"]
             trainer.compiled(cfg.compile)
@@ -139,14 +135,17 @@ def fixed_step_cost(trainer: Trainer, ph: Phase, dt: float, seconds: float, devi
     """A step's cost that does not grow with the batch (op dispatch, autograd bookkeeping, kernel
     launches, the optimizers), in seconds: with t(B) = fixed + B * per_image, the step time at B
     (``dt``) and at B / 4 give fixed = (4 t(B / 4) - t(B)) / 3."""
-    small = dataclasses.replace(ph, batch=ph.batch // 4)
+    dt_small, _ = _timeit(_step_fn(trainer, dataclasses.replace(ph, batch=ph.batch // 4), device), seconds)
+    return max((4 * dt_small - dt) / 3, 0.0)
 
+
+def _step_fn(trainer: Trainer, ph: Phase, device: torch.device):
+    """One training step at ``ph``, finished (synchronised) when it returns."""
     def step():
-        trainer.step(small)
+        trainer.step(ph)
         if device.type == "cuda":
             torch.cuda.synchronize()
-    dt_small, _ = _timeit(step, seconds)
-    return max((4 * dt_small - dt) / 3, 0.0)
+    return step
 
 
 def run_bench(device: torch.device, precisions=("fp32", "bf16"), paper_max_res: int = 16, seconds: float = 3.0,
