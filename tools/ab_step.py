@@ -1,0 +1,68 @@
+"""A/B timing of one training step with a speed feature on and off, interleaved in one process so that
+the machine's drift hits both alike (this VM's clock moves by ~10 % between runs).
+
+    python tools/ab_step.py scale-output --res 4 --paper        # equalized LR: scale the output, not the weight
+    python tools/ab_step.py double-backward-convs --res 32      # conv.py's kernels in the penalty pass
+
+'--all-sizes' applies double-backward-convs below conv.MIN_SIZE too (to re-measure that threshold).
+"""
+import argparse
+import contextlib
+import time
+
+import torch
+
+import pggan.conv
+import pggan.layers
+import pggan.losses
+from pggan.bench import paper_config, reference_config
+from pggan.data.images import load_images
+from pggan.schedule import Phase
+from pggan.training.loop import Trainer
+
+
+def switch(feature: str, on: bool, all_sizes: bool) -> None:
+    if feature == "scale-output":
+        pggan.layers._scale_output = ORIGINAL["scale"] if on else (lambda output_numel, weight_numel: False)
+    else:
+        pggan.losses.double_backward_convs = ORIGINAL["dbc"] if on else contextlib.nullcontext
+        pggan.conv.MIN_SIZE = 1 if all_sizes else ORIGINAL["min_size"]
+
+
+ORIGINAL = {"scale": pggan.layers._scale_output, "dbc": pggan.losses.double_backward_convs,
+            "min_size": pggan.conv.MIN_SIZE}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("feature", choices=("scale-output", "double-backward-convs"))
+    ap.add_argument("--res", type=int, default=4, choices=(4, 8, 16, 32, 64))
+    ap.add_argument("--paper", action="store_true", help="the paper's widths instead of the reference network")
+    ap.add_argument("--all-sizes", action="store_true")
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--seconds", type=float, default=2.0, help="per variant and round")
+    args = ap.parse_args()
+    cfg = paper_config("fp32", args.res, 16) if args.paper else reference_config("fp32")
+    images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)
+    trainer = Trainer(cfg, images, torch.device("cpu"))
+    k = args.res.bit_length() - 1
+    ph = Phase(kimg=0, lod=float(cfg.net.resolution_log2 - k), res_log2=k, alpha=1.0, batch=16, g_lr=1e-3, d_lr=1e-3)
+    times = {True: [], False: []}
+    for _ in range(args.rounds):
+        for on in (True, False):
+            switch(args.feature, on, args.all_sizes)
+            trainer.step(ph)
+            n, start = 0, time.perf_counter()
+            while n < 2 or time.perf_counter() - start < args.seconds:
+                trainer.step(ph)
+                n += 1
+            times[on].append((time.perf_counter() - start) / n)
+    name = "paper widths" if args.paper else "reference network"
+    for on in (True, False):
+        t = sorted(times[on])
+        print(f"{name} {args.res}x{args.res}, {args.feature} {'on ' if on else 'off'}: "
+              f"min {t[0] * 1e3:.1f} ms, median {t[len(t) // 2] * 1e3:.1f} ms per step")
+
+
+if __name__ == "__main__":
+    main()
