@@ -8,14 +8,13 @@ the machine's drift hits both alike (this VM's clock moves by ~10 % between runs
 """
 import argparse
 import contextlib
-import time
 
 import torch
 
 import pggan.conv
 import pggan.layers
 import pggan.losses
-from pggan.bench import paper_config, reference_config
+from pggan.bench import _timeit, paper_config, reference_config
 from pggan.data.images import load_images
 from pggan.schedule import Phase
 from pggan.training.loop import Trainer
@@ -51,12 +50,7 @@ def main():
     for _ in range(args.rounds):
         for on in (True, False):
             switch(args.feature, on, args.all_sizes)
-            trainer.step(ph)
-            n, start = 0, time.perf_counter()
-            while n < 2 or time.perf_counter() - start < args.seconds:
-                trainer.step(ph)
-                n += 1
-            times[on].append((time.perf_counter() - start) / n)
+            times[on].append(_timeit(lambda: trainer.step(ph), args.seconds, min_iters=2)[0])
     name = "paper widths" if args.paper else "reference network"
     for on in (True, False):
         t = sorted(times[on])

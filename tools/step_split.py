@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from pggan.bench import reference_config
+from pggan.bench import _timeit, reference_config
 from pggan.data.images import load_images
 from pggan.flops import conv_flops
 from pggan.schedule import Phase
@@ -47,14 +47,6 @@ class KernelTimer(TorchDispatchMode):
         return out
 
 
-def seconds_per_call(fn, n=10):
-    fn()
-    start = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return (time.perf_counter() - start) / n
-
-
 def kernels(n=16, c=128, r=32):
     cl = torch.channels_last
     x, g = (torch.randn(n, c, r, r).contiguous(memory_format=cl) for _ in range(2))
@@ -63,7 +55,7 @@ def kernels(n=16, c=128, r=32):
 
     def bwd(mask):
         return lambda: aten.convolution_backward(g, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, mask)
-    return {name: flops / seconds_per_call(fn) / 1e9 for name, fn in (
+    return {name: flops / _timeit(fn, 0.5, min_iters=10)[0] / 1e9 for name, fn in (
         ("forward", lambda: F.conv2d(x, w, padding=1)),
         ("input gradient", bwd([True, False, False])),
         ("weight gradient", bwd([False, True, False])))}
