@@ -1,10 +1,10 @@
 """auto_batch: the largest per-device batch that fits, found by probing (memory faked on CPU)."""
 import torch
 
-from pggan.data.images import load_images
+from pggan.data.load import load_images
 from pggan.training.batchfind import find_batch_caps, largest_fitting, step_fits
-from pggan.training.dist import DistInfo
-from pggan.training.loop import Trainer
+from pggan.util.dist import DistInfo
+from pggan.training.trainer import Trainer
 from test_training import tiny_config
 
 
@@ -48,7 +48,7 @@ def test_step_fits_runs_a_real_step_and_reports_out_of_memory(tmp_path, monkeypa
 
 
 def test_auto_batch_is_a_note_on_cpu(tmp_path):
-    from pggan.training.run import train
+    from pggan.training.run import run_training as train
 
     cfg = tiny_config(tmp_path)
     cfg.sched.auto_batch, cfg.sched.total_kimg = True, 0.02

@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from pggan.cli import main
-from pggan.data.convert import ConvertOptions, create_dataset, prepare, window_size
+from pggan.data.create import ConvertOptions, create_dataset, prepare, window_size
 from pggan.data.dataset import disk_bytes, open_dataset, verify_dataset
-from pggan.data.images import DataError, box_downsample_uint8
+from pggan.data.base import DataError, box_downsample_uint8
 from pggan.data.sources import celebahq_quad, open_source
 
 
@@ -360,7 +360,7 @@ def test_streaming_memory_is_bounded(tmp_path):
     src = open_source("builtin:shapes", count=400, resolution=64)
     opts = ConvertOptions(resolution=64, workers=1, max_memory_mb=16)
     # shrink the budget's unit so that the window is small and many windows are needed
-    import pggan.data.convert as conv
+    import pggan.data.create as conv
     real = conv.window_size
     conv.window_size = lambda o: 50
     try:
@@ -403,7 +403,8 @@ def test_disk_cost():
 
 def test_data_order_is_deterministic_resumable_and_sharded():
     import torch
-    from pggan.data.images import DataOrder, ImageSet, minibatch
+    from pggan.data.base import ImageSet
+    from pggan.training.sampler import DataOrder, minibatch
 
     images = ImageSet.from_full(np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1).repeat(4, 2).repeat(4, 3))
     a = DataOrder(10, seed=3, mirror=False)
@@ -422,7 +423,7 @@ def test_compressed_top_levels_read_back_exactly(tmp_path):
     src = open_source("builtin:shapes", count=20, resolution=32)
     create_dataset(src, str(tmp_path / "raw"), ConvertOptions(resolution=32, workers=1), progress=False)
     h = create_dataset(open_source("builtin:shapes", count=20, resolution=32), str(tmp_path / "png"),
-                       ConvertOptions(resolution=32, workers=1), progress=False, compress_from=16)
+                       ConvertOptions(resolution=32, workers=1, compress_from=16), progress=False)
     assert h["compressed_levels"] == [16, 32]
     raw, png = open_dataset(str(tmp_path / "raw")), open_dataset(str(tmp_path / "png"))
     for r in (4, 8, 16, 32):
@@ -435,7 +436,7 @@ def test_compressed_top_levels_read_back_exactly(tmp_path):
     assert "(PNG)" in r.output
     # the loader and training read it like any dataset
     import torch
-    from pggan.data.images import DataOrder, minibatch
+    from pggan.training.sampler import DataOrder, minibatch
     x, _ = minibatch(png, DataOrder(20, 0, True), 8, 32, torch.device("cpu"))
     assert x.shape == (8, 3, 32, 32)
     data = (tmp_path / "png" / "level-0032.png").read_bytes()

@@ -8,7 +8,7 @@ import time
 import torch
 
 from pggan.presets import get_preset
-from pggan.training.checkpoint import list_checkpoints, load_checkpoint
+from pggan.checkpoint import list_checkpoints, load_checkpoint
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
@@ -111,7 +111,7 @@ def _diverge_worker(rank, path, out):
     import torch.distributed as dist
     from pggan.config import NetworkConfig
     from pggan.networks import Generator
-    from pggan.training.dist import DistInfo, check_identical
+    from pggan.util.dist import DistInfo, check_identical
 
     dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=2)
     torch.manual_seed(0)

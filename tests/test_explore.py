@@ -15,13 +15,13 @@ from pggan.video import read_video_frames, slerp, smooth_latent_path
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from pggan.training.run import train
+    from pggan.training.run import run_training as train
     from test_training import tiny_config
 
     tmp = tmp_path_factory.mktemp("run")
     cfg = tiny_config(tmp)
     cfg.sched.total_kimg, cfg.image_kimg = 2.0, 0.5
-    return train(cfg, progress=False, echo=lambda m: None)["run_dir"]
+    return train(cfg, progress=False, echo=lambda m: None).run_dir
 
 
 def _angles(z):

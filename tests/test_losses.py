@@ -18,7 +18,7 @@ class LinearD(torch.nn.Module):
         self.w = torch.nn.Parameter(w / w.norm() * norm)
         self.labels = labels
 
-    def forward(self, x, res_log2=None, alpha=1.0, chunks=1):
+    def forward(self, x, res_log2=None, alpha=1.0, chunks=1, noise=0.0):
         s = (x * self.w).flatten(1).sum(1, keepdim=True)
         return torch.cat([s, s.new_zeros(len(s), self.labels)], 1) if self.labels else s
 

@@ -133,13 +133,13 @@ def test_metrics_command_on_a_tiny_run(tmp_path):
     from click.testing import CliRunner
 
     from pggan.cli import main
-    from pggan.training.checkpoint import list_checkpoints
-    from pggan.training.run import train
+    from pggan.checkpoint import list_checkpoints
+    from pggan.training.run import run_training as train
     from test_training import tiny_config
 
     cfg = tiny_config(tmp_path)
     cfg.sched.total_kimg = 0.45                          # ends in the 8x8 stabilise phase
-    run = train(cfg, progress=False, echo=lambda m: None)["run_dir"]
+    run = train(cfg, progress=False, echo=lambda m: None).run_dir
     ckpt = list_checkpoints(run)[-1]
     args = ["metrics", "--network", ckpt, "--data", "builtin:shapes", "--num", "32", "--pairs", "20"]
     r1 = CliRunner().invoke(main, args + ["--real-baseline"])
@@ -158,7 +158,7 @@ def test_metrics_command_on_a_tiny_run(tmp_path):
     r4 = CliRunner().invoke(main, ["metrics", "--network", ckpt, "--data", "builtin:shapes", "--metrics", "kid"])
     assert r4.exit_code == 1 and "unknown metric 'kid'" in r4.output
     # a checkpoint from the 4x4 phase is measured at 4x4, where SWD cannot run
-    from pggan.training.checkpoint import load_checkpoint, save_checkpoint
+    from pggan.checkpoint import load_checkpoint, save_checkpoint
     early = load_checkpoint(ckpt)
     early["cur_nimg"] = 50
     save_checkpoint(str(tmp_path / "early.pt"), early)
@@ -349,14 +349,14 @@ def test_metrics_command_fid_is(tmp_path):
     from click.testing import CliRunner
 
     from pggan.cli import main
-    from pggan.training.run import train
+    from pggan.training.run import run_training as train
     from test_training import tiny_config
     from tiny_inception import write_tiny_inception
 
     weights = write_tiny_inception(tmp_path / "tiny.pth")
     cfg = tiny_config(tmp_path)
     cfg.sched.total_kimg = 0.45                          # SWD needs 8x8: the run ends there
-    run = train(cfg, progress=False, echo=lambda m: None)["run_dir"]
+    run = train(cfg, progress=False, echo=lambda m: None).run_dir
     gen = f"{run}/generator-final.safetensors"
     args = ["metrics", "--network", gen, "--data", "builtin:shapes", "--metrics", "fid,is,swd", "--num", "32",
             "--inception", weights, "--cache-dir", str(tmp_path / "c")]
@@ -375,10 +375,10 @@ def test_metrics_during_training_and_the_plot(tmp_path, monkeypatch):
 
     from pggan.cli import main
     from pggan.config import ConfigError, validate
-    from pggan.data.images import load_images
-    from pggan.training.evaluation import TrainingMetrics
-    from pggan.training.loop import Trainer
-    from pggan.training.run import train
+    from pggan.data.load import load_images
+    from pggan.training.metric_tracker import TrainingMetrics
+    from pggan.training.trainer import Trainer
+    from pggan.training.run import run_training as train
     from test_training import tiny_config
     from tiny_inception import write_tiny_inception
 
@@ -387,7 +387,7 @@ def test_metrics_during_training_and_the_plot(tmp_path, monkeypatch):
     cfg.metrics, cfg.metrics_kimg, cfg.metrics_num, cfg.metrics_pairs = "swd,msssim,fid", 0.4, 32, 8
     cfg.inception = write_tiny_inception(tmp_path / "tiny.pth")
     log = []
-    run = train(cfg, progress=False, echo=log.append)["run_dir"]
+    run = train(cfg, progress=False, echo=log.append).run_dir
     recs = [json.loads(line) for line in open(f"{run}/metric-swd.jsonl")]
     assert [r["kimg"] for r in recs] == [0.4, 0.8, 1.0] and [r["resolution"] for r in recs] == [8, 16, 16]
     assert all(r["wall_s"] > 0 for r in recs) and any(line.startswith("metrics at kimg 0.4") for line in log)

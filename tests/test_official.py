@@ -210,8 +210,8 @@ def test_tf_pickle_converts_exactly(tmp_path, g_fused, d_fused, labels):
     gs = {k: (v * 0.5 if v.ndim else v) for k, v in g.items()}      # Gs differs from G
     path = tf_pickle(tmp_path / "net.pkl", g, d, labels=labels, g_fused=g_fused, d_fused=d_fused, gs=gs)
     result = convert(load_official(path))
-    assert not os.path.exists("SHOULD_NOT_EXIST") and result["ignored"] == ["func"]
-    net = result["net"]
+    assert not os.path.exists("SHOULD_NOT_EXIST") and result.ignored == ["func"]
+    net = result.net
     assert (net.resolution, net.z_dim, net.label_size, net.d_fused_pool) == (16, 24, labels, d_fused)
     nets = build_networks(result)
     rng = np.random.default_rng(1)
@@ -411,7 +411,7 @@ def test_theano_pickle_converts_exactly(tmp_path, labels):
                "toplevel_params": {"cur_lod": np.float32(0)}}]
     path = write_pickle(tmp_path / "theano.pkl", states, module="network", protocol=2)
     result = convert(load_official(path))
-    assert result["source"] == "theano"
+    assert result.source == "theano"
     nets = build_networks(result)
     rng = np.random.default_rng(3)
     z = rng.standard_normal((6, 24))

@@ -15,8 +15,8 @@ from pggan.api import load_generator, parse_seeds
 from pggan.cli import main
 from pggan.config import TrainConfig, validate
 from pggan.presets import get_preset
-from pggan.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
-from pggan.training.run import train
+from pggan.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+from pggan.training.run import run_training as train
 
 
 def tiny_config(tmp_path, **kw) -> TrainConfig:
@@ -38,7 +38,7 @@ def tiny_config(tmp_path, **kw) -> TrainConfig:
 def test_end_to_end_run_directory(tmp_path):
     cfg = tiny_config(tmp_path)
     result = train(cfg, progress=False, echo=lambda m: None)
-    run = result["run_dir"]
+    run = result.run_dir
     assert os.path.basename(run) == "00000-shapes-16-cpu-small"
     files = set(os.listdir(run))
     assert {"training_options.json", "log.txt", "stats.jsonl", "reals.png", "generator-final.safetensors"} <= files
@@ -59,14 +59,14 @@ def test_end_to_end_run_directory(tmp_path):
     ckpt = load_checkpoint(list_checkpoints(run)[-1])
     assert ckpt["cur_nimg"] >= 1000 and {"G", "D", "G_ema", "opt_G", "opt_D", "rng", "data_order"} <= set(ckpt)
     # a second run never reuses the directory
-    assert os.path.basename(train(cfg, progress=False, echo=lambda m: None)["run_dir"]).startswith("00001-")
+    assert os.path.basename(train(cfg, progress=False, echo=lambda m: None).run_dir).startswith("00001-")
 
 
 def _losses_until(cfg, stop_at=None, resume=None):
     losses = []
 
     def cb(trainer, s):
-        losses.append((trainer.cur_nimg, float(s["loss_d"]), float(s["loss_g"])))
+        losses.append((trainer.cur_nimg, float(s.stats["loss_d"]), float(s.stats["loss_g"])))
         return stop_at is not None and len(losses) >= stop_at
 
     result = train(cfg, resume=resume, progress=False, step_callback=cb, echo=lambda m: None)
@@ -81,12 +81,12 @@ def test_interrupted_and_resumed_run_repeats_exactly(tmp_path, loss):
     full, _ = _losses_until(cfg)
     # stop mid-fade (0.2..0.4 kimg is the fade into 8x8): step 30 is at 0.24 kimg
     first, res = _losses_until(cfg, stop_at=30)
-    assert res["interrupted"] and 0.2 < first[-1][0] / 1000 < 0.4
-    ckpt = list_checkpoints(res["run_dir"])[-1]
+    assert res.interrupted and 0.2 < first[-1][0] / 1000 < 0.4
+    ckpt = list_checkpoints(res.run_dir)[-1]
     second, res2 = _losses_until(cfg, resume=ckpt)
-    assert not res2["interrupted"] and res2["run_dir"] == res["run_dir"]
+    assert not res2.interrupted and res2.run_dir == res.run_dir
     assert first + second == full
-    stats = [json.loads(line) for line in open(os.path.join(res["run_dir"], "stats.jsonl"))]
+    stats = [json.loads(line) for line in open(os.path.join(res.run_dir, "stats.jsonl"))]
     assert [s["tick"] for s in stats] == list(range(1, len(stats) + 1))
 
 
@@ -123,7 +123,7 @@ def test_resume_latest_from_cli(tmp_path):
 def test_generate_and_load_generator(tmp_path):
     cfg = tiny_config(tmp_path)
     cfg.sched.total_kimg = 0.45                       # ends at 8x8 of 16x16: generators give 8x8 images
-    run = train(cfg, progress=False, echo=lambda m: None)["run_dir"]
+    run = train(cfg, progress=False, echo=lambda m: None).run_dir
     ckpt = list_checkpoints(run)[-1]
     out = tmp_path / "out"
     r = CliRunner().invoke(main, ["generate", "--network", ckpt, "--seeds", "0-2,7", "--outdir", str(out)])
@@ -183,7 +183,7 @@ def test_clear_errors(tmp_path):
 def test_checkpoint_from_a_different_network(tmp_path):
     cfg = tiny_config(tmp_path)
     cfg.sched.total_kimg = 0.1
-    run = train(cfg, progress=False, echo=lambda m: None)["run_dir"]
+    run = train(cfg, progress=False, echo=lambda m: None).run_dir
     ckpt = list_checkpoints(run)[-1]
     code, out = _cli("train", "--resume", ckpt, "--resolution", "32")
     assert code == 1 and "network options differ" in out
@@ -201,7 +201,7 @@ def test_checkpoint_from_a_different_network(tmp_path):
 def test_truncated_checkpoint(tmp_path):
     cfg = tiny_config(tmp_path)
     cfg.sched.total_kimg = 0.1
-    run = train(cfg, progress=False, echo=lambda m: None)["run_dir"]
+    run = train(cfg, progress=False, echo=lambda m: None).run_dir
     ckpt = list_checkpoints(run)[-1]
     data = open(ckpt, "rb").read()
     cut = tmp_path / "cut.pt"
@@ -220,9 +220,9 @@ def test_folder_data(tmp_path):
     cfg = tiny_config(tmp_path, data=str(folder))
     cfg.sched.total_kimg = 0.05
     result = train(cfg, progress=False, echo=lambda m: None)
-    log = open(os.path.join(result["run_dir"], "log.txt")).read()
+    log = open(os.path.join(result.run_dir, "log.txt")).read()
     assert "8 images, 1 skipped" in log
-    assert os.path.basename(result["run_dir"]) == "00000-imgs-16-cpu-small"
+    assert os.path.basename(result.run_dir) == "00000-imgs-16-cpu-small"
     empty = tmp_path / "empty"
     empty.mkdir()
     code, out = _cli("train", "--data", str(empty), "--outdir", str(tmp_path / "r"), "--no-progress")
@@ -230,7 +230,7 @@ def test_folder_data(tmp_path):
 
 
 def test_conditional_training_on_labelled_dataset(tmp_path):
-    from pggan.data.convert import ConvertOptions, create_dataset
+    from pggan.data.create import ConvertOptions, create_dataset
     from pggan.data.sources import open_source
 
     root = tmp_path / "imgs"
@@ -243,7 +243,7 @@ def test_conditional_training_on_labelled_dataset(tmp_path):
                    ConvertOptions(resolution=16, workers=1), progress=False)
     cfg = tiny_config(tmp_path, data=str(tmp_path / "ds"), conditional=True)
     cfg.sched.total_kimg = 0.1
-    run = train(cfg, progress=False, echo=lambda m: None)["run_dir"]
+    run = train(cfg, progress=False, echo=lambda m: None).run_dir
     ckpt = list_checkpoints(run)[-1]
     G = load_generator(ckpt)
     assert G.net.label_size == 3
@@ -255,13 +255,13 @@ def test_conditional_training_on_labelled_dataset(tmp_path):
     # unconditional by default, even on labelled data
     cfg = tiny_config(tmp_path, data=str(tmp_path / "ds"))
     cfg.sched.total_kimg = 0.02
-    run = train(cfg, progress=False, echo=lambda m: None)["run_dir"]
+    run = train(cfg, progress=False, echo=lambda m: None).run_dir
     assert load_generator(list_checkpoints(run)[-1]).net.label_size == 0
 
 
 def test_gradient_accumulation_matches_one_big_batch(tmp_path):
-    from pggan.data.images import load_images
-    from pggan.training.loop import Trainer
+    from pggan.data.load import load_images
+    from pggan.training.trainer import Trainer
 
     def run(cap):
         cfg = tiny_config(tmp_path)
@@ -283,8 +283,8 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
 @pytest.mark.slow
 def test_compiled_training_matches_eager(tmp_path):
     """torch.compile'd G and D (the penalty's D pass eager) train like the eager networks."""
-    from pggan.data.images import load_images
-    from pggan.training.loop import Trainer
+    from pggan.data.load import load_images
+    from pggan.training.trainer import Trainer
 
     cfg = tiny_config(tmp_path)
     images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)
@@ -294,13 +294,13 @@ def test_compiled_training_matches_eager(tmp_path):
     counters.clear()
     for compiled in (False, True):
         trainer = Trainer(cfg.replace(compile=compiled), images, torch.device("cpu"))
-        losses[compiled] = [float(trainer.step()["loss_d"]) for _ in range(4)]
+        losses[compiled] = [float(trainer.step().stats["loss_d"]) for _ in range(4)]
     assert np.allclose(losses[True], losses[False], rtol=1e-3, atol=1e-4)
     assert not counters["graph_break"], dict(counters["graph_break"])   # whole networks, not per-layer pieces
 
 
 def test_bf16_on_a_cpu_without_native_bf16_is_flagged(monkeypatch):
-    from pggan.training.loop import precision_note
+    from pggan.util.device import precision_note
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)

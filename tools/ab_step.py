@@ -15,9 +15,9 @@ import pggan.conv
 import pggan.layers
 import pggan.losses
 from pggan.bench import _timeit, paper_config, reference_config
-from pggan.data.images import load_images
+from pggan.data.load import load_images
 from pggan.schedule import Phase
-from pggan.training.loop import Trainer
+from pggan.training.trainer import Trainer
 
 
 def switch(feature: str, on: bool, all_sizes: bool) -> None:

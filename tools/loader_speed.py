@@ -8,9 +8,9 @@ import time
 
 import torch
 
-from pggan.data.convert import ConvertOptions, create_dataset
+from pggan.data.create import ConvertOptions, create_dataset
 from pggan.data.dataset import open_dataset
-from pggan.data.images import DataOrder, minibatch
+from pggan.training.sampler import DataOrder, minibatch
 from pggan.data.sources import open_source
 
 p = argparse.ArgumentParser()
@@ -21,7 +21,7 @@ args = p.parse_args()
 with tempfile.TemporaryDirectory() as tmp:
     for name, compress in (("raw", 0), ("png", args.res)):
         src = open_source("builtin:shapes", count=args.count, resolution=args.res)
-        create_dataset(src, f"{tmp}/{name}", ConvertOptions(resolution=args.res), progress=False, compress_from=compress)
+        create_dataset(src, f"{tmp}/{name}", ConvertOptions(resolution=args.res, compress_from=compress), progress=False)
         ds, order = open_dataset(f"{tmp}/{name}"), DataOrder(args.count, 0, True)
         n, start = 0, time.perf_counter()
         while time.perf_counter() - start < 2.0:

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from pggan.api import load_generator
-from pggan.data.images import load_images
+from pggan.data.load import load_images
 from pggan.metrics.swd import swd
 from pggan.presets import get_preset
-from pggan.training.images import make_grid, save_png
-from pggan.training.run import train
+from pggan.util.grids import make_grid, save_png
+from pggan.training.run import run_training as train
 
 p = argparse.ArgumentParser()
 p.add_argument("--kimg", type=float, default=12.0)
@@ -46,7 +46,7 @@ floor = swd(level[:args.num], level[args.num:2 * args.num], seed=0)["avg"]
 rows, grids = [], []
 for precision, seed in (("fp32", 0), ("fp32", 1), ("bf16", 0)):
     start = time.time()
-    run = train(config(precision, seed), progress=False, echo=lambda m: None)["run_dir"]
+    run = train(config(precision, seed), progress=False, echo=lambda m: None).run_dir
     gen = load_generator(os.path.join(run, "generator-final.safetensors"))
     fakes = torch.from_numpy(gen.generate(seeds=range(args.num)).images).permute(0, 3, 1, 2).float()
     value = swd(fakes, level[:args.num], seed=0)["avg"]

@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from pggan.bench import _timeit, reference_config
-from pggan.data.images import load_images
+from pggan.data.load import load_images
 from pggan.flops import conv_flops
 from pggan.schedule import Phase
-from pggan.training.loop import Trainer
+from pggan.training.trainer import Trainer
 
 aten = torch.ops.aten
 

@@ -9,8 +9,11 @@ import torch
 
 from .config import NetworkConfig
 from .networks import Generator
-from .training.checkpoint import CheckpointError, checkpoint_config, load_checkpoint, load_state, read_generator
-from .training.images import to_uint8
+from .schedule import phase_at
+from .checkpoint import CheckpointError, checkpoint_config, load_checkpoint, load_state, read_generator
+from .util.checks import one_hot
+from .util.grids import to_uint8
+from .util.errors import UsageError
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -20,11 +23,11 @@ def parse_seeds(text: str) -> list[int]:
         part = part.strip()
         m = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
         if not m:
-            raise ValueError(f"cannot read seeds '{text}': use numbers and inclusive ranges, e.g. 0-99,200")
+            raise UsageError(f"cannot read seeds '{text}': use numbers and inclusive ranges, e.g. 0-99,200")
         lo = int(m.group(1))
         hi = int(m.group(2)) if m.group(2) is not None else lo
         if hi < lo:
-            raise ValueError(f"seed range '{part}' runs backwards; write it as {hi}-{lo}")
+            raise UsageError(f"seed range '{part}' runs backwards; write it as {hi}-{lo}")
         seeds.extend(range(lo, hi + 1))
     return seeds
 
@@ -60,10 +63,11 @@ class LoadedGenerator:
     run had reached, as in its image grids."""
 
     def __init__(self, G: Generator, net: NetworkConfig, device: torch.device, source: str,
-                 res_log2: int | None = None, alpha: float = 1.0):
+                 res_log2: int | None = None, alpha: float = 1.0, kimg: float = float("nan")):
         self.G, self.net, self.device, self.source = G, net, device, source
         self.res_log2 = net.resolution_log2 if res_log2 is None else res_log2
         self.alpha = alpha
+        self.kimg = kimg          # the training progress it was saved at (nan when unknown)
 
     @property
     def z_dim(self) -> int:
@@ -78,28 +82,28 @@ class LoadedGenerator:
         """``n`` copies of a command line's --class, checked against the generator."""
         if not self.net.label_size:
             if class_idx is not None:
-                raise ValueError("--class: this generator is not conditional; drop --class")
+                raise UsageError("--class: this generator is not conditional; drop --class")
             return None
         if class_idx is None or not 0 <= class_idx < self.net.label_size:
-            raise ValueError(f"this generator is conditional: pass --class 0..{self.net.label_size - 1}")
+            raise UsageError(f"this generator is conditional: pass --class 0..{self.net.label_size - 1}")
         return [class_idx] * n
 
     @torch.no_grad()
     def generate(self, seeds=None, z=None, labels=None, truncate: float | None = None,
                  batch: int = 16) -> Generated:
         if (seeds is None) == (z is None):
-            raise ValueError("pass exactly one of seeds or z")
+            raise UsageError("pass exactly one of seeds or z")
         if z is None:
             z = latents_for_seeds(seeds, self.z_dim, truncate)
         z = torch.as_tensor(z, dtype=torch.float32)
         if z.ndim != 2 or z.shape[1] != self.z_dim:
-            raise ValueError(f"z must have shape [N, {self.z_dim}], got {tuple(z.shape)}")
+            raise UsageError(f"z must have shape [N, {self.z_dim}], got {tuple(z.shape)}")
         if self.net.label_size:
             if labels is None:
-                raise ValueError(f"this generator is conditional on {self.net.label_size} classes: pass labels")
+                raise UsageError(f"this generator is conditional on {self.net.label_size} classes: pass labels")
             labels = torch.as_tensor(labels)
             if labels.ndim == 1:
-                labels = torch.nn.functional.one_hot(labels.long(), self.net.label_size)
+                labels = one_hot(labels, self.net.label_size)
             labels = labels.float()
         outs = []
         for i in range(0, len(z), batch):
@@ -111,13 +115,11 @@ class LoadedGenerator:
 
 def load_generator(path: str, device: str | torch.device = "cpu", use_ema: bool = True) -> LoadedGenerator:
     """A ready generator from a training checkpoint (.pt, G_ema by default) or an exported .safetensors."""
-    from .schedule import phase_at
-
     device = torch.device(device)
     res_log2, alpha = None, 1.0
     if str(path).endswith(".safetensors"):
         net, state, meta = read_generator(path)
-        what = "generator"
+        what, kimg = "generator", float(meta.get("kimg", "nan"))
         if "resolution" in meta:
             res_log2, alpha = int(meta["resolution"]).bit_length() - 1, float(meta.get("alpha", 1.0))
     else:
@@ -126,13 +128,14 @@ def load_generator(path: str, device: str | torch.device = "cpu", use_ema: bool 
         net = cfg.net
         what = "G_ema" if use_ema else "G"
         state = ckpt[what]
+        kimg = ckpt["cur_nimg"] / 1000.0 if "cur_nimg" in ckpt else float("nan")
         if ckpt.get("cur_nimg"):                # mid-growth: the layers above the current level are untrained
             ph = phase_at(int(ckpt["cur_nimg"]), cfg.sched, net.resolution)
             res_log2, alpha = ph.res_log2, ph.alpha
     G = Generator(net)
     load_state(G, state, what, path)
     G = G.eval().requires_grad_(False).to(device)
-    return LoadedGenerator(G, net, device, str(path), res_log2, alpha)
+    return LoadedGenerator(G, net, device, str(path), res_log2, alpha, kimg)
 
 
 __all__ = ["load_generator", "parse_seeds", "latents_for_seeds", "LoadedGenerator", "Generated", "CheckpointError"]

@@ -19,10 +19,12 @@ import torch.nn.functional as F
 
 from .config import NetworkConfig, TrainConfig
 from .data.dataset import DatasetWriter, open_dataset
-from .data.images import DataOrder, load_images, minibatch
+from .data.load import load_images
 from .flops import count_flops
-from .schedule import Phase
-from .training.loop import Trainer, peak_memory_mb
+from .schedule import Phase, phase_for_level
+from .training.sampler import DataOrder, minibatch
+from .training.trainer import Trainer
+from .util.device import peak_memory_mb
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -107,10 +109,8 @@ def iter_steps(cfg: TrainConfig, device: torch.device, resolutions, seconds: flo
     tmp = tempfile.TemporaryDirectory()
     stored = on_disk(images, tmp.name)
     for res in resolutions:
-        k = res.bit_length() - 1
         for alpha in ((1.0, 0.5) if fades and res > 4 else (1.0,)):
-            ph = Phase(kimg=0.0, lod=float(cfg.net.resolution_log2 - k) + (1.0 - alpha), res_log2=k, alpha=alpha,
-                       batch=cfg.sched.batch_base, g_lr=1e-3, d_lr=1e-3)
+            ph = phase_for_level(res, alpha, cfg.sched.batch_base, cfg.sched, cfg.net.resolution)
             step = _step_fn(trainer, ph, device)
             trainer.compiled(False)              # FLOPs are counted on the eager ops (compiled kernels hide them)
             flops = count_flops(step)["total"]

@@ -12,22 +12,31 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from .util.checks import is_resolution, or_list
+from .util.device import PRECISIONS
+from .util.errors import PgganError
+
 
 METRICS = ("swd", "msssim", "fid", "is")     # what pggan.metrics computes
 
 
-class ConfigError(ValueError):
+class ConfigError(PgganError, ValueError):
     """A configuration value is invalid; the message says which and how to fix it."""
+
+
+def parse_metrics(text: str | list) -> list[str]:
+    """'swd, FID' -> ['swd', 'fid']: known names, lower case, without repeats."""
+    names = [n.strip().lower() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise ConfigError(f"unknown metric '{unknown[0]}'; choose from {', '.join(METRICS)}")
+    return list(dict.fromkeys(names))
 
 
 def opt(default: Any = dataclasses.MISSING, help: str = "", factory: Any = None):
     if factory is not None:
         return field(default_factory=factory, metadata={"help": help})
     return field(default=default, metadata={"help": help})
-
-
-def _is_pow2(n: int) -> bool:
-    return isinstance(n, int) and n > 0 and (n & (n - 1)) == 0
 
 
 @dataclass
@@ -210,19 +219,29 @@ def _coerce(value: Any, t: Any, name: str) -> Any:
     raise ConfigError(f"option '{name}': cannot read {value!r} as {tname}" + (f" (e.g. {example})" if example else ""))
 
 
+def merge(cfg: TrainConfig, d: dict, origin: str = "config file") -> TrainConfig:
+    """A copy of ``cfg`` with the (nested) values of ``d`` over it: groups (net, sched, ...) merge key by
+    key, every other value, tables included, is replaced whole."""
+    def walk(inst, new: dict, prefix: str) -> dict:
+        if not isinstance(new, dict):
+            raise ConfigError(f"option '{prefix.rstrip('.')}' is a group of options, not a value ({origin})")
+        out = dataclasses.asdict(inst)
+        for k, v in new.items():
+            if k not in out:
+                raise ConfigError(f"unknown option '{prefix}{k}' ({origin})")
+            sub = getattr(inst, k)
+            out[k] = walk(sub, v, f"{prefix}{k}.") if dataclasses.is_dataclass(sub) else v
+        return out
+
+    return TrainConfig.from_dict(walk(cfg, d, ""))
+
+
 def set_option(cfg: TrainConfig, dotted: str, value: Any) -> TrainConfig:
     """Return a copy of ``cfg`` with ``net.resolution=64``-style option ``dotted`` set."""
-    d = cfg.to_dict()
-    node = d
-    parts = dotted.split(".")
-    for p in parts[:-1]:
-        if p not in node or not isinstance(node[p], dict):
-            raise ConfigError(f"unknown option '{dotted}' (see `pggan train --help-options`)")
-        node = node[p]
-    if parts[-1] not in node:
-        raise ConfigError(f"unknown option '{dotted}' (see `pggan train --help-options`)")
-    node[parts[-1]] = value
-    return TrainConfig.from_dict(d)
+    nested: Any = value
+    for part in reversed(dotted.split(".")):
+        nested = {part: nested}
+    return merge(cfg, nested, origin="see `pggan train --help-options`")
 
 
 # ---- validation --------------------------------------------------------------------------
@@ -235,13 +254,13 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         if not cond:
             raise ConfigError(msg)
 
-    need(_is_pow2(n.resolution) and 4 <= n.resolution <= 1024,
+    need(is_resolution(n.resolution),
          f"net.resolution must be a power of two from 4 to 1024, got {n.resolution}")
     need(n.channels in (1, 3), f"net.channels must be 1 or 3, got {n.channels}")
     need(n.label_size >= 0, "net.label_size must be >= 0")
     need(n.fmap_base > 0 and n.fmap_max > 0 and n.fmap_decay >= 0, "fmap_base and fmap_max must be > 0, fmap_decay >= 0")
     for res, w in n.widths.items():
-        need(_is_pow2(res) and 4 <= res <= 1024, f"net.widths: {res} is not a power-of-two resolution from 4 to 1024")
+        need(is_resolution(res), f"net.widths: {res} is not a power-of-two resolution from 4 to 1024")
         need(isinstance(w, int) and w > 0, f"net.widths[{res}] must be a positive integer")
     need(n.latent_size >= 0, "net.latent_size must be >= 0 (0 = nf(0))")
     need(n.g_norm in ("pixel", "batch", "none"), f"net.g_norm must be pixel, batch or none, got '{n.g_norm}'")
@@ -254,7 +273,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(l.wgan_target > 0, "loss.wgan_target must be > 0")
     need(min(l.wgan_lambda, l.wgan_epsilon, l.r1_gamma, l.cond_weight) >= 0, "loss weights must be >= 0")
 
-    need(_is_pow2(s.start_resolution) and 4 <= s.start_resolution <= n.resolution,
+    need(is_resolution(s.start_resolution, high=n.resolution),
          f"sched.start_resolution must be a power of two from 4 to net.resolution ({n.resolution}), got {s.start_resolution}")
     need(s.lod_training_kimg >= 0 and s.lod_transition_kimg >= 0, "lod_training_kimg and lod_transition_kimg must be >= 0")
     need(s.lod_training_kimg + s.lod_transition_kimg > 0 or not s.growing,
@@ -264,7 +283,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name, table, kind in (("batch_table", s.batch_table, int), ("device_batch_cap", s.device_batch_cap, int),
                               ("g_lr_table", s.g_lr_table, float), ("d_lr_table", s.d_lr_table, float)):
         for res, v in table.items():
-            need(_is_pow2(res) and 4 <= res <= 1024, f"sched.{name}: key {res} is not a power-of-two resolution")
+            need(is_resolution(res), f"sched.{name}: key {res} is not a power-of-two resolution")
             need(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and (kind is float or float(v).is_integer()),
                  f"sched.{name}[{res}] must be a positive {kind.__name__}, got {v!r}")
     need(s.lr_base > 0, "sched.lr_base must be > 0")
@@ -275,7 +294,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(o.ema_rampup >= 0, "optim.ema_rampup must be >= 0")
 
     need(cfg.data_count > 0, "data_count must be > 0")
-    need(cfg.precision in ("fp32", "bf16", "fp16"), f"precision must be fp32, bf16 or fp16, got '{cfg.precision}'")
+    need(cfg.precision in PRECISIONS, f"precision must be {or_list(PRECISIONS)}, got '{cfg.precision}'")
     dev = cfg.device
     need(dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit()),
          f"device must be auto, cpu, cuda, cuda:N or mps, got '{dev}'")
@@ -283,8 +302,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(cfg.image_kimg >= 0 and cfg.checkpoint_kimg >= 0, "image_kimg and checkpoint_kimg must be >= 0")
     need(cfg.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
     need(1 <= cfg.grid_size <= 32, "grid_size must be from 1 to 32")
-    bad = [m for m in cfg.metrics.split(",") if m.strip() and m.strip().lower() not in METRICS]
-    need(not bad, f"metrics: unknown metric '{bad[0] if bad else ''}'; choose from {', '.join(METRICS)}")
+    parse_metrics(cfg.metrics)
     need(cfg.metrics_kimg >= 0, "metrics_kimg must be >= 0")
     need(cfg.metrics_num >= 10, f"metrics_num must be >= 10, got {cfg.metrics_num}")
     need(cfg.metrics_pairs >= 1, "metrics_pairs must be >= 1")

@@ -12,8 +12,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from .api import LoadedGenerator, latents_for_seeds
-from .training.images import make_grid, save_png
+from .util.grids import make_grid, save_png
 from .video import VideoWriter, available_memory, check_frames_fit, slerp, smooth_latent_path, video_output
+from .util.errors import UsageError
 
 
 def _resize(frame: np.ndarray, size: int | None) -> np.ndarray:
@@ -45,12 +46,12 @@ def interpolation_video(gen: LoadedGenerator, out: str, duration: float = 10.0, 
     out, kind = video_output(out)
     frames = int(round(duration * fps))
     if frames < 2 or fps <= 0:
-        raise ValueError("the video needs at least 2 frames: raise --duration or --fps")
+        raise UsageError("the video needs at least 2 frames: raise --duration or --fps")
     cols, rows = grid
     cell = size or gen.resolution
     check_frames_fit(kind, frames, cell * rows, cell * cols)
     if frames * cols * rows * gen.z_dim * 8 * 3 > 0.5 * available_memory():    # float64 path and its FFT
-        raise ValueError(f"{frames} frames x {cols * rows} streams of {gen.z_dim}-d latents do not fit in memory; "
+        raise UsageError(f"{frames} frames x {cols * rows} streams of {gen.z_dim}-d latents do not fit in memory; "
                          f"lower --duration, --fps or --grid")
     z = smooth_latent_path(frames, cols * rows, gen.z_dim, sigma, seed)
     labels = gen.class_labels(class_idx, cols * rows)
@@ -67,7 +68,7 @@ def interpolation_strip(gen: LoadedGenerator, seed_a: int, seed_b: int, steps: i
                         class_idx: int | None = None) -> np.ndarray:
     """Images along the great circle from seed_a's latent to seed_b's, in one row."""
     if steps < 2:
-        raise ValueError("--steps must be at least 2")
+        raise UsageError("--steps must be at least 2")
     za, zb = latents_for_seeds([seed_a, seed_b], gen.z_dim).numpy()
     z = np.stack([slerp(za, zb, t) for t in np.linspace(0.0, 1.0, steps)])
     images = gen.generate(z=z, labels=gen.class_labels(class_idx, steps)).images
@@ -89,7 +90,7 @@ def training_frames(run_dir: str) -> list[tuple[float, str, int | None]]:
     """(kimg, grid file, resolution at that kimg) of a run's fakesKKKKKK.png grids, in order."""
     files = sorted(glob.glob(os.path.join(run_dir, "fakes*.png")))
     if not files:
-        raise ValueError(f"'{run_dir}' has no image grids (fakesKKKKKK.png); give a run directory of `pggan train`")
+        raise UsageError(f"'{run_dir}' has no image grids (fakesKKKKKK.png); give a run directory of `pggan train`")
     stats = []
     path = os.path.join(run_dir, "stats.jsonl")
     if os.path.isfile(path):
@@ -155,12 +156,12 @@ def find_neighbors(gen: LoadedGenerator, data: str, seeds: list[int], k: int, sp
                    inception: str | None = None, class_idx: int | None = None, data_count: int = 100000,
                    batch: int = 256, progress=None) -> dict:
     """The k nearest training images of each generated image, in pixel space or Inception pool3 space."""
-    from .data.images import load_images
+    from .data.load import load_images
 
     if k < 1:
-        raise ValueError("--k must be >= 1")
+        raise UsageError("--k must be >= 1")
     if space not in ("pixel", "inception"):
-        raise ValueError(f"--space must be pixel or inception, got '{space}'")
+        raise UsageError(f"--space must be pixel or inception, got '{space}'")
     res = gen.resolution
     images = load_images(data, gen.net.resolution, gen.net.channels, data_count)
     level = images.levels[res]
@@ -185,3 +186,19 @@ def find_neighbors(gen: LoadedGenerator, data: str, seeds: list[int], k: int, sp
         q = embed(fakes_chw)
     dist, idx = nearest_neighbors(q, bank(), min(k, len(level)))
     return {"generated": fakes, "indices": idx.numpy(), "distances": dist.sqrt().numpy(), "level": level}
+
+
+def write_images(gen: LoadedGenerator, seeds: list[int], outdir: str, grid: bool = False,
+                 class_idx: int | None = None, truncate: float | None = None) -> list[str]:
+    """``pggan generate``: one PNG per seed (seedNNNN.png), or one grid of them; returns the paths."""
+    labels = gen.class_labels(class_idx, len(seeds))
+    os.makedirs(outdir, exist_ok=True)
+    out = gen.generate(seeds=seeds, labels=labels, truncate=truncate)
+    if grid:
+        path = os.path.join(outdir, f"grid-seeds{seeds[0]}-{seeds[-1]}.png")
+        save_png(path, make_grid(out.images, max(1, int(round(len(seeds) ** 0.5)))))
+        return [path]
+    paths = [os.path.join(outdir, f"seed{s:04d}.png") for s in seeds]
+    for path, img in zip(paths, out.images):
+        save_png(path, img)
+    return paths

@@ -15,7 +15,10 @@ import torch
 
 from .api import LoadedGenerator, latents_for_seeds
 from .config import TrainConfig
-from .training.checkpoint import atomic_write, save_generator
+from .checkpoint import save_generator
+from .util.checks import is_resolution, one_hot
+from .util.files import atomic_write
+from .util.errors import UsageError
 
 
 class FixedResolution(torch.nn.Module):
@@ -47,15 +50,15 @@ def export_onnx(gen: LoadedGenerator, out_dir: str, resolution: int, opset: int 
     try:
         import onnxruntime as ort
     except ImportError:
-        raise RuntimeError("ONNX export needs onnx, onnxscript and onnxruntime: pip install 'pggan[onnx]'") from None
-    if resolution & (resolution - 1) or not 4 <= resolution <= gen.net.resolution:
-        raise ValueError(f"--resolution must be a power of two from 4 to the generator's {gen.net.resolution}")
+        raise UsageError("ONNX export needs onnx, onnxscript and onnxruntime: pip install 'pggan[onnx]'") from None
+    if not is_resolution(resolution, high=gen.net.resolution):
+        raise UsageError(f"--resolution must be a power of two from 4 to the generator's {gen.net.resolution}")
     alpha = gen.alpha if resolution == gen.resolution else 1.0      # a mid-fade generator keeps its blend
     model = FixedResolution(gen.G.float().cpu().eval(), int(math.log2(resolution)), alpha)
     z = latents_for_seeds(list(check_seeds), gen.z_dim)
     args, names = (z,), ["z"]
     if gen.net.label_size:
-        labels = torch.nn.functional.one_hot(torch.arange(len(z)) % gen.net.label_size, gen.net.label_size).float()
+        labels = one_hot(torch.arange(len(z)) % gen.net.label_size, gen.net.label_size)
         args, names = (z, labels), ["z", "labels"]
     batch = torch.export.Dim("batch", min=1, max=4096)
     path = os.path.join(out_dir, f"generator-{resolution}.onnx")

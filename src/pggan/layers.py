@@ -86,11 +86,6 @@ def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return (xf * torch.rsqrt(xf.square().mean(dim=1, keepdim=True) + eps)).to(x.dtype)
 
 
-class PixelNorm(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return pixel_norm(x)
-
-
 def minibatch_stddev(x: torch.Tensor, group_size: int, chunks: int = 1) -> torch.Tensor:
     """Append the minibatch standard deviation feature map (section 3), grouped as the reference.
 

@@ -47,21 +47,21 @@ def gradient_penalty(D, reals, fakes, res_log2: int, alpha: float, target: float
 
 
 def d_loss(cfg: LossConfig, D, reals, fakes, labels, res_log2: int, alpha: float, grad_scale: float = 1.0,
-           mix: torch.Tensor | None = None, D_penalty=None):
+           mix: torch.Tensor | None = None, D_penalty=None, noise: float = 0.0):
     """Discriminator loss for one minibatch; ``fakes`` must come from G without a graph.
 
     ``D_penalty``: the D used where a double backward runs (the gradient penalties), when ``D`` is a
-    compiled version that cannot do one; the same module by default."""
+    compiled version that cannot do one; the same module by default. ``noise``: LSGAN's D noise."""
     D_penalty = D_penalty or D
     if cfg.kind == "logistic":
-        fake_score, fake_logits = _split(D(fakes, res_log2, alpha))
+        fake_score, fake_logits = _split(D(fakes, res_log2, alpha, noise=noise))
         norm, real_out = input_gradient_norm(D_penalty, reals, res_log2, alpha, grad_scale)
         real_score, real_logits = _split(real_out)
         penalty = 0.5 * cfg.r1_gamma * norm.square()
         loss = F.softplus(fake_score) + F.softplus(-real_score) + penalty
     else:
         # one pass over reals and fakes (bigger convolutions), each half with its own minibatch stddev
-        both = D(torch.cat([reals, fakes.to(reals.dtype)]), res_log2, alpha, chunks=2)
+        both = D(torch.cat([reals, fakes.to(reals.dtype)]), res_log2, alpha, chunks=2, noise=noise)
         (real_score, real_logits), (fake_score, fake_logits) = _split(both[:len(reals)]), _split(both[len(reals):])
         if cfg.kind == "wgangp":
             penalty = gradient_penalty(D_penalty, reals, fakes, res_log2, alpha, cfg.wgan_target, grad_scale, mix)
@@ -77,9 +77,9 @@ def d_loss(cfg: LossConfig, D, reals, fakes, labels, res_log2: int, alpha: float
     return loss, stats
 
 
-def g_loss(cfg: LossConfig, D, fakes, labels, res_log2: int, alpha: float):
+def g_loss(cfg: LossConfig, D, fakes, labels, res_log2: int, alpha: float, noise: float = 0.0):
     """Generator loss; gradients flow through D into ``fakes``."""
-    score, logits = _split(D(fakes, res_log2, alpha))
+    score, logits = _split(D(fakes, res_log2, alpha, noise=noise))
     if cfg.kind == "wgangp":
         loss = -score
     elif cfg.kind == "lsgan":

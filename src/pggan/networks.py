@@ -6,8 +6,6 @@ old branch of a fade only while alpha < 1.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -189,7 +187,6 @@ class Discriminator(nn.Module):
         self.cfg = cfg
         self.label_size = cfg.label_size
         self.max_log2 = cfg.resolution_log2
-        self.noise_strength = 0.0   # LSGAN's adaptive noise, set by the training loop
         self.fromrgb = nn.ModuleDict()
         self.blocks = nn.ModuleDict()
         for k in range(2, self.max_log2 + 1):
@@ -204,14 +201,14 @@ class Discriminator(nn.Module):
         return F.leaky_relu(self.fromrgb[str(k)](x), 0.2)
 
     def forward(self, x: torch.Tensor, res_log2: int | None = None, alpha: float = 1.0,
-                chunks: int = 1) -> torch.Tensor:
+                chunks: int = 1, noise: float = 0.0) -> torch.Tensor:
         """``chunks``: the batch holds that many minibatches (e.g. reals then fakes), each with its own
-        minibatch statistics; otherwise every sample is processed independently."""
+        minibatch statistics; otherwise every sample is processed independently. ``noise``: the strength
+        of LSGAN's multiplicative noise on every layer's input (appendix B; 0 = none)."""
         k_max = self.max_log2 if res_log2 is None else int(res_log2)
         _check_level(k_max, alpha, self.max_log2)
         if x.shape[-1] != 2 ** k_max or x.shape[-2] != 2 ** k_max:
             raise ValueError(f"D at {2 ** k_max}x{2 ** k_max} got images of shape {tuple(x.shape)}")
-        noise = self.noise_strength if self.training else 0.0
         h = self._from(k_max, x)
         if k_max > 2:
             h = self.blocks[str(k_max)](h, noise)
@@ -229,13 +226,6 @@ def _check_level(k: int, alpha: float, max_log2: int) -> None:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if k == 2 and alpha < 1.0:
         raise ValueError("there is no fade into 4x4: alpha must be 1 at the first resolution")
-
-
-def lod_to_level(lod: float, max_log2: int) -> tuple[int, float]:
-    """Split a real level of detail into (resolution log2, alpha); in a fade the new, larger resolution."""
-    k = max_log2 - int(math.floor(lod))
-    alpha = 1.0 - (lod - math.floor(lod))
-    return k, alpha
 
 
 def count_params(module: nn.Module) -> int:

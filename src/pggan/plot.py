@@ -8,7 +8,8 @@ import os
 
 import numpy as np
 
-from .training.checkpoint import atomic_write
+from .util.files import atomic_write
+from .util.errors import UsageError
 
 METRIC_LABELS = {"swd": "SWD x1e3 (avg of levels)", "fid": "FID", "is": "Inception Score", "msssim": "MS-SSIM"}
 
@@ -21,18 +22,18 @@ def read_jsonl(path: str) -> list[dict]:
                 try:
                     out.append(json.loads(line))
                 except json.JSONDecodeError:
-                    raise ValueError(f"{path}, line {n}: not valid JSON (a damaged file?)") from None
+                    raise UsageError(f"{path}, line {n}: not valid JSON (a damaged file?)") from None
     return out
 
 
 def load_run(run_dir: str) -> tuple[list[dict], dict[str, list[dict]]]:
     stats_path = os.path.join(run_dir, "stats.jsonl")
     if not os.path.isfile(stats_path):
-        raise ValueError(f"'{run_dir}' is not a run directory with statistics (no stats.jsonl); "
+        raise UsageError(f"'{run_dir}' is not a run directory with statistics (no stats.jsonl); "
                          f"give a folder such as runs/00000-shapes-32-cpu-small")
     stats = read_jsonl(stats_path)
     if not stats:
-        raise ValueError(f"{stats_path} is empty: the run has not finished a tick yet")
+        raise UsageError(f"{stats_path} is empty: the run has not finished a tick yet")
     metrics = {}
     for name in METRIC_LABELS:
         path = os.path.join(run_dir, f"metric-{name}.jsonl")
@@ -64,7 +65,7 @@ def plot_run(run_dir: str, out: str | None = None, dpi: int = 110) -> str:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise RuntimeError("pggan plot needs matplotlib: pip install 'pggan[plot]'") from None
+        raise UsageError("pggan plot needs matplotlib: pip install 'pggan[plot]'") from None
     stats, metrics = load_run(run_dir)
     out = out or os.path.join(run_dir, "plot.png")
     kimg = np.array([s["kimg"] for s in stats])

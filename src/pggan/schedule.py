@@ -55,16 +55,33 @@ def batch_for(res: int, sched: ScheduleConfig, num_devices: int = 1) -> int:
     return batch
 
 
-def phase_at(cur_nimg: int, sched: ScheduleConfig, resolution: int, num_devices: int = 1) -> Phase:
-    kimg = cur_nimg / 1000.0
-    lod = lod_at(kimg, sched, resolution)
-    max_log2 = int(math.log2(resolution))
-    res_log2 = max_log2 - int(math.floor(lod))
+def lod_to_level(lod: float, max_log2: int) -> tuple[int, float]:
+    """Split a real level of detail into (resolution log2, alpha); in a fade the new, larger resolution."""
+    k = max_log2 - int(math.floor(lod))
     alpha = 1.0 - (lod - math.floor(lod))
+    return k, alpha
+
+
+def _phase(kimg: float, lod: float, res_log2: int, alpha: float, batch: int, sched: ScheduleConfig) -> Phase:
     res = 2 ** res_log2
-    return Phase(kimg=kimg, lod=lod, res_log2=res_log2, alpha=alpha, batch=batch_for(res, sched, num_devices),
+    return Phase(kimg=kimg, lod=lod, res_log2=res_log2, alpha=alpha, batch=batch,
                  g_lr=float(sched.g_lr_table.get(res, sched.lr_base)),
                  d_lr=float(sched.d_lr_table.get(res, sched.lr_base)))
+
+
+def phase_at(cur_nimg: int, sched: ScheduleConfig, resolution: int, num_devices: int = 1) -> Phase:
+    """The phase of a run with target ``resolution`` after ``cur_nimg`` real images."""
+    kimg = cur_nimg / 1000.0
+    lod = lod_at(kimg, sched, resolution)
+    res_log2, alpha = lod_to_level(lod, int(math.log2(resolution)))
+    return _phase(kimg, lod, res_log2, alpha, batch_for(2 ** res_log2, sched, num_devices), sched)
+
+
+def phase_for_level(res: int, alpha: float, batch: int, sched: ScheduleConfig, resolution: int) -> Phase:
+    """A phase at a chosen level, outside the schedule (benchmarks, memory probes): ``res`` with the new
+    layers at weight ``alpha``, minibatch ``batch``, in a network of target ``resolution``."""
+    res_log2 = int(math.log2(res))
+    return _phase(0.0, math.log2(resolution) - res_log2 + (1.0 - alpha), res_log2, alpha, batch, sched)
 
 
 def starts_new_phase(prev_lod: float, lod: float) -> bool:

@@ -10,6 +10,7 @@ import os
 import tempfile
 
 import numpy as np
+from .util.errors import UsageError
 
 MAX_MEMORY_FRACTION = 0.5
 
@@ -18,7 +19,7 @@ def smooth_latent_path(frames: int, streams: int, dim: int, sigma: float, seed: 
     """[frames, streams, dim] float32: white noise blurred over time (sigma in frames, wrapping
     around), then each latent scaled to norm sqrt(dim)."""
     if frames < 1 or streams < 1:
-        raise ValueError("a latent path needs at least one frame and one stream")
+        raise UsageError("a latent path needs at least one frame and one stream")
     z = np.random.default_rng(seed).standard_normal((frames, streams, dim))
     if sigma > 0:
         t = np.arange(frames)
@@ -58,7 +59,7 @@ def video_output(path: str) -> tuple[str, str]:
     installed, a GIF beside it (the fallback; callers report the path actually written)."""
     ext = os.path.splitext(path)[1].lower()
     if ext not in (".mp4", ".gif"):
-        raise ValueError(f"'{path}': the output must end in .mp4 or .gif")
+        raise UsageError(f"'{path}': the output must end in .mp4 or .gif")
     if ext == ".mp4":
         try:
             import imageio_ffmpeg  # noqa: F401
@@ -71,7 +72,7 @@ def check_frames_fit(kind: str, frames: int, height: int, width: int) -> None:
     """A GIF is assembled in memory; refuse one that would not fit, before any work is done."""
     need = frames * height * width * 3
     if kind == "gif" and need > MAX_MEMORY_FRACTION * available_memory():
-        raise ValueError(f"{frames} frames of {width}x{height} need {need / 2 ** 30:.1f} GiB in memory for a GIF, "
+        raise UsageError(f"{frames} frames of {width}x{height} need {need / 2 ** 30:.1f} GiB in memory for a GIF, "
                          f"more than half of the {available_memory() / 2 ** 30:.1f} GiB available; write an .mp4 "
                          f"(streamed to disk), or lower --duration, --fps or --size")
 
@@ -112,7 +113,7 @@ class VideoWriter:
     def close(self) -> str:
         try:
             if self.count == 0:
-                raise ValueError("no frames to write")
+                raise UsageError("no frames to write")
             if self.kind == "mp4":
                 self.gen.close()
             else:

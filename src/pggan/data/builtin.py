@@ -12,7 +12,14 @@ import math
 
 import numpy as np
 
+from .base import DataError
+
 BUILTIN = ("shapes",)
+
+
+def check_builtin(name: str) -> None:
+    if name not in BUILTIN:
+        raise DataError(f"unknown builtin dataset '{name}'; available: {', '.join('builtin:' + b for b in BUILTIN)}")
 
 
 def _aa(d: np.ndarray, px: float) -> np.ndarray:
@@ -88,8 +95,7 @@ def _over(dst: np.ndarray, color: np.ndarray, cover: np.ndarray) -> np.ndarray:
 
 def render_builtin(name: str, count: int, resolution: int, channels: int = 3, seed: int = 0) -> np.ndarray:
     """``count`` images of builtin dataset ``name`` as uint8 [count, channels, R, R]."""
-    if name not in BUILTIN:
-        raise ValueError(f"unknown builtin dataset '{name}'; available: {', '.join(BUILTIN)}")
+    check_builtin(name)
     out = np.empty((count, channels, resolution, resolution), dtype=np.uint8)
     for i in range(count):
         out[i] = render_shape(seed, i, resolution, channels)

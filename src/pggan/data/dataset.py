@@ -25,7 +25,7 @@ import tempfile
 
 import numpy as np
 
-from .images import DataError, ImageSet, box_downsample_uint8
+from .base import DataError, ImageSet, box_downsample_uint8
 
 FORMAT = "pggan-dataset"
 VERSION = 1

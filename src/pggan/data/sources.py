@@ -17,8 +17,8 @@ import zipfile
 
 import numpy as np
 
-from .builtin import BUILTIN
-from .images import IMAGE_EXTENSIONS, DataError
+from .base import IMAGE_EXTENSIONS, DataError
+from .builtin import check_builtin, render_shape
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
@@ -395,10 +395,12 @@ class CelebAHQSource(FolderSource):
 # ---- builtin -----------------------------------------------------------------------------
 
 class BuiltinSource(Source):
-    def __init__(self, name: str, count: int, resolution: int, seed: int):
-        if name not in BUILTIN:
-            raise DataError(f"unknown builtin dataset '{name}'; available: {', '.join(BUILTIN)}")
-        self.kind, self.name, self.count, self.resolution, self.seed = "builtin", name, count, resolution, seed
+    """Rendered images: items are final pixels ({"pixels": uint8 [C, R, R]}), nothing to decode."""
+
+    def __init__(self, name: str, count: int, resolution: int, seed: int, channels: int = 3):
+        check_builtin(name)
+        self.kind, self.name, self.count, self.seed = "builtin", name, count, seed
+        self.resolution, self.channels = resolution, channels
 
     def keys(self):
         return list(range(self.count))
@@ -406,7 +408,7 @@ class BuiltinSource(Source):
     def read(self, keys):
         for i in range(self.count):
             if i in keys:
-                yield i, None, {"render": (self.seed, i, self.resolution)}
+                yield i, None, {"pixels": render_shape(self.seed, i, self.resolution, self.channels)}
 
     def describe(self):
         return f"builtin:{self.name} (seed {self.seed})"
@@ -416,9 +418,9 @@ KINDS = ("auto", "folder", "archive", "mnist", "cifar10", "cifar100", "lsun", "c
 
 
 def open_source(source: str, kind: str = "auto", *, labels=None, labels_file=None, landmarks=None,
-                count: int | None = None, resolution: int = 0, seed: int = 0) -> Source:
+                count: int | None = None, resolution: int = 0, seed: int = 0, channels: int = 3) -> Source:
     if source.startswith("builtin:"):
-        return BuiltinSource(source.split(":", 1)[1], count or 10000, resolution, seed)
+        return BuiltinSource(source.split(":", 1)[1], count or 10000, resolution, seed, channels)
     if not os.path.exists(source):
         raise DataError(f"source '{source}' does not exist")
     if kind == "auto":

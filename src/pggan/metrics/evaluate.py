@@ -17,23 +17,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..config import METRICS
-from ..training.checkpoint import atomic_write
-from ..training.dist import DistInfo, all_sum, gather_rows
+from ..config import METRICS, parse_metrics
+from ..util.dist import DistInfo, all_sum, gather_rows
+from ..util.errors import UsageError
+from ..util.files import append_jsonl, atomic_write
 from .fid import FeatureStats, InceptionScore, frechet_distance
 from .msssim import ms_ssim
 from .swd import SWDAccumulator
 
-AVAILABLE = METRICS
 STATS_VERSION = 1
-
-
-def parse_metrics(text: str | list) -> list[str]:
-    names = [n.strip().lower() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
-    unknown = [n for n in names if n not in AVAILABLE]
-    if unknown:
-        raise ValueError(f"unknown metric '{unknown[0]}'; available: {', '.join(AVAILABLE)}")
-    return list(dict.fromkeys(names))
 
 
 @dataclass
@@ -49,13 +41,13 @@ class MetricOptions:
     def validate(self) -> "MetricOptions":
         self.names = parse_metrics(self.names)
         if self.num < 2:
-            raise ValueError(f"the metrics need at least 2 images (num), got {self.num}")
+            raise UsageError(f"the metrics need at least 2 images (num), got {self.num}")
         if "is" in self.names and self.num < 10:
-            raise ValueError("the Inception Score uses 10 splits: num must be at least 10")
+            raise UsageError("the Inception Score uses 10 splits: num must be at least 10")
         if "msssim" in self.names and self.pairs < 1:
-            raise ValueError("MS-SSIM needs pairs >= 1")
+            raise UsageError("MS-SSIM needs pairs >= 1")
         if self.batch < 1:
-            raise ValueError("the metrics batch must be >= 1")
+            raise UsageError("the metrics batch must be >= 1")
         return self
 
 
@@ -115,7 +107,7 @@ class Evaluator:
         start = time.time()
         result: dict = {"num": o.num, "seed": o.seed}
         if "swd" in names and num_real < o.num:
-            raise ValueError(f"SWD compares equal counts: the data has {num_real} images, fewer than num={o.num}; "
+            raise UsageError(f"SWD compares equal counts: the data has {num_real} images, fewer than num={o.num}; "
                              f"lower the number of images")
         real_order = np.sort(np.random.default_rng(o.seed).choice(num_real, size=min(o.num, num_real), replace=False))
         with tempfile.TemporaryDirectory() as folder:
@@ -244,12 +236,12 @@ def evaluate_network(network: str, data: str, opts: MetricOptions, device="cpu",
                      real_baseline: bool = False, progress=None) -> dict:
     """``progress(n)`` is called with the number of images generated as they are."""
     from ..api import load_generator
-    from ..data.images import load_images
+    from ..data.load import load_images
 
     gen = load_generator(network, device=device)
     res, channels = gen.resolution, gen.net.channels          # a mid-growth checkpoint: its current level
     if "swd" in opts.names and res < 8:
-        raise ValueError(f"SWD needs images of 8x8 or more, but '{network}' was saved while its run trained at "
+        raise UsageError(f"SWD needs images of 8x8 or more, but '{network}' was saved while its run trained at "
                          f"{res}x{res}; use a later checkpoint, or leave swd out of --metrics")
     count = max(data_count, opts.num)
     images = load_images(data, gen.net.resolution, channels, count, opts.seed)
@@ -260,13 +252,14 @@ def evaluate_network(network: str, data: str, opts: MetricOptions, device="cpu",
     result = evaluator.evaluate(fake_fn, real_fn, len(level), key)
     if "msssim" in opts.names and real_baseline:
         result["msssim_real"] = evaluator.real_msssim(real_fn, len(level))
-    result.update({"network": os.path.abspath(network), "data": data, "resolution": res, "alpha": gen.alpha})
+    result.update({"network": os.path.abspath(network), "data": data, "resolution": res, "alpha": gen.alpha,
+                   "kimg": gen.kimg})
     if evaluator.inception is not None:
         result["inception"] = evaluator.inception.weights_path
     return result
 
 
-def append_results(run_dir: str, result: dict, kimg: float | None, names=AVAILABLE) -> list[str]:
+def append_results(run_dir: str, result: dict, kimg: float | None, names=METRICS) -> list[str]:
     """One JSON line per metric in ``metric-<name>.jsonl`` of the run directory."""
     written = []
     common = {k: result[k] for k in ("network", "data", "num", "seed", "resolution", "alpha", "wall_s", "seconds",
@@ -278,8 +271,7 @@ def append_results(run_dir: str, result: dict, kimg: float | None, names=AVAILAB
             if name == "msssim" and "msssim_real" in result:
                 rec["msssim_real"] = result["msssim_real"]
             path = os.path.join(run_dir, f"metric-{name}.jsonl")
-            with open(path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            append_jsonl(path, rec)
             written.append(path)
     return written
 

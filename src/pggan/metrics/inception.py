@@ -15,13 +15,14 @@ import os
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from ..util.errors import PgganError
 
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_NAME}"
 ENV_VAR = "PGGAN_INCEPTION"
 
 
-class InceptionWeightsError(ValueError):
+class InceptionWeightsError(PgganError, ValueError):
     """The Inception weights are missing or do not fit; the message says what to do."""
 
 

@@ -14,14 +14,20 @@ each weight becomes ``W * scale / c`` with pggan's runtime constant ``c``.
 """
 from __future__ import annotations
 
+import json
 import math
+import os
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..config import ConfigError, NetworkConfig, validate, TrainConfig
+from ..checkpoint import FORMAT_VERSION, load_state, save_generator
+from ..config import ConfigError, NetworkConfig, TrainConfig, validate
 from ..layers import SQRT2
-from .unpickle import OfficialPickleError, TFNetwork, TheanoNetwork
+from ..networks import Discriminator, Generator
+from ..util.files import atomic_write
+from .unpickle import OfficialPickleError, TFNetwork, TheanoNetwork, load_official
 
 TF_G_DEFAULTS = dict(num_channels=1, resolution=32, label_size=0, fmap_base=8192, fmap_decay=1.0, fmap_max=512,
                      latent_size=None, normalize_latents=True, use_wscale=True, use_pixelnorm=True,
@@ -169,8 +175,8 @@ def convert_tf(G: TFNetwork, D: TFNetwork, Gs: TFNetwork) -> dict:
         out[key] = build(v, net, fused)
         lods[key] = _lod(v)
         v.finish()
-    return {"net": net, "lod": lods["G_ema"], "source": "tensorflow", "ignored": sorted(set(ignored)),
-            "fused": {"G": bool(gk["fused_scale"]), "D": bool(dk["fused_scale"])}, **out}
+    return Converted(net, float(lods["G_ema"]), "tensorflow", sorted(set(ignored)), bool(gk["fused_scale"]),
+                     bool(dk["fused_scale"]), out)
 
 
 # ---- Theano ----------------------------------------------------------------------------------------
@@ -299,11 +305,22 @@ def convert_theano(G: TheanoNetwork, D: TheanoNetwork, Gs: TheanoNetwork) -> dic
         out[key] = build(p, net)
         p.finish()
     lod = float(np.asarray(Gs.state.get("toplevel_params", {}).get("cur_lod", 0.0)))
-    return {"net": net, "lod": lod, "source": "theano", "ignored": sorted(set(ignored)),
-            "fused": {"G": False, "D": False}, **out}
+    return Converted(net, lod, "theano", sorted(set(ignored)), False, False, out)
 
 
-def convert(nets) -> dict:
+@dataclass
+class Converted:
+    """A released pickle read into pggan's terms."""
+    net: NetworkConfig
+    lod: float               # the level of detail the networks were saved at (0 = fully grown)
+    source: str              # tensorflow or theano
+    ignored: list            # build arguments the release's own code ignores too
+    fused_G: bool            # G's upsampling conv was fused (the TF release's fused_scale)
+    fused_D: bool
+    states: dict             # {"G" | "D" | "G_ema": state dict}
+
+
+def convert(nets) -> Converted:
     if len(nets) != 3:
         raise OfficialPickleError(f"a released pickle holds three networks (G, D, Gs); this one holds {len(nets)}")
     kinds = {type(n) for n in nets}
@@ -314,41 +331,32 @@ def convert(nets) -> dict:
     raise OfficialPickleError("the pickle mixes TensorFlow and Theano networks")
 
 
-def build_networks(result: dict):
+def build_networks(result: Converted) -> dict:
     """pggan G, D and G_ema holding the converted weights."""
-    from ..networks import Discriminator, Generator
-    from ..training.checkpoint import load_state
-
     nets = {}
     for key, cls in (("G", Generator), ("D", Discriminator), ("G_ema", Generator)):
-        m = cls(result["net"])
-        load_state(m, result[key], key, "the converted pickle")
+        m = cls(result.net)
+        load_state(m, result.states[key], key, "the converted pickle")
         nets[key] = m.eval().requires_grad_(False)
     return nets
 
 
-def convert_file(pkl: str, out: str) -> dict:
+def convert_file(pkl: str, out: str) -> Converted:
     """Read a released pickle and write ``out``: a .safetensors generator (Gs) or a .pt file with G, D
     and G_ema that pggan's commands read like a checkpoint."""
-    import json
-    import os
-
-    from ..training.checkpoint import FORMAT_VERSION, atomic_write, save_generator
-    from .unpickle import load_official
-
     if not out.endswith((".pt", ".safetensors")):
         raise OfficialPickleError(f"'{out}': the output must end in .safetensors (the generator) or .pt (G, D, G_ema)")
     result = convert(load_official(pkl))
     nets = build_networks(result)
-    info = {"converted_from": os.path.abspath(pkl), "source": result["source"], "lod": result["lod"],
-            "fused_G": result["fused"]["G"], "fused_D": result["fused"]["D"]}
+    info = {"converted_from": os.path.abspath(pkl), "source": result.source, "lod": result.lod,
+            "fused_G": result.fused_G, "fused_D": result.fused_D}
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     if out.endswith(".safetensors"):
-        save_generator(out, nets["G_ema"], result["net"], info)
+        save_generator(out, nets["G_ema"], result.net, info)
     else:
-        cfg = TrainConfig(preset="converted", net=result["net"])
+        cfg = TrainConfig(preset="converted", net=result.net)
         payload = {"kind": "pggan-checkpoint", "format_version": FORMAT_VERSION, "config": cfg.to_json(),
                    "cur_nimg": 0, "converted": json.dumps(info),
                    **{k: {n: t.contiguous() for n, t in m.state_dict().items()} for k, m in nets.items()}}
         atomic_write(out, lambda f: torch.save(payload, f))
-    return {**result, **info, "out": out}
+    return result

@@ -10,9 +10,10 @@ from __future__ import annotations
 import pickle
 
 import numpy as np
+from ..util.errors import PgganError
 
 
-class OfficialPickleError(ValueError):
+class OfficialPickleError(PgganError, ValueError):
     """A pickle that is not a released network, or one that asks for something we refuse."""
 
 

@@ -9,13 +9,16 @@ that size, so the global minibatch (and the method) stays as configured.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gc
-import math
 
 import torch
 
 from ..config import TrainConfig
-from ..schedule import Phase, batch_for
+from ..schedule import batch_for, phase_for_level
+from ..util.dist import all_min
+from ..util.errors import DeviceError
+from .trainer import Trainer
 
 
 def largest_fitting(fits, limit: int, start: int = 4) -> int:
@@ -29,10 +32,8 @@ def largest_fitting(fits, limit: int, start: int = 4) -> int:
 
 def step_fits(trainer, res: int, per_device: int) -> bool:
     """One training step at ``res`` (mid-fade above 4x4) with this per-device batch: True unless out of memory."""
-    k = int(math.log2(res))
-    alpha = 0.5 if res > 4 else 1.0
-    ph = Phase(kimg=0.0, lod=float(trainer.cfg.net.resolution_log2 - k) + (1.0 - alpha), res_log2=k, alpha=alpha,
-               batch=per_device, g_lr=0.0, d_lr=0.0)
+    ph = phase_for_level(res, 0.5 if res > 4 else 1.0, per_device, trainer.cfg.sched, trainer.cfg.net.resolution)
+    ph = dataclasses.replace(ph, g_lr=0.0, d_lr=0.0)          # a probe: the weights stay as they are
     try:
         trainer.step(ph)
         if trainer.device.type == "cuda":
@@ -53,9 +54,6 @@ def find_batch_caps(cfg: TrainConfig, images, device: torch.device, dist_info, f
 
     Every rank probes its own device with a single-process Trainer (no collectives can be left half
     done by an out-of-memory error); the ranks then agree on the smallest result per resolution."""
-    from .dist import all_min
-    from .loop import Trainer
-
     if fits is None:
         probe_cfg = copy.deepcopy(cfg)
         probe_cfg.sched.device_batch_cap = {}
@@ -70,7 +68,7 @@ def find_batch_caps(cfg: TrainConfig, images, device: torch.device, dist_info, f
         if dist_info.enabled:
             best = all_min(best, device)
         if best == 0:
-            raise RuntimeError(f"auto_batch: not even {start} images per device fit at {res}x{res}; "
+            raise DeviceError(f"auto_batch: not even {start} images per device fit at {res}x{res}; "
                                f"use a device with more memory or a smaller network")
         if best < share:
             caps[res] = best

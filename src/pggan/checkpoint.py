@@ -11,38 +11,20 @@ import json
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 
 import torch
 
-from ..config import ConfigError, NetworkConfig, TrainConfig
+from .config import ConfigError, NetworkConfig, TrainConfig
+from .util.errors import PgganError
+from .util.files import atomic_write
 
 FORMAT_VERSION = 1
 CHECKPOINT_RE = re.compile(r"checkpoint-(\d{6,})\.pt$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(PgganError, ValueError):
     """A checkpoint cannot be used; the message says why."""
-
-
-def atomic_write(path: str, write_fn) -> None:
-    """Write through ``write_fn(file)`` to a temporary file beside ``path``, fsync, then rename."""
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.fchmod(fd, 0o666 & ~umask)      # mkstemp's 0600 would make outputs private to their writer
-        with os.fdopen(fd, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_checkpoint(path: str, payload: dict) -> None:
@@ -135,3 +117,4 @@ def read_generator(path: str) -> tuple[NetworkConfig, dict, dict]:
         raise CheckpointError(f"'{path}' is a safetensors file but not a pggan generator")
     net = TrainConfig.from_dict({"net": json.loads(meta["net"])}).net
     return net, tensors, meta
+

@@ -16,6 +16,12 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .errors import PgganError
+
+
+class ProcessGroupError(PgganError, RuntimeError):
+    """The training processes lost each other or disagree."""
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -121,7 +127,7 @@ def check_identical(modules, info: DistInfo) -> None:
     dist.all_gather(gathered, fp)
     bad = [r for r, g in enumerate(gathered) if not torch.equal(g, gathered[0])]
     if bad:
-        raise RuntimeError(f"the parameters of rank(s) {bad} differ from rank 0's; the processes have diverged "
+        raise ProcessGroupError(f"the parameters of rank(s) {bad} differ from rank 0's; the processes have diverged "
                            f"(non-deterministic kernels or a hardware fault). Resume from the last checkpoint.")
 
 

@@ -7,7 +7,9 @@ import torch
 from ..api import LoadedGenerator
 from ..metrics.evaluate import (Evaluator, MetricOptions, append_results, data_fingerprint, image_sources, stats_key,
                                 summary)
-from .loop import Trainer
+from ..util.errors import UsageError
+from .rundir import RunDir
+from .trainer import Trainer
 
 
 class TrainingMetrics:
@@ -17,14 +19,14 @@ class TrainingMetrics:
         opts = MetricOptions(cfg.metrics, cfg.metrics_num, cfg.metrics_pairs, seed=cfg.seed,
                              inception=cfg.inception or None)
         if "swd" in opts.validate().names and len(trainer.images) < cfg.metrics_num:
-            raise ValueError(f"metrics: SWD compares {cfg.metrics_num} generated with as many real images, but the data "
+            raise UsageError(f"metrics: SWD compares {cfg.metrics_num} generated with as many real images, but the data "
                              f"has {len(trainer.images)}; lower metrics_num (--set metrics_num=N)")
         # all ranks build the evaluator: each generates (and embeds) its share of the images
         self.evaluator = Evaluator(opts, trainer.device, trainer.dist)
         self.fingerprint = data_fingerprint(cfg.data)
 
     @torch.no_grad()
-    def run(self, run_dir: str | None, wall_s: float, log) -> dict:
+    def run(self, run_dir: RunDir | None, wall_s: float, log) -> dict:
         t, cfg = self.trainer, self.cfg
         ph = t.phase()
         level = t.images.levels[ph.resolution]
@@ -38,7 +40,7 @@ class TrainingMetrics:
         result = self.evaluator.evaluate(fake_fn, real_fn, len(level), key, names)
         result.update({"network": "G_ema (training)", "resolution": ph.resolution, "alpha": ph.alpha, "wall_s": wall_s})
         if run_dir is not None:
-            append_results(run_dir, result, t.cur_nimg / 1000.0, names)
+            append_results(run_dir.path, result, t.cur_nimg / 1000.0, names)
             log(f"metrics at kimg {t.cur_nimg / 1000:.1f} (res {ph.resolution}, {result['seconds']:.1f} s): "
                 f"{summary(result)}")
         return result

@@ -1,24 +1,11 @@
-"""``pggan interpolate | training-video | neighbors | export``: using a trained generator."""
+"""``pggan generate | interpolate | training-video | neighbors | export | convert-official``: trained generators."""
 from __future__ import annotations
 
 import os
 
 import click
 
-from .cli import friendly_errors, main
-
-
-def _load(network: str, device: str):
-    from .api import load_generator
-    from .training.loop import resolve_device
-
-    return load_generator(network, device=resolve_device(device))
-
-
-def _bar(total: int, unit: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit=unit, dynamic_ncols=True, leave=False)
+from .app import friendly_errors, load_network, main, progress_bar
 
 
 def _fallback_note(asked: str, written: str) -> None:
@@ -38,6 +25,32 @@ def _parse_grid(text: str) -> tuple[int, int]:
 
 @main.command()
 @click.option("--network", required=True, type=click.Path(), help="checkpoint (.pt) or generator (.safetensors)")
+@click.option("--seeds", default="0-7", show_default=True, help="e.g. 0-99,200")
+@click.option("--outdir", default="out", show_default=True, type=click.Path(file_okay=False))
+@click.option("--grid", is_flag=True, help="write one grid image instead of one file per seed")
+@click.option("--truncate", type=float, default=None, help="redraw latent components beyond +-T")
+@click.option("--class", "class_idx", type=int, default=None, help="class index for a conditional generator")
+@click.option("--raw", is_flag=True, help="use G instead of G_ema (checkpoints only)")
+@click.option("--device", default="cpu", show_default=True)
+@friendly_errors
+def generate(network, seeds, outdir, grid, truncate, class_idx, raw, device):
+    """Generate images from a trained generator."""
+    from ..api import parse_seeds
+    from ..explore import write_images
+
+    seed_list = parse_seeds(seeds)
+    if truncate is not None and truncate <= 0:
+        raise click.ClickException("--truncate must be > 0")
+    gen = load_network(network, device, use_ema=not raw)
+    if gen.resolution < gen.net.resolution:
+        click.echo(f"note: {network} was saved while its run trained at {gen.resolution}x{gen.resolution} "
+                   f"(of {gen.net.resolution}x{gen.net.resolution}); the images have that size")
+    paths = write_images(gen, seed_list, outdir, grid, class_idx, truncate)
+    click.echo(f"wrote {paths[0]}" if grid else f"wrote {len(paths)} images to {outdir}/")
+
+
+@main.command()
+@click.option("--network", required=True, type=click.Path(), help="checkpoint (.pt) or generator (.safetensors)")
 @click.option("--out", default="interpolation.mp4", show_default=True, type=click.Path(dir_okay=False),
               help=".mp4 (H.264) or .gif; with --strip a .png")
 @click.option("--duration", default=10.0, show_default=True, help="seconds")
@@ -53,7 +66,7 @@ def _parse_grid(text: str) -> tuple[int, int]:
 @friendly_errors
 def interpolate(network, out, duration, fps, sigma, grid, size, seed, strip, steps, class_idx, device):
     """Latent-space interpolation video (the paper's), or a still slerp strip between two seeds."""
-    from .explore import interpolation_strip, interpolation_video
+    from ..explore import interpolation_strip, interpolation_video
 
     if strip:
         try:
@@ -62,7 +75,7 @@ def interpolate(network, out, duration, fps, sigma, grid, size, seed, strip, ste
             raise click.ClickException(f"--strip expects two seeds such as 3,7, got '{strip}'") from None
         if not out.lower().endswith(".png"):
             out = os.path.splitext(out)[0] + ".png"
-        gen = _load(network, device)
+        gen = load_network(network, device)
         interpolation_strip(gen, a, b, steps, out, class_idx)
         click.echo(f"wrote {out} ({steps} images from seed {a} to seed {b})")
         return
@@ -74,9 +87,9 @@ def interpolate(network, out, duration, fps, sigma, grid, size, seed, strip, ste
     frames = int(round(duration * fps))
     if frames < 2 or fps <= 0:
         raise click.ClickException("the video needs at least 2 frames: raise --duration or --fps")
-    gen = _load(network, device)
+    gen = load_network(network, device)
     gen.class_labels(class_idx, 1)                     # a --class mismatch fails before any work
-    bar = _bar(frames, "frame")
+    bar = progress_bar(frames, "frame")
     try:
         r = interpolation_video(gen, out, duration, fps, sigma, cols_rows, size, seed, class_idx, progress=bar.update)
     finally:
@@ -93,14 +106,14 @@ def interpolate(network, out, duration, fps, sigma, grid, size, seed, strip, ste
 @friendly_errors
 def training_video_cmd(run_dir, out, fps, size):
     """A video of a run's image grids over time, with kimg and resolution on every frame."""
-    from .explore import training_video
+    from ..explore import training_video
 
     if fps <= 0:
         raise click.ClickException("--fps must be > 0")
     if not os.path.isdir(run_dir):
         raise click.ClickException(f"'{run_dir}' is not a directory; give a run directory such as runs/00000-...")
     out = out or os.path.join(run_dir, "training.mp4")
-    bar = _bar(len([f for f in os.listdir(run_dir) if f.startswith("fakes")]), "frame")
+    bar = progress_bar(len([f for f in os.listdir(run_dir) if f.startswith("fakes")]), "frame")
     try:
         r = training_video(run_dir, out, fps, size, progress=bar.update)
     finally:
@@ -124,15 +137,15 @@ def training_video_cmd(run_dir, out, fps, size):
 @friendly_errors
 def neighbors(network, data, seeds, k, space, inception, data_count, class_idx, out, device):
     """Nearest training images of generated ones, as one grid (the paper's appendix F)."""
-    from .api import parse_seeds
-    from .explore import find_neighbors, neighbors_grid
-    from .training.images import save_png
+    from ..api import parse_seeds
+    from ..explore import find_neighbors, neighbors_grid
+    from ..util.grids import save_png
 
     seed_list = parse_seeds(seeds)
     if k < 1:
         raise click.ClickException("--k must be >= 1")
-    gen = _load(network, device)
-    bar = _bar(0, "img")
+    gen = load_network(network, device)
+    bar = progress_bar(0, "img")
     try:
         r = find_neighbors(gen, data, seed_list, k, space, inception, class_idx, data_count, progress=bar.update)
     finally:
@@ -151,9 +164,9 @@ def neighbors(network, data, seeds, k, space, inception, data_count, class_idx, 
 @friendly_errors
 def export(network, outdir, onnx, resolution):
     """G_ema as safetensors + JSON (the file to share) and as ONNX, checked against PyTorch."""
-    from .export import export_onnx, export_safetensors
+    from ..export import export_onnx, export_safetensors
 
-    gen = _load(network, "cpu")
+    gen = load_network(network, "cpu")
     os.makedirs(outdir, exist_ok=True)
     for path in export_safetensors(gen, outdir, {"exported_from": os.path.abspath(network)}):
         click.echo(f"wrote {path}")
@@ -172,14 +185,14 @@ def convert_official(pkl, out):
     OUT.safetensors: the averaged generator Gs, for generate / interpolate / load_generator.
     OUT.pt: G, D and Gs (as G_ema), read like a checkpoint by generate, interpolate and metrics.
     """
-    from .official.convert import convert_file
+    from ..official.convert import convert_file
 
     r = convert_file(pkl, out)
-    net = r["net"]
-    click.echo(f"read {r['source']} networks: {net.resolution}x{net.resolution}, {net.channels} channel(s), "
-               f"latent {net.z_dim}, {net.label_size} label(s), fused G/D {r['fused']['G']}/{r['fused']['D']}")
-    if r["ignored"]:
-        click.echo(f"note: build arguments the release's own code ignores too: {', '.join(r['ignored'])}")
-    if r["lod"]:
-        click.echo(f"note: the networks were saved at lod {r['lod']:g} (mid-growth); pggan runs them at full resolution")
+    net = r.net
+    click.echo(f"read {r.source} networks: {net.resolution}x{net.resolution}, {net.channels} channel(s), "
+               f"latent {net.z_dim}, {net.label_size} label(s), fused G/D {r.fused_G}/{r.fused_D}")
+    if r.ignored:
+        click.echo(f"note: build arguments the release's own code ignores too: {', '.join(r.ignored)}")
+    if r.lod:
+        click.echo(f"note: the networks were saved at lod {r.lod:g} (mid-growth); pggan runs them at full resolution")
     click.echo(f"wrote {out}")

@@ -1,63 +1,33 @@
-"""The training loop: one D step then one G step per minibatch, driven by the schedule."""
+"""The Trainer: G, D, G_ema and their optimizers, and one minibatch of training (D steps, then a G step)."""
 from __future__ import annotations
 
-import contextlib
 import copy
-import json
-import math
-import os
 import random
-import resource
-import signal
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ..checkpoint import CheckpointError, load_state
 from ..config import TrainConfig
-from ..data.images import DataOrder, ImageSet, minibatch
+from ..data.base import ImageSet
 from ..layers import fade_images
 from ..losses import LSGANNoise, d_loss, g_loss
 from ..networks import Discriminator, Generator
 from ..schedule import Phase, phase_at, starts_new_phase
-from .checkpoint import CheckpointError, load_state
-from .dist import DistInfo, all_mean, average_gradients, broadcast_module
-from .images import make_grid, to_uint8
-
-STAT_KEYS = ("loss_d", "loss_g", "score_real", "score_fake", "penalty")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{name}' was asked for but CUDA is not available here; use --device cpu or auto")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError("device 'mps' was asked for but MPS is not available here; use --device cpu or auto")
-    return dev
+from ..util.checks import one_hot
+from ..util.device import autocast_for
+from ..util.dist import DistInfo, all_mean, average_gradients, broadcast_module
+from ..util.errors import DeviceError, UsageError
+from ..util.grids import to_uint8
+from .sampler import DataOrder, minibatch
 
 
-def precision_note(device: torch.device, precision: str) -> str | None:
-    """A warning when bf16 is asked of a CPU without native bf16 (no AVX-512-BF16 or AMX): PyTorch then
-    runs bf16 convolutions through a slow fallback."""
-    if device.type != "cpu" or precision != "bf16":
-        return None
-    native = any(getattr(torch.cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
-    if native:
-        return None
-    return ("note: this CPU has no native bf16 (no AVX-512-BF16 or AMX); bf16 convolutions run through a slow "
-            "fallback, about 10-15x slower than fp32 here: consider --precision fp32")
-
-
-def autocast_for(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+@dataclass(frozen=True)
+class Step:
+    """What one call of :meth:`Trainer.step` did: the phase it trained at and its (detached) losses."""
+    phase: Phase
+    stats: dict
 
 
 class Trainer:
@@ -65,7 +35,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, images: ImageSet, device: torch.device, dist_info: DistInfo = DistInfo()):
         if cfg.precision == "fp16" and device.type != "cuda":
-            raise RuntimeError("precision fp16 needs a CUDA device; use bf16 or fp32 here")
+            raise DeviceError("precision fp16 needs a CUDA device; use bf16 or fp32 here")
         self.cfg, self.images, self.device = cfg, images, device
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
@@ -130,7 +100,7 @@ class Trainer:
         labels = None
         if self._label_pool is not None:
             idx = torch.randint(len(self._label_pool), (n,))[lo:hi]
-            labels = torch.nn.functional.one_hot(self._label_pool[idx], self.images.label_size).float().to(self.device)
+            labels = one_hot(self._label_pool[idx], self.images.label_size).to(self.device)
         return z, mix, labels
 
     def _finish(self, opt, scaler, params) -> None:
@@ -139,11 +109,10 @@ class Trainer:
         scaler.step(opt)
         scaler.update()
 
-    def step(self, ph: Phase | None = None) -> dict:
+    def step(self, ph: Phase | None = None) -> Step:
         """Train one minibatch at the schedule's phase (or at ``ph``, for benchmarks): n_critic D steps,
         each followed by the G_ema update, then one G step."""
         ph = ph or self.phase()
-        self.last_phase = ph
         if self.prev_lod is None or (self.cfg.optim.reset_on_phase and starts_new_phase(self.prev_lod, ph.lod)):
             self.opt_G.state.clear()
             self.opt_D.state.clear()
@@ -152,26 +121,31 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] = lr
         if ph.batch % self.dist.world:
-            raise RuntimeError(f"the minibatch {ph.batch} at {ph.resolution}x{ph.resolution} cannot be split over "
-                               f"{self.dist.world} processes; use a batch_table with multiples of {self.dist.world}")
+            raise UsageError(f"the minibatch {ph.batch} at {ph.resolution}x{ph.resolution} cannot be split over "
+                             f"{self.dist.world} processes; use a batch_table with multiples of {self.dist.world}")
         share = ph.batch // self.dist.world
         rounds = self._rounds(share, ph.resolution)
         micro = [slice(i * share // rounds, (i + 1) * share // rounds) for i in range(rounds)]
         for _ in range(self.cfg.optim.n_critic):
-            stats = self._d_step(ph, micro)
+            noise = self._d_noise()
+            stats = self._d_step(ph, micro, noise)
             self.cur_nimg += ph.batch
             self._update_ema(ph.batch)
-        stats["loss_g"] = self._g_step(ph, micro)
-        return stats
+        stats["loss_g"] = self._g_step(ph, micro, noise)
+        return Step(ph, stats)
 
-    def _d_step(self, ph: Phase, micro: list[slice]) -> dict:
+    def _d_noise(self) -> float:
+        """LSGAN's D noise strength for the next D step (and the G step after it): appendix B."""
+        loss = self.cfg.loss
+        return self.lsgan.strength if loss.kind == "lsgan" and loss.lsgan_noise else 0.0
+
+    def _d_step(self, ph: Phase, micro: list[slice], noise: float) -> dict:
         cfg, k, alpha = self.cfg, ph.res_log2, ph.alpha
         amp = autocast_for(self.device, cfg.precision)
         cl = torch.channels_last if cfg.channels_last else torch.contiguous_format
         reals_all, labels_all = minibatch(self.images, self.order, ph.batch, ph.resolution, self.device,
                                           self.dist.rank, self.dist.world)
         z, mix, fake_labels = self._shared_draws(ph.batch, cfg.loss.kind == "wgangp")
-        self.D.noise_strength = self.lsgan.strength if cfg.loss.kind == "lsgan" and cfg.loss.lsgan_noise else 0.0
         self.opt_D.zero_grad(set_to_none=True)
         grad_scale = self.scaler_D.get_scale() if self.scaler_D.is_enabled() else 1.0   # one host sync, fp16 only
         stats: dict = {}
@@ -182,7 +156,8 @@ class Trainer:
                 fakes = self.G_run(z[sl], fake_labels[sl] if fake_labels is not None else None, k, alpha)
             with amp:
                 loss, s = d_loss(cfg.loss, self.D_run, reals, fakes, labels, k, alpha,
-                                 mix=None if mix is None else mix[sl], grad_scale=grad_scale, D_penalty=self.D)
+                                 mix=None if mix is None else mix[sl], grad_scale=grad_scale, D_penalty=self.D,
+                                 noise=noise)
             self.scaler_D.scale(loss / len(micro)).backward()
             for key, v in s.items():
                 stats[key] = stats.get(key, 0.0) + v / len(micro)
@@ -192,7 +167,7 @@ class Trainer:
             self.lsgan.update(float(all_mean(score, self.dist.world) if self.dist.enabled else score))
         return stats
 
-    def _g_step(self, ph: Phase, micro: list[slice]) -> torch.Tensor:
+    def _g_step(self, ph: Phase, micro: list[slice], noise: float) -> torch.Tensor:
         amp = autocast_for(self.device, self.cfg.precision)
         z, _, fake_labels = self._shared_draws(ph.batch, False)
         self.opt_G.zero_grad(set_to_none=True)
@@ -201,7 +176,7 @@ class Trainer:
             labels = fake_labels[sl] if fake_labels is not None else None
             with amp:
                 fakes = self.G_run(z[sl], labels, ph.res_log2, ph.alpha)
-                loss, s = g_loss(self.cfg.loss, self.D_run, fakes, labels, ph.res_log2, ph.alpha)
+                loss, s = g_loss(self.cfg.loss, self.D_run, fakes, labels, ph.res_log2, ph.alpha, noise)
             self.scaler_G.scale(loss / len(micro)).backward(inputs=self._g_params)   # no gradients for D's weights
             total = total + s["loss_g"] / len(micro)
         self._finish(self.opt_G, self.scaler_G, self._g_params)
@@ -254,11 +229,11 @@ class Trainer:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
 
     @torch.no_grad()
-    def grid(self, z: torch.Tensor, labels) -> np.ndarray:
+    def sample(self, z: torch.Tensor, labels) -> np.ndarray:
+        """G_ema's images (uint8 [N, H, W, C]) for fixed latents, at the schedule's current level."""
         ph = self.phase()
         with autocast_for(self.device, self.cfg.precision):
-            images = self.G_ema(z.to(self.device), labels, ph.res_log2, ph.alpha)
-        return make_grid(to_uint8(images), self.cfg.grid_size, self.cfg.net.resolution)
+            return to_uint8(self.G_ema(z.to(self.device), labels, ph.res_log2, ph.alpha))
 
 
 def _python_rng_state():
@@ -278,77 +253,3 @@ def _set_numpy_rng_state(s: dict) -> None:
 
 def _tuple_state(s):
     return (s[0], tuple(s[1]), s[2])
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2 ** 20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def grid_latents(cfg: TrainConfig, label_size: int):
-    g = torch.Generator().manual_seed(cfg.seed + 1_000_003)
-    n = cfg.grid_size ** 2
-    z = torch.randn(n, cfg.net.z_dim, generator=g)
-    labels = None
-    if label_size:
-        labels = torch.nn.functional.one_hot(torch.arange(n) % label_size, label_size).float()
-    return z, labels
-
-
-class StopRequest:
-    """Set by SIGINT/SIGTERM (or a test callback): the loop saves a checkpoint and returns."""
-
-    def __init__(self):
-        self.signal: int | None = None
-
-    def __call__(self, signum, frame):
-        self.signal = signum
-
-    @contextlib.contextmanager
-    def installed(self):
-        import threading
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        old = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-
-
-def _crossed(prev_nimg: int, cur_nimg: int, every_kimg: float) -> bool:
-    if every_kimg <= 0:
-        return False
-    every = every_kimg * 1000.0
-    return math.floor(cur_nimg / every) > math.floor(prev_nimg / every)
-
-
-def format_tick(tick: int, ph: Phase, s: dict) -> str:
-    return (f"tick {tick:<5d} kimg {s['kimg']:<9.1f} res {ph.resolution:<4d} lod {ph.lod:<6.3f} alpha {ph.alpha:<5.3f} "
-            f"batch {ph.batch:<4d} loss_d {s['loss_d']:+9.4f} loss_g {s['loss_g']:+9.4f} img/s {s['img_per_s']:8.1f} "
-            f"sec/kimg {s['sec_per_kimg']:8.2f} mem {s['mem_mb']:8.1f}MB time {_fmt_time(s['wall_s'])}")
-
-
-def _fmt_time(s: float) -> str:
-    s = int(s)
-    return f"{s // 3600}h{(s // 60) % 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
-def write_json_line(path: str, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def truncate_stats(path: str, max_kimg: float) -> None:
-    """On resume, drop stats of ticks after the checkpoint: they belong to a trajectory now discarded."""
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        keep = [line for line in f if line.strip() and (json.loads(line).get("kimg") or 0) <= max_kimg + 1e-9]
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.writelines(keep)
-    os.replace(tmp, path)

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .builtin import render_shape
+from ..util.checks import is_resolution
+from .base import DataError
 from .dataset import DatasetWriter
-from .images import DataError
 from .sources import Source
 
 
@@ -38,11 +38,14 @@ class ConvertOptions:
     workers: int = 0                # 0 = all cores
     max_memory_mb: int = 1024
     max_pixels: int = 1 << 28       # decoded size above which a file is treated as a decompression bomb
+    compress_from: int = 0          # store levels of this resolution and above as PNG (0 = none)
 
     def validate(self) -> "ConvertOptions":
         r = self.resolution
-        if not (r & (r - 1) == 0 and 4 <= r <= 1024):
+        if not is_resolution(r):
             raise DataError(f"--resolution must be a power of two from 4 to 1024, got {r}")
+        if self.compress_from and not is_resolution(self.compress_from, high=r):
+            raise DataError(f"--compress-from must be a power of two from 4 to --resolution ({r}), or 0")
         if self.channels not in (1, 3):
             raise DataError(f"--channels must be 1 or 3, got {self.channels}")
         if self.square not in ("crop", "pad") or self.small not in ("skip", "upscale"):
@@ -149,9 +152,10 @@ def prepare(payload, opts: ConvertOptions) -> np.ndarray:
     from PIL import Image, ImageOps
 
     r = opts.resolution
-    if isinstance(payload, dict) and "render" in payload:
-        seed, index, _ = payload["render"]
-        return render_shape(seed, index, r, opts.channels)
+    if isinstance(payload, dict) and "pixels" in payload:         # rendered by the source, final
+        if payload["pixels"].shape != (opts.channels, r, r):
+            raise BadImage(f"rendered as {payload['pixels'].shape}, expected {(opts.channels, r, r)}")
+        return payload["pixels"]
     if isinstance(payload, np.ndarray):
         im = Image.fromarray(payload[..., 0] if payload.shape[-1] == 1 else payload)
         im = _to_mode(im, opts.channels, opts.background)
@@ -204,7 +208,7 @@ def select_keys(source: Source, opts: ConvertOptions) -> list:
 
 
 def create_dataset(source: Source, dest: str, opts: ConvertOptions, overwrite: bool = False,
-                   progress: bool = True, stats: dict | None = None, compress_from: int = 0) -> dict:
+                   progress: bool = True, stats: dict | None = None) -> dict:
     """Convert ``source`` into a dataset at ``dest``; returns the header. ``stats`` receives counters."""
     opts.validate()
     keys = select_keys(source, opts)
@@ -214,7 +218,7 @@ def create_dataset(source: Source, dest: str, opts: ConvertOptions, overwrite: b
     wanted = set(keys)
     window = window_size(opts)
     workers = opts.workers or os.cpu_count() or 1
-    writer = DatasetWriter(dest, opts.resolution, opts.channels, overwrite, compress_from)
+    writer = DatasetWriter(dest, opts.resolution, opts.channels, overwrite, opts.compress_from)
     stats = stats if stats is not None else {}
     stats.update(window=window, max_in_flight=0, bad=0)
     bar = None

@@ -6,7 +6,7 @@ import io
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write
+from .files import atomic_write
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -1,0 +1,46 @@
+"""The ``pggan`` command group and what its commands share: error handling, device choice, progress bars."""
+from __future__ import annotations
+
+import functools
+import os
+
+import click
+
+from ..util.errors import PgganError
+
+
+def friendly_errors(fn):
+    """pggan's own errors (and file-system errors, which name the file) become one line and exit code 1;
+    anything else is a bug and keeps its traceback. PGGAN_DEBUG=1 shows the traceback of every error."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (PgganError, OSError) as e:
+            if os.environ.get("PGGAN_DEBUG"):
+                raise
+            raise click.ClickException(str(e)) from None
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pggan")
+def main():
+    """Progressive Growing of GANs: train, generate, benchmark."""
+
+
+def load_network(network: str, device: str, use_ema: bool = True):
+    from ..api import load_generator
+    from ..util.device import resolve_device
+
+    return load_generator(network, device=resolve_device(device), use_ema=use_ema)
+
+
+def progress_bar(total: int, unit: str, **kwargs):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, dynamic_ncols=True, leave=False, **kwargs)
+
+
+def mib(n: int) -> str:
+    return f"{n / 2 ** 20:.1f} MiB" if n < 2 ** 30 else f"{n / 2 ** 30:.2f} GiB"

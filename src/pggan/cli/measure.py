@@ -1,0 +1,87 @@
+"""``pggan metrics | bench | plot``: measuring generators, training speed and runs."""
+from __future__ import annotations
+
+import os
+
+import click
+
+from ..util.checks import or_list
+from ..util.device import PRECISIONS, resolve_device
+from .app import friendly_errors, main, progress_bar
+
+
+@main.command()
+@click.option("--network", required=True, type=click.Path(), help="checkpoint (.pt) or generator (.safetensors)")
+@click.option("--data", required=True, help="the training data: a dataset, a folder or builtin:NAME")
+@click.option("--metrics", "names", default="swd,msssim", show_default=True, help="comma-separated: swd, msssim, fid, is")
+@click.option("--num", default=2048, show_default=True, help="generated (and real) images for SWD, FID, IS (the paper: 16384)")
+@click.option("--pairs", default=10000, show_default=True, help="MS-SSIM: pairs of generated images")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--inception", type=click.Path(dir_okay=False), help="FID/IS: Inception weights (pt_inception-2015-12-05-6726825d.pth)")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="where real-image statistics are cached")
+@click.option("--batch", default=64, show_default=True)
+@click.option("--real-baseline", is_flag=True, help="MS-SSIM: also measure pairs of real images (the paper's baseline)")
+@click.option("--device", default="cpu", show_default=True)
+@friendly_errors
+def metrics(network, data, names, num, pairs, seed, inception, cache_dir, batch, real_baseline, device):
+    """SWD (x1e3 per level), MS-SSIM, FID and Inception Score of a generator."""
+    from ..metrics.evaluate import MetricOptions, append_results, evaluate_network, format_result
+
+    opts = MetricOptions(names, num, pairs, seed, batch, inception, cache_dir).validate()
+    total = (num if {"swd", "fid", "is"} & set(opts.names) else 0) + (2 * pairs if "msssim" in opts.names else 0)
+    with progress_bar(total, "img", desc="generating") as bar:
+        r = evaluate_network(network, data, opts, resolve_device(device), real_baseline=real_baseline,
+                             progress=bar.update)
+    for line in format_result(r):
+        click.echo(line)
+    for path in append_results(os.path.dirname(os.path.abspath(network)), r, r["kimg"], opts.names):
+        click.echo(f"appended {path}")
+
+
+@main.command()
+@click.option("--device", default="auto", show_default=True)
+@click.option("--precision", "precisions", default="fp32,bf16", show_default=True, help=f"comma-separated: {','.join(PRECISIONS)}")
+@click.option("--paper-max-res", default=16, show_default=True, help="measure the paper's widths up to this resolution (0 = skip; 32 and above take minutes on a CPU)")
+@click.option("--seconds", default=3.0, show_default=True, help="time per measurement")
+@click.option("--resolutions", default="4,8,16,32", show_default=True, help="reference network resolutions to measure")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write the results as JSON")
+@click.option("--compile", "use_compile", is_flag=True, help="torch.compile G and D (as train's compile option)")
+@friendly_errors
+def bench(device, precisions, paper_max_res, seconds, resolutions, json_path, use_compile):
+    """Measure training speed against this machine's convolution peak."""
+    from ..bench import HEADER, run_bench, write_json
+
+    precs = [p.strip() for p in precisions.split(",") if p.strip()]
+    bad = [p for p in precs if p not in PRECISIONS]
+    if bad:
+        raise click.ClickException(f"unknown precision {bad[0]}; use {or_list(PRECISIONS)}")
+    dev = resolve_device(device)
+    header_shown = []
+
+    def log(msg: str) -> None:
+        if msg.startswith(("reference", "paper")) and not header_shown:
+            header_shown.append(True)
+            click.echo(HEADER)
+        click.echo(msg)
+
+    try:
+        res_list = [int(r) for r in resolutions.split(",") if r.strip()]
+    except ValueError:
+        raise click.ClickException(f"--resolutions must be a comma-separated list such as 4,8,16,32, got '{resolutions}'") from None
+    if not res_list or any(r not in (4, 8, 16, 32) for r in res_list):
+        raise click.ClickException("--resolutions: the reference network is 32x32, so choose from 4, 8, 16, 32")
+    result = run_bench(dev, precs, paper_max_res, seconds, res_list, log=log, compile=use_compile)
+    if json_path:
+        write_json(json_path, result)
+        click.echo(f"wrote {json_path}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", type=click.Path(dir_okay=False), help="PNG to write (default RUN_DIR/plot.png)")
+@friendly_errors
+def plot(run_dir, out):
+    """Plot a run's losses and metrics against kimg and wall time, resolution changes marked."""
+    from ..plot import plot_run
+
+    click.echo(f"wrote {plot_run(run_dir, out)}")

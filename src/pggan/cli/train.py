@@ -1,0 +1,61 @@
+"""``pggan train``."""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from ..util.device import PRECISIONS
+from .app import friendly_errors, main
+
+
+@main.command()
+@click.option("--preset", help="start from a named configuration (default: cpu-small)")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON file of options over the preset")
+@click.option("--data", help="builtin:shapes or a folder of images")
+@click.option("--resolution", "net__resolution", type=int, help="target resolution")
+@click.option("--kimg", "sched__total_kimg", type=float, help="length of the run in kimg")
+@click.option("--loss", "loss__kind", type=click.Choice(["wgangp", "lsgan", "logistic"]))
+@click.option("--device", help="auto, cpu, cuda, cuda:N, mps")
+@click.option("--precision", type=click.Choice(PRECISIONS))
+@click.option("--seed", type=int)
+@click.option("--mirror/--no-mirror", default=None, help="horizontal mirror augmentation")
+@click.option("--outdir", help="parent of the run directories (default runs)")
+@click.option("--desc", help="extra text in the run directory name")
+@click.option("--deterministic", is_flag=True, default=None, help="deterministic kernels (exact resume)")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="any option, e.g. --set sched.lod_training_kimg=50")
+@click.option("--resume", help="'latest' (newest checkpoint under --outdir) or a checkpoint path")
+@click.option("--dry-run", is_flag=True, help="print the resolved config and exit")
+@click.option("--help-options", is_flag=True, help="list every option with its default and exit")
+@click.option("--nproc", type=int, default=1, show_default=True,
+              help="processes on this machine (one per GPU; gloo on CPU), started through torchrun")
+@click.option("--progress/--no-progress", default=True)
+@friendly_errors
+def train(preset, config_file, sets, resume, dry_run, help_options, nproc, progress, **flags):
+    """Train a progressive GAN; writes runs/NNNNN-<desc>/."""
+    from ..config import options_markdown
+    from ..training.launch import build_config, relaunch_with_torchrun, resume_config
+    from ..training.run import run_training
+
+    if help_options:
+        click.echo(options_markdown())
+        return
+    if nproc < 1:
+        raise click.ClickException("--nproc must be >= 1")
+    if nproc > 1 and "WORLD_SIZE" not in os.environ and not dry_run:
+        sys.exit(relaunch_with_torchrun(nproc, sys.argv[1:]))
+    flags = {k.replace("__", "."): v for k, v in flags.items() if v is not None}
+    if resume:
+        cfg, resume = resume_config(resume, flags, sets, preset, config_file)
+    else:
+        cfg = build_config(preset, config_file, flags, sets)
+    if dry_run:
+        click.echo(cfg.to_json())
+        return
+    result = run_training(cfg, resume=resume, progress=progress)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from ..util.dist import exit_now
+        exit_now(result.exit_code)        # skip the interpreter teardown that gloo's threads can abort
+    if result.exit_code:
+        sys.exit(result.exit_code)

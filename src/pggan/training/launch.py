@@ -1,0 +1,83 @@
+"""What ``pggan train`` starts from: the config (preset, config file, flags, --set), the checkpoint a
+resumed run continues, and the torchrun relaunch of ``--nproc N``."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from ..checkpoint import checkpoint_config, load_checkpoint
+from ..config import ConfigError, TrainConfig, merge, set_option, validate
+from ..presets import get_preset
+from .rundir import find_latest_checkpoint
+
+DEFAULT_PRESET = "cpu-small"
+
+
+def build_config(preset: str | None, config_file: str | None, flags: dict, sets=()) -> TrainConfig:
+    """A validated config: the preset (cpu-small when neither a preset nor a file is given), then the
+    JSON file's values over it, then the flags ({dotted option: value}) and --set KEY=VALUE items."""
+    if preset:
+        cfg = get_preset(preset)
+    else:
+        cfg = TrainConfig(preset="") if config_file else get_preset(DEFAULT_PRESET)
+    if config_file:
+        try:
+            with open(config_file) as f:
+                d = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"config file '{config_file}' is not valid JSON: {e}") from None
+        cfg = merge(cfg, d, origin=f"config file '{config_file}'")
+    return validate(apply_overrides(cfg, flags, sets))
+
+
+def apply_overrides(cfg: TrainConfig, flags: dict, sets=()) -> TrainConfig:
+    """Command-line flags ({dotted option: value}, None = not given) and --set KEY=VALUE items, in that order."""
+    for key, value in flags.items():
+        if value is not None:
+            cfg = set_option(cfg, key, value)
+    for item in sets:
+        if "=" not in item:
+            raise ConfigError(f"--set expects KEY=VALUE (e.g. sched.total_kimg=200), got '{item}'")
+        key, value = item.split("=", 1)
+        cfg = set_option(cfg, key.strip(), value.strip())
+    return cfg
+
+
+def resume_config(resume: str, flags: dict, sets=(), preset: str | None = None,
+                  config_file: str | None = None) -> tuple[TrainConfig, str]:
+    """(config, checkpoint path) to continue a run: the checkpoint's own config with the flags over it.
+    ``resume`` is a checkpoint path or 'latest' (the newest checkpoint under the --outdir flag)."""
+    if preset or config_file:
+        raise ConfigError("--resume continues the checkpoint's own config; drop --preset/--config "
+                          "(use --kimg or --set to change how long or where it runs)")
+    path = resume
+    if resume == "latest":
+        outdir = flags.get("outdir") or "runs"
+        path = find_latest_checkpoint(outdir)
+        if path is None:
+            raise ConfigError(f"--resume latest: no checkpoint found under '{outdir}'")
+    base = checkpoint_config(load_checkpoint(path))
+    cfg = validate(apply_overrides(base, flags, sets))
+    if cfg.net != base.net:
+        raise ConfigError("the network options differ from the checkpoint's; a run cannot change its networks "
+                          "when resuming")
+    return cfg, path
+
+
+def relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
+    """``pggan train --nproc N ...`` = ``torchrun --standalone --nproc_per_node N -m pggan train ...``;
+    returns torchrun's exit code."""
+    args, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if a.startswith("--nproc="):
+            continue
+        args.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "pggan"] + args
+    return subprocess.call(cmd)

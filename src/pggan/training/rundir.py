@@ -1,0 +1,102 @@
+"""The run directory ``runs/NNNNN-desc/``: the one owner of every file of a run.
+
+training_options.json, log.txt, stats.jsonl, metric-*.jsonl, reals.png, fakesKKKKKK.png,
+checkpoint-KKKKKK.pt (the newest ``keep`` kept) and generator-final.safetensors. Only rank 0 of a
+multi-process run has one.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+
+from ..checkpoint import list_checkpoints, prune_checkpoints, save_checkpoint, save_generator
+from ..config import NetworkConfig, TrainConfig
+from ..util.files import append_jsonl, truncate_jsonl
+from ..util.grids import make_grid, save_png
+
+RUN_RE = re.compile(r"^(\d{5})-")
+
+
+def run_description(cfg: TrainConfig) -> str:
+    data = cfg.data.split(":", 1)[1] if cfg.data.startswith("builtin:") else os.path.basename(os.path.normpath(cfg.data))
+    parts = [re.sub(r"[^A-Za-z0-9_.-]+", "_", data), str(cfg.net.resolution), cfg.preset or "custom"]
+    if cfg.desc:
+        parts.append(re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg.desc))
+    return "-".join(parts)
+
+
+def find_latest_checkpoint(outdir: str) -> str | None:
+    """The newest checkpoint of the highest-numbered run in ``outdir`` that has one."""
+    if not os.path.isdir(outdir):
+        return None
+    for d in sorted((d for d in os.listdir(outdir) if RUN_RE.match(d)), reverse=True):
+        ckpts = list_checkpoints(os.path.join(outdir, d))
+        if ckpts:
+            return ckpts[-1]
+    return None
+
+
+class RunDir:
+    def __init__(self, path: str, echo):
+        self.path, self.echo = path, echo
+
+    @classmethod
+    def create(cls, cfg: TrainConfig, echo) -> "RunDir":
+        """A new ``outdir/NNNNN-desc`` folder (an existing one is never reused) holding the options."""
+        os.makedirs(cfg.outdir, exist_ok=True)
+        while True:
+            ids = [int(m.group(1)) for d in os.listdir(cfg.outdir) if (m := RUN_RE.match(d))]
+            path = os.path.join(cfg.outdir, f"{max(ids, default=-1) + 1:05d}-{run_description(cfg)}")
+            try:
+                os.makedirs(path)
+                break
+            except FileExistsError:
+                continue
+        with open(os.path.join(path, "training_options.json"), "w") as f:
+            f.write(cfg.to_json() + "\n")
+        return cls(path, echo)
+
+    @classmethod
+    def resume(cls, checkpoint: str, kimg: float, echo) -> "RunDir":
+        """The run directory of ``checkpoint``, its records cut back to ``kimg`` (the later ones belong
+        to a trajectory now discarded)."""
+        run = cls(os.path.dirname(os.path.abspath(checkpoint)), echo)
+        for name in ["stats.jsonl"] + [f for f in os.listdir(run.path) if f.startswith("metric-")]:
+            truncate_jsonl(os.path.join(run.path, name), kimg)
+        return run
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def log(self, msg: str) -> None:
+        with open(self.file("log.txt"), "a") as f:
+            f.write(msg + "\n")
+        self.echo(msg)
+
+    def append_stats(self, record: dict) -> None:
+        append_jsonl(self.file("stats.jsonl"), record)
+
+    def write_grid(self, name: str, images: np.ndarray, cols: int, size: int | None = None) -> str:
+        path = self.file(name)
+        save_png(path, make_grid(images, cols, size))
+        return path
+
+    def write_fakes(self, cur_nimg: int, images: np.ndarray, cols: int, size: int) -> str:
+        return self.write_grid(fakes_name(cur_nimg), images, cols, size)
+
+    def write_checkpoint(self, cur_nimg: int, state: dict, keep: int) -> str:
+        path = self.file(f"checkpoint-{cur_nimg // 1000:06d}.pt")
+        save_checkpoint(path, state)
+        prune_checkpoints(self.path, keep)
+        return path
+
+    def write_generator(self, G_ema, net: NetworkConfig, extra: dict) -> str:
+        path = self.file("generator-final.safetensors")
+        save_generator(path, G_ema, net, extra)
+        return path
+
+
+def fakes_name(cur_nimg: int) -> str:
+    return f"fakes{cur_nimg // 1000:06d}.png"

@@ -1,0 +1,54 @@
+"""Before a run starts: its data, and the config resolved from the options, the data and the device.
+
+``resolve_config`` returns a new config and never changes the one it is given: what comes from the
+data (the number of classes) and from the device (auto_batch's per-device caps) is written into the
+copy, which is the config the run saves and resumes with.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import torch
+
+from ..config import TrainConfig
+from ..data.base import DataError, ImageSet
+from ..data.load import load_images
+from ..util.dist import DistInfo
+
+
+def load_training_data(cfg: TrainConfig) -> ImageSet:
+    """The run's images; labels kept only for a conditional run."""
+    images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)
+    if cfg.conditional and not images.label_size:
+        raise DataError(f"--set conditional=true needs labels, but {images.description} has none")
+    if not cfg.conditional:
+        images = dataclasses.replace(images, labels=None, label_size=0)
+    return images
+
+
+def resolve_config(cfg: TrainConfig, images: ImageSet, device: torch.device,
+                   info: DistInfo = DistInfo()) -> tuple[TrainConfig, list[str]]:
+    """(the run's config, notes for the log)."""
+    cfg = copy.deepcopy(cfg)
+    cfg.net.label_size = images.label_size
+    notes: list[str] = []
+    if cfg.sched.auto_batch:
+        notes = _auto_batch(cfg, images, device, info)
+    return cfg, notes
+
+
+def _auto_batch(cfg: TrainConfig, images: ImageSet, device: torch.device, info: DistInfo) -> list[str]:
+    """Fills ``cfg.sched.device_batch_cap`` (and ``accumulate``) from a memory probe on a CUDA device."""
+    if device.type != "cuda":
+        return [f"auto_batch: applies to CUDA devices; on {device.type} the configured batches are used"]
+    from .batchfind import find_batch_caps
+
+    notes: list[str] = []
+    caps = find_batch_caps(cfg, images, device, info, log=notes.append)
+    for res, cap in caps.items():
+        cfg.sched.device_batch_cap[res] = min(cap, cfg.sched.device_batch_cap.get(res, cap))
+    if caps:
+        cfg.sched.accumulate = True
+    notes.append(f"auto_batch: per-device caps {cfg.sched.device_batch_cap or 'none needed'}")
+    return notes

@@ -1,0 +1,55 @@
+"""Choosing the device and the precision at run time, and measuring memory."""
+from __future__ import annotations
+
+import contextlib
+import resource
+
+import torch
+
+from .errors import DeviceError
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"device '{name}' was asked for but CUDA is not available here; use --device cpu or auto")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError("device 'mps' was asked for but MPS is not available here; use --device cpu or auto")
+    return dev
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX-512-BF16 or AMX: without them PyTorch runs bf16 convolutions through a slow fallback."""
+    return any(getattr(torch.cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
+def precision_note(device: torch.device, precision: str) -> str | None:
+    """A warning when bf16 is asked of a CPU without native bf16."""
+    if device.type != "cpu" or precision != "bf16" or cpu_has_native_bf16():
+        return None
+    return ("note: this CPU has no native bf16 (no AVX-512-BF16 or AMX); bf16 convolutions run through a slow "
+            "fallback, about 10-15x slower than fp32 here: consider --precision fp32")
+
+
+def autocast_for(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
