@@ -20,6 +20,7 @@ demo: install
 	$(VENV)/bin/pggan plot "$$(ls -d runs/*-demo | tail -n 1)"
 
 test: install
+	$(VENV)/bin/ruff check src tests tools
 	$(PY) -m pytest -q
 
 test-all: install

@@ -6,8 +6,8 @@ import torch
 
 from pggan.config import TrainConfig
 from pggan.data.load import load_images
-from pggan.util.dist import exit_now, init_from_env, shutdown
 from pggan.training.trainer import Trainer
+from pggan.util.dist import exit_now, init_from_env, shutdown
 
 cfg = TrainConfig.from_dict(json.load(open(sys.argv[1])))
 out, steps = sys.argv[2], int(sys.argv[3])
@@ -20,9 +20,11 @@ metrics = None
 if cfg.metrics:
     from pggan.training.metric_tracker import TrainingMetrics
     metrics = TrainingMetrics(trainer).run(None, 0.0, print)
-torch.save({"metrics": json.dumps(metrics),"G": trainer.G.state_dict(), "D": trainer.D.state_dict(), "G_ema": trainer.G_ema.state_dict(),
+torch.save({"metrics": json.dumps(metrics), "G": trainer.G.state_dict(), "D": trainer.D.state_dict(),
+            "G_ema": trainer.G_ema.state_dict(),
             "opt_G": trainer.opt_G.state_dict(), "opt_D": trainer.opt_D.state_dict(), "losses": losses,
-            "cur_nimg": trainer.cur_nimg, "alpha": (done[-1].phase if steps else trainer.phase()).alpha}, f"{out}/rank{info.rank}-of-{info.world}.pt")
+            "cur_nimg": trainer.cur_nimg, "alpha": (done[-1].phase if steps else trainer.phase()).alpha},
+           f"{out}/rank{info.rank}-of-{info.world}.pt")
 shutdown()
 if info.enabled:
     exit_now(0)

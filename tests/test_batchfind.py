@@ -1,11 +1,11 @@
 """auto_batch: the largest per-device batch that fits, found by probing (memory faked on CPU)."""
 import torch
+from test_training import tiny_config
 
 from pggan.data.load import load_images
 from pggan.training.batchfind import find_batch_caps, largest_fitting, step_fits
-from pggan.util.dist import DistInfo
 from pggan.training.trainer import Trainer
-from test_training import tiny_config
+from pggan.util.dist import DistInfo
 
 
 def test_largest_fitting_doubles_up_to_the_limit():

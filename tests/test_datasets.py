@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from pggan.cli import main
+from pggan.data.base import DataError, box_downsample_uint8
 from pggan.data.create import ConvertOptions, create_dataset, prepare, window_size
 from pggan.data.dataset import disk_bytes, open_dataset, verify_dataset
-from pggan.data.base import DataError, box_downsample_uint8
 from pggan.data.sources import celebahq_quad, open_source
 
 
@@ -403,6 +403,7 @@ def test_disk_cost():
 
 def test_data_order_is_deterministic_resumable_and_sharded():
     import torch
+
     from pggan.data.base import ImageSet
     from pggan.training.sampler import DataOrder, minibatch
 
@@ -436,6 +437,7 @@ def test_compressed_top_levels_read_back_exactly(tmp_path):
     assert "(PNG)" in r.output
     # the loader and training read it like any dataset
     import torch
+
     from pggan.training.sampler import DataOrder, minibatch
     x, _ = minibatch(png, DataOrder(20, 0, True), 8, 32, torch.device("cpu"))
     assert x.shape == (8, 3, 32, 32)

@@ -7,8 +7,8 @@ import time
 
 import torch
 
-from pggan.presets import get_preset
 from pggan.checkpoint import list_checkpoints, load_checkpoint
+from pggan.presets import get_preset
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
@@ -109,6 +109,7 @@ def test_a_dead_rank_stops_the_job_cleanly(tmp_path):
 
 def _diverge_worker(rank, path, out):
     import torch.distributed as dist
+
     from pggan.config import NetworkConfig
     from pggan.networks import Generator
     from pggan.util.dist import DistInfo, check_identical

@@ -15,8 +15,9 @@ from pggan.video import read_video_frames, slerp, smooth_latent_path
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from pggan.training.run import run_training as train
     from test_training import tiny_config
+
+    from pggan.training.run import run_training as train
 
     tmp = tmp_path_factory.mktemp("run")
     cfg = tiny_config(tmp)

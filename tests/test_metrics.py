@@ -131,11 +131,11 @@ def test_metrics_command_on_a_tiny_run(tmp_path):
     import json
 
     from click.testing import CliRunner
-
-    from pggan.cli import main
-    from pggan.checkpoint import list_checkpoints
-    from pggan.training.run import run_training as train
     from test_training import tiny_config
+
+    from pggan.checkpoint import list_checkpoints
+    from pggan.cli import main
+    from pggan.training.run import run_training as train
 
     cfg = tiny_config(tmp_path)
     cfg.sched.total_kimg = 0.45                          # ends in the 8x8 stabilise phase
@@ -287,8 +287,9 @@ def test_inception_score_known_values():
 
 
 def test_inception_structure_and_loading(tmp_path):
-    from pggan.metrics.inception import InceptionV3, InceptionWeightsError, load_inception
     from tiny_inception import inception_layers, tiny_inception_state, write_tiny_inception
+
+    from pggan.metrics.inception import InceptionV3, InceptionWeightsError, load_inception
 
     # the full-size structure: torchvision's 27,161,264 parameters less AuxLogits (3,326,696) plus 8 classes
     layers = inception_layers(1)
@@ -316,8 +317,9 @@ def test_inception_structure_and_loading(tmp_path):
 
 
 def test_fid_is_pipeline_and_real_statistics_cache(tmp_path):
-    from pggan.metrics.evaluate import Evaluator, MetricOptions
     from tiny_inception import write_tiny_inception
+
+    from pggan.metrics.evaluate import Evaluator, MetricOptions
 
     weights = write_tiny_inception(tmp_path / "tiny.pth")
     reals = _images(40, 32, seed=0).clamp(0, 255).round()
@@ -347,11 +349,11 @@ def test_metrics_command_fid_is(tmp_path):
     import json
 
     from click.testing import CliRunner
+    from test_training import tiny_config
+    from tiny_inception import write_tiny_inception
 
     from pggan.cli import main
     from pggan.training.run import run_training as train
-    from test_training import tiny_config
-    from tiny_inception import write_tiny_inception
 
     weights = write_tiny_inception(tmp_path / "tiny.pth")
     cfg = tiny_config(tmp_path)
@@ -372,15 +374,15 @@ def test_metrics_during_training_and_the_plot(tmp_path, monkeypatch):
 
     from click.testing import CliRunner
     from PIL import Image
+    from test_training import tiny_config
+    from tiny_inception import write_tiny_inception
 
     from pggan.cli import main
     from pggan.config import ConfigError, validate
     from pggan.data.load import load_images
     from pggan.training.metric_tracker import TrainingMetrics
-    from pggan.training.trainer import Trainer
     from pggan.training.run import run_training as train
-    from test_training import tiny_config
-    from tiny_inception import write_tiny_inception
+    from pggan.training.trainer import Trainer
 
     monkeypatch.setenv("PGGAN_CACHE", str(tmp_path / "cache"))
     cfg = tiny_config(tmp_path)

@@ -6,11 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from pggan.config import NetworkConfig
-from pggan.layers import (EqualizedConv2d, EqualizedLinear, downsample2x, fade_images, minibatch_stddev, pixel_norm,
-                          upsample2x)
+from pggan.layers import EqualizedConv2d, EqualizedLinear, downsample2x, fade_images, minibatch_stddev, pixel_norm, upsample2x
 from pggan.networks import Discriminator, Generator, count_params
-from pggan.schedule import lod_to_level
 from pggan.presets import get_preset
+from pggan.schedule import lod_to_level
 
 SMALL = NetworkConfig(resolution=32, fmap_base=128, fmap_max=16, latent_size=16)
 

@@ -12,10 +12,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from pggan.api import load_generator, parse_seeds
+from pggan.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from pggan.cli import main
 from pggan.config import TrainConfig, validate
 from pggan.presets import get_preset
-from pggan.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from pggan.training.run import run_training as train
 
 

@@ -10,8 +10,8 @@ import torch
 
 from pggan.data.create import ConvertOptions, create_dataset
 from pggan.data.dataset import open_dataset
-from pggan.training.sampler import DataOrder, minibatch
 from pggan.data.sources import open_source
+from pggan.training.sampler import DataOrder, minibatch
 
 p = argparse.ArgumentParser()
 p.add_argument("--res", type=int, default=256)

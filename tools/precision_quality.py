@@ -19,8 +19,8 @@ from pggan.api import load_generator
 from pggan.data.load import load_images
 from pggan.metrics.swd import swd
 from pggan.presets import get_preset
-from pggan.util.grids import make_grid, save_png
 from pggan.training.run import run_training as train
+from pggan.util.grids import make_grid, save_png
 
 p = argparse.ArgumentParser()
 p.add_argument("--kimg", type=float, default=12.0)

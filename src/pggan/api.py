@@ -7,13 +7,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .checkpoint import CheckpointError, checkpoint_config, load_checkpoint, load_state, read_generator
 from .config import NetworkConfig
 from .networks import Generator
 from .schedule import phase_at
-from .checkpoint import CheckpointError, checkpoint_config, load_checkpoint, load_state, read_generator
 from .util.checks import one_hot
-from .util.grids import to_uint8
 from .util.errors import UsageError
+from .util.grids import to_uint8
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -40,7 +40,8 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "weights only load failed" in first.lower():      # torch's advice to drop weights_only does not apply
-            first = "it is not a torch file, or it holds objects other than tensors and plain data (never loaded: that would run code)"
+            first = ("it is not a torch file, or it holds objects other than tensors and plain data "
+                     "(never loaded: that would run code)")
         raise CheckpointError(f"'{path}' is not a readable pggan checkpoint (corrupt, truncated, or not "
                               f"a checkpoint): {first}") from None
     if not isinstance(ckpt, dict) or ckpt.get("kind") != "pggan-checkpoint":

@@ -16,7 +16,6 @@ from .util.checks import is_resolution, or_list
 from .util.device import PRECISIONS
 from .util.errors import PgganError
 
-
 METRICS = ("swd", "msssim", "fid", "is")     # what pggan.metrics computes
 
 
@@ -50,14 +49,16 @@ class NetworkConfig:
     widths: dict = opt(help="per-resolution feature-map overrides {res: maps}, e.g. the low-capacity net", factory=dict)
     latent_size: int = opt(0, "latent dimension; 0 means nf(0) as in the reference")
     normalize_latents: bool = opt(True, "pixel-normalize z (latents on the hypersphere, as the paper)")
-    normalize_labels: bool = opt(True, "conditional G: normalize the latent and one-hot label together (TF release); off = the latent alone (Theano release)")
+    normalize_labels: bool = opt(True, "conditional G: normalize the latent and one-hot label together (TF release); "
+                                       "off = the latent alone (Theano release)")
     use_wscale: bool = opt(True, "equalized learning rate (runtime He scaling); off = He init")
     g_norm: str = opt("pixel", "generator normalization: pixel (paper), batch (Gulrajani baseline) or none")
     d_norm: str = opt("none", "discriminator normalization: none (paper) or layer (Gulrajani baseline)")
     g_act: str = opt("lrelu", "generator activation: lrelu (slope 0.2) or relu")
     g_out: str = opt("linear", "generator output: linear (paper) or tanh")
     mbstd_group_size: int = opt(4, "minibatch stddev group size; 0 disables the layer")
-    d_fused_pool: bool = opt(False, "D blocks pool right after the second conv, before bias and LReLU (the reference's fused_scale D, for converted networks); off = the paper's order")
+    d_fused_pool: bool = opt(False, "D blocks pool right after the second conv, before bias and LReLU (the reference's "
+                                    "fused_scale D, for converted networks); off = the paper's order")
 
     @property
     def resolution_log2(self) -> int:
@@ -97,7 +98,8 @@ class ScheduleConfig:
     batch_table: dict = opt(help="global minibatch per resolution {res: n}", factory=dict)
     device_batch_cap: dict = opt(help="most samples per device per resolution {res: n}", factory=dict)
     accumulate: bool = opt(False, "over the cap, accumulate gradients instead of shrinking the minibatch")
-    auto_batch: bool = opt(False, "CUDA: before training, find per resolution the largest per-device batch that fits in memory and accumulate gradients over it")
+    auto_batch: bool = opt(False, "CUDA: before training, find per resolution the largest per-device batch that fits "
+                                  "in memory and accumulate gradients over it")
     lr_base: float = opt(0.001, "Adam learning rate of G and D")
     g_lr_table: dict = opt(help="G learning rate per resolution {res: lr}", factory=dict)
     d_lr_table: dict = opt(help="D learning rate per resolution {res: lr}", factory=dict)
@@ -125,7 +127,8 @@ class TrainConfig:
     device: str = opt("auto", "auto, cpu, cuda, cuda:N or mps")
     precision: str = opt("fp32", "fp32, bf16 (CPU and GPU) or fp16 (GPU, with loss scaling)")
     channels_last: bool = opt(True, "use the channels_last memory format for convolutions")
-    compile: bool = opt(False, "torch.compile G, and D where no double backward runs through it (the penalty's D pass stays eager); compiles a few graphs per resolution")
+    compile: bool = opt(False, "torch.compile G, and D where no double backward runs through it (the penalty's D pass "
+                               "stays eager); compiles a few graphs per resolution")
     deterministic: bool = opt(False, "deterministic kernels, so that an interrupted and resumed run repeats exactly")
     outdir: str = opt("runs", "parent folder of the run directories")
     desc: str = opt("", "extra text for the run directory name")
@@ -248,7 +251,7 @@ def set_option(cfg: TrainConfig, dotted: str, value: Any) -> TrainConfig:
 
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Check every value once; raise ConfigError naming the option and the fix."""
-    n, s, l, o = cfg.net, cfg.sched, cfg.loss, cfg.optim
+    n, s, loss, o = cfg.net, cfg.sched, cfg.loss, cfg.optim
 
     def need(cond: bool, msg: str):
         if not cond:
@@ -269,9 +272,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(n.g_out in ("linear", "tanh"), f"net.g_out must be linear or tanh, got '{n.g_out}'")
     need(n.mbstd_group_size >= 0, "net.mbstd_group_size must be >= 0 (0 disables it)")
 
-    need(l.kind in ("wgangp", "lsgan", "logistic"), f"loss.kind must be wgangp, lsgan or logistic, got '{l.kind}'")
-    need(l.wgan_target > 0, "loss.wgan_target must be > 0")
-    need(min(l.wgan_lambda, l.wgan_epsilon, l.r1_gamma, l.cond_weight) >= 0, "loss weights must be >= 0")
+    need(loss.kind in ("wgangp", "lsgan", "logistic"), f"loss.kind must be wgangp, lsgan or logistic, got '{loss.kind}'")
+    need(loss.wgan_target > 0, "loss.wgan_target must be > 0")
+    need(min(loss.wgan_lambda, loss.wgan_epsilon, loss.r1_gamma, loss.cond_weight) >= 0, "loss weights must be >= 0")
 
     need(is_resolution(s.start_resolution, high=n.resolution),
          f"sched.start_resolution must be a power of two from 4 to net.resolution ({n.resolution}), got {s.start_resolution}")

@@ -12,9 +12,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from .api import LoadedGenerator, latents_for_seeds
+from .util.errors import UsageError
 from .util.grids import make_grid, save_png
 from .video import VideoWriter, available_memory, check_frames_fit, slerp, smooth_latent_path, video_output
-from .util.errors import UsageError
 
 
 def _resize(frame: np.ndarray, size: int | None) -> np.ndarray:

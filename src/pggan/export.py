@@ -14,11 +14,11 @@ import numpy as np
 import torch
 
 from .api import LoadedGenerator, latents_for_seeds
-from .config import TrainConfig
 from .checkpoint import save_generator
+from .config import TrainConfig
 from .util.checks import is_resolution, one_hot
-from .util.files import atomic_write
 from .util.errors import UsageError
+from .util.files import atomic_write
 
 
 class FixedResolution(torch.nn.Module):

@@ -12,8 +12,7 @@ import torch.nn.functional as F
 
 from .config import NetworkConfig
 from .conv import conv2d
-from .layers import (SQRT2, EqualizedConv2d, EqualizedLinear, downsample2x, lerp, minibatch_stddev,
-                     pixel_norm, upsample2x)
+from .layers import SQRT2, EqualizedConv2d, EqualizedLinear, downsample2x, lerp, minibatch_stddev, pixel_norm, upsample2x
 
 
 class _GNormAct(nn.Module):

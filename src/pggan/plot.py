@@ -8,8 +8,8 @@ import os
 
 import numpy as np
 
-from .util.files import atomic_write
 from .util.errors import UsageError
+from .util.files import atomic_write
 
 METRIC_LABELS = {"swd": "SWD x1e3 (avg of levels)", "fid": "FID", "is": "Inception Score", "msssim": "MS-SSIM"}
 

@@ -10,6 +10,7 @@ import os
 import tempfile
 
 import numpy as np
+
 from .util.errors import UsageError
 
 MAX_MEMORY_FRACTION = 0.5

@@ -21,9 +21,11 @@ def dataset():
               help="auto, folder, archive, mnist, cifar10, cifar100, lsun, celeba, celebahq (builtin:NAME as SOURCE)")
 @click.option("--channels", default=3, show_default=True, type=int, help="1 (grayscale) or 3 (RGB)")
 @click.option("--square", default="crop", show_default=True, type=click.Choice(["crop", "pad"]), help="non-square images")
-@click.option("--small", default="skip", show_default=True, type=click.Choice(["skip", "upscale"]), help="images below the resolution")
+@click.option("--small", default="skip", show_default=True, type=click.Choice(["skip", "upscale"]),
+              help="images below the resolution")
 @click.option("--background", default="255,255,255", show_default=True, help="R,G,B behind transparency and padding")
-@click.option("--labels", type=click.Choice(["none", "folders"]), default="none", show_default=True, help="class labels from sub-folder names")
+@click.option("--labels", type=click.Choice(["none", "folders"]), default="none", show_default=True,
+              help="class labels from sub-folder names")
 @click.option("--labels-file", type=click.Path(dir_okay=False), help="CSV of filename,label")
 @click.option("--landmarks", type=click.Path(dir_okay=False), help="celebahq: list_landmarks_celeba.txt")
 @click.option("--max-count", type=int, help="use at most this many images")

@@ -17,7 +17,8 @@ from .app import friendly_errors, main, progress_bar
 @click.option("--num", default=2048, show_default=True, help="generated (and real) images for SWD, FID, IS (the paper: 16384)")
 @click.option("--pairs", default=10000, show_default=True, help="MS-SSIM: pairs of generated images")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--inception", type=click.Path(dir_okay=False), help="FID/IS: Inception weights (pt_inception-2015-12-05-6726825d.pth)")
+@click.option("--inception", type=click.Path(dir_okay=False),
+              help="FID/IS: Inception weights (pt_inception-2015-12-05-6726825d.pth)")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="where real-image statistics are cached")
 @click.option("--batch", default=64, show_default=True)
 @click.option("--real-baseline", is_flag=True, help="MS-SSIM: also measure pairs of real images (the paper's baseline)")
@@ -40,8 +41,10 @@ def metrics(network, data, names, num, pairs, seed, inception, cache_dir, batch,
 
 @main.command()
 @click.option("--device", default="auto", show_default=True)
-@click.option("--precision", "precisions", default="fp32,bf16", show_default=True, help=f"comma-separated: {','.join(PRECISIONS)}")
-@click.option("--paper-max-res", default=16, show_default=True, help="measure the paper's widths up to this resolution (0 = skip; 32 and above take minutes on a CPU)")
+@click.option("--precision", "precisions", default="fp32,bf16", show_default=True,
+              help=f"comma-separated: {','.join(PRECISIONS)}")
+@click.option("--paper-max-res", default=16, show_default=True,
+              help="measure the paper's widths up to this resolution (0 = skip; 32 and above take minutes on a CPU)")
 @click.option("--seconds", default=3.0, show_default=True, help="time per measurement")
 @click.option("--resolutions", default="4,8,16,32", show_default=True, help="reference network resolutions to measure")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write the results as JSON")
@@ -67,7 +70,8 @@ def bench(device, precisions, paper_max_res, seconds, resolutions, json_path, us
     try:
         res_list = [int(r) for r in resolutions.split(",") if r.strip()]
     except ValueError:
-        raise click.ClickException(f"--resolutions must be a comma-separated list such as 4,8,16,32, got '{resolutions}'") from None
+        raise click.ClickException(f"--resolutions must be a comma-separated list such as 4,8,16,32, "
+                                   f"got '{resolutions}'") from None
     if not res_list or any(r not in (4, 8, 16, 32) for r in res_list):
         raise click.ClickException("--resolutions: the reference network is 32x32, so choose from 4, 8, 16, 32")
     result = run_bench(dev, precs, paper_max_res, seconds, res_list, log=log, compile=use_compile)

@@ -194,7 +194,7 @@ class Evaluator:
             except (OSError, ValueError, KeyError):
                 loaded = False                                    # a damaged cache file is recomputed
         if not loaded:
-            for lo, hi, mlo, mhi in self._shards(len(order)):
+            for _, _, mlo, mhi in self._shards(len(order)):
                 if mhi > mlo:
                     stats.add(self._inception(real_fn(order[mlo:mhi]))[0])
             self._reduce(stats)

@@ -15,6 +15,7 @@ import os
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
 from ..util.errors import PgganError
 
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pickle
 
 import numpy as np
+
 from ..util.errors import PgganError
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..api import LoadedGenerator
-from ..metrics.evaluate import (Evaluator, MetricOptions, append_results, data_fingerprint, image_sources, stats_key,
-                                summary)
+from ..metrics.evaluate import Evaluator, MetricOptions, append_results, data_fingerprint, image_sources, stats_key, summary
 from ..util.errors import UsageError
 from .rundir import RunDir
 from .trainer import Trainer
