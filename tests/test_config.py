@@ -6,13 +6,13 @@ import pytest
 from pggan.config import ConfigError, TrainConfig, options_markdown, set_option, validate
 from pggan.presets import PRESETS, get_preset
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+OPTIONS_DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "options.md"
 
 
-def test_readme_options_table_is_in_sync():
-    text = README.read_text()
+def test_options_doc_table_is_in_sync():
+    text = OPTIONS_DOC.read_text()
     block = text.split("<!-- options:start -->\n", 1)[1].split("\n<!-- options:end -->", 1)[0]
-    assert block == options_markdown(), "run: python tools/sync_readme.py"
+    assert block == options_markdown(), "run: python tools/sync_options.py"
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..api import LoadedGenerator
-from ..metrics.evaluate import Evaluator, MetricOptions, append_results, data_fingerprint, image_sources, stats_key, summary
+from ..metrics.evaluate import Evaluator, MetricOptions, data_fingerprint, image_sources, stats_key, summary
 from ..util.errors import UsageError
 from .rundir import RunDir
 from .trainer import Trainer
@@ -39,7 +39,7 @@ class TrainingMetrics:
         result = self.evaluator.evaluate(fake_fn, real_fn, len(level), key, names)
         result.update({"network": "G_ema (training)", "resolution": ph.resolution, "alpha": ph.alpha, "wall_s": wall_s})
         if run_dir is not None:
-            append_results(run_dir.path, result, t.cur_nimg / 1000.0, names)
+            run_dir.append_metrics(result, t.cur_nimg / 1000.0, names)
             log(f"metrics at kimg {t.cur_nimg / 1000:.1f} (res {ph.resolution}, {result['seconds']:.1f} s): "
                 f"{summary(result)}")
         return result

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..checkpoint import list_checkpoints, prune_checkpoints, save_checkpoint, save_generator
 from ..config import NetworkConfig, TrainConfig
+from ..metrics.evaluate import append_results
 from ..util.files import append_jsonl, truncate_jsonl
 from ..util.grids import make_grid, save_png
 
@@ -77,6 +78,9 @@ class RunDir:
 
     def append_stats(self, record: dict) -> None:
         append_jsonl(self.file("stats.jsonl"), record)
+
+    def append_metrics(self, result: dict, kimg: float, names) -> list[str]:
+        return append_results(self.path, result, kimg, names)
 
     def write_grid(self, name: str, images: np.ndarray, cols: int, size: int | None = None) -> str:
         path = self.file(name)
