@@ -23,6 +23,7 @@ def torchrun(nproc, *args, timeout=180, wait=True):
 
 def small_config(tmp_path, mbstd=0):
     cfg = get_preset("cpu-small")
+    cfg.precision = "fp32"                      # the exactness tests compare fp32 runs
     cfg.outdir = str(tmp_path / "runs")
     cfg.data_count = 64
     cfg.net.resolution, cfg.net.widths = 8, {}

@@ -21,6 +21,7 @@ from pggan.training.run import run_training as train
 
 def tiny_config(tmp_path, **kw) -> TrainConfig:
     cfg = get_preset("cpu-small")
+    cfg.precision = "fp32"                      # the exactness tests compare fp32 runs
     cfg.outdir = str(tmp_path / "runs")
     cfg.data_count = 64
     cfg.net.resolution = 16

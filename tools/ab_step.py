@@ -14,10 +14,11 @@ import torch
 import pggan.conv
 import pggan.layers
 import pggan.losses
-from pggan.bench import _timeit, paper_config, reference_config
+from pggan.bench import paper_config, reference_config
 from pggan.data.load import load_images
 from pggan.schedule import Phase
 from pggan.training.trainer import Trainer
+from pggan.util.timing import timeit
 
 
 def switch(feature: str, on: bool, all_sizes: bool) -> None:
@@ -50,7 +51,7 @@ def main():
     for _ in range(args.rounds):
         for on in (True, False):
             switch(args.feature, on, args.all_sizes)
-            times[on].append(_timeit(lambda: trainer.step(ph), args.seconds, min_iters=2)[0])
+            times[on].append(timeit(lambda: trainer.step(ph), args.seconds, min_iters=2)[0])
     name = "paper widths" if args.paper else "reference network"
     for on in (True, False):
         t = sorted(times[on])

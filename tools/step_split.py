@@ -13,11 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from pggan.bench import _timeit, reference_config
+from pggan.bench import reference_config
 from pggan.data.load import load_images
 from pggan.flops import conv_flops
 from pggan.schedule import Phase
 from pggan.training.trainer import Trainer
+from pggan.util.timing import timeit
 
 aten = torch.ops.aten
 
@@ -55,7 +56,7 @@ def kernels(n=16, c=128, r=32):
 
     def bwd(mask):
         return lambda: aten.convolution_backward(g, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, mask)
-    return {name: flops / _timeit(fn, 0.5, min_iters=10)[0] / 1e9 for name, fn in (
+    return {name: flops / timeit(fn, 0.5, min_iters=10)[0] / 1e9 for name, fn in (
         ("forward", lambda: F.conv2d(x, w, padding=1)),
         ("input gradient", bwd([True, False, False])),
         ("weight gradient", bwd([False, True, False])))}

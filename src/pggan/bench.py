@@ -12,7 +12,6 @@ import dataclasses
 import json
 import os
 import tempfile
-import time
 
 import torch
 import torch.nn.functional as F
@@ -25,19 +24,9 @@ from .schedule import Phase, phase_for_level
 from .training.sampler import DataOrder, minibatch
 from .training.trainer import Trainer
 from .util.device import peak_memory_mb
+from .util.timing import timeit
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def _timeit(fn, seconds: float, min_iters: int = 3, warmup: int = 1) -> tuple[float, int]:
-    """Seconds per call of ``fn``, averaged over at least ``min_iters`` calls and ``seconds`` of time."""
-    for _ in range(warmup):                # allocator, kernel selection, torch.compile
-        fn()
-    n, start = 0, time.perf_counter()
-    while n < min_iters or time.perf_counter() - start < seconds:
-        fn()
-        n += 1
-    return (time.perf_counter() - start) / n, n
 
 
 def conv_peak(precision: str, device: torch.device, shapes=((16, 128, 32), (16, 128, 16), (64, 128, 8), (16, 64, 64)),
@@ -66,8 +55,8 @@ def conv_peak(precision: str, device: torch.device, shapes=((16, 128, 32), (16, 
             torch.autograd.grad(F.conv2d(x, w, padding=1), (x, w), g)
             sync()
         flops = 2 * n * c * c * 9 * r * r
-        fwd, _ = _timeit(forward, seconds)
-        total, _ = _timeit(both, seconds)
+        fwd, _ = timeit(forward, seconds)
+        total, _ = timeit(both, seconds)
         f, b = flops / fwd / 1e9, 2 * flops / max(total - fwd, 1e-9) / 1e9
         results.append({"shape": [n, c, r], "gflops": f, "backward_gflops": b, "step_bound_gflops": 3 / (1 / f + 2 / b)})
     return {"precision": precision, "peak_gflops": max(x["gflops"] for x in results),
@@ -117,10 +106,10 @@ def iter_steps(cfg: TrainConfig, device: torch.device, resolutions, seconds: flo
             trainer.compiled(cfg.compile)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            dt, n = _timeit(step, seconds, warmup=3 if cfg.compile else 1)
+            dt, n = timeit(step, seconds, warmup=3 if cfg.compile else 1)
             mem = peak_memory_mb(device)
             order = DataOrder(len(stored), 0, True)
-            load_dt, _ = _timeit(lambda: minibatch(stored, order, ph.batch, res, device), min(seconds, 0.3), 5)
+            load_dt, _ = timeit(lambda: minibatch(stored, order, ph.batch, res, device), min(seconds, 0.3), 5)
             row = {"resolution": res, "phase": "stabilise" if alpha == 1.0 else "fade", "batch": ph.batch,
                    "img_per_s": ph.batch / dt, "gflop_per_img": flops / ph.batch / 1e9,
                    "gflops": flops / dt / 1e9, "steps_timed": n, "mem_mb": mem,
@@ -135,7 +124,7 @@ def fixed_step_cost(trainer: Trainer, ph: Phase, dt: float, seconds: float, devi
     """A step's cost that does not grow with the batch (op dispatch, autograd bookkeeping, kernel
     launches, the optimizers), in seconds: with t(B) = fixed + B * per_image, the step time at B
     (``dt``) and at B / 4 give fixed = (4 t(B / 4) - t(B)) / 3."""
-    dt_small, _ = _timeit(_step_fn(trainer, dataclasses.replace(ph, batch=ph.batch // 4), device), seconds)
+    dt_small, _ = timeit(_step_fn(trainer, dataclasses.replace(ph, batch=ph.batch // 4), device), seconds)
     return max((4 * dt_small - dt) / 3, 0.0)
 
 

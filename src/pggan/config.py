@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .util.checks import is_resolution, or_list
-from .util.device import PRECISIONS
+from .util.device import PRECISION_CHOICES
 from .util.errors import PgganError
 
 METRICS = ("swd", "msssim", "fid", "is")     # what pggan.metrics computes
@@ -94,6 +94,10 @@ class ScheduleConfig:
     lod_training_kimg: float = opt(600.0, "kimg to stabilise each resolution")
     lod_transition_kimg: float = opt(600.0, "kimg to fade in each new resolution")
     total_kimg: float = opt(15000.0, "length of the run in thousands of real images shown to D")
+    stabilise_kimg_table: dict = opt(help="kimg to stabilise each resolution {res: kimg}, over lod_training_kimg "
+                                          "(a --budget run's plan)", factory=dict)
+    fade_kimg_table: dict = opt(help="kimg to fade in each resolution {res: kimg}, over lod_transition_kimg "
+                                     "(a --budget run's plan)", factory=dict)
     batch_base: int = opt(16, "global minibatch where batch_table has no entry")
     batch_table: dict = opt(help="global minibatch per resolution {res: n}", factory=dict)
     device_batch_cap: dict = opt(help="most samples per device per resolution {res: n}", factory=dict)
@@ -125,13 +129,16 @@ class TrainConfig:
     conditional: bool = opt(False, "condition on the dataset's labels (one-hot into G, AC-GAN terms in D)")
     seed: int = opt(0, "seed of initialisation, latents and data order")
     device: str = opt("auto", "auto, cpu, cuda, cuda:N or mps")
-    precision: str = opt("fp32", "fp32, bf16 (CPU and GPU) or fp16 (GPU, with loss scaling)")
+    precision: str = opt("auto", "auto (bf16 where the hardware computes it natively, else fp32), fp32, bf16 (CPU and GPU) "
+                                 "or fp16 (GPU, with loss scaling)")
     channels_last: bool = opt(True, "use the channels_last memory format for convolutions")
     compile: bool = opt(False, "torch.compile G, and D where no double backward runs through it (the penalty's D pass "
                                "stays eager); compiles a few graphs per resolution")
     deterministic: bool = opt(False, "deterministic kernels, so that an interrupted and resumed run repeats exactly")
     outdir: str = opt("runs", "parent folder of the run directories")
     desc: str = opt("", "extra text for the run directory name")
+    budget: str = opt("", "wall-clock budget such as 25m, 2h or 3d: measure this machine before training and plan every "
+                          "phase's kimg and total_kimg to end within it (docs/budget.md)")
     tick_kimg: float = opt(4.0, "kimg between log/stats lines")
     image_kimg: float = opt(20.0, "kimg between image grids (0 = only at the end)")
     checkpoint_kimg: float = opt(100.0, "kimg between checkpoints (0 = only at the end)")
@@ -222,6 +229,22 @@ def _coerce(value: Any, t: Any, name: str) -> Any:
     raise ConfigError(f"option '{name}': cannot read {value!r} as {tname}" + (f" (e.g. {example})" if example else ""))
 
 
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'25m' -> 1500.0 seconds; units s, m, h, d."""
+    t = str(text).strip().lower()
+    try:
+        value, unit = float(t[:-1]), t[-1]
+        if unit not in DURATION_UNITS or value <= 0 or not math.isfinite(value):
+            raise ValueError
+    except (ValueError, IndexError):
+        raise ConfigError(f"cannot read the duration '{text}': use a number and a unit (s, m, h, d), "
+                          f"e.g. 25m, 2h or 3d") from None
+    return value * DURATION_UNITS[unit]
+
+
 def merge(cfg: TrainConfig, d: dict, origin: str = "config file") -> TrainConfig:
     """A copy of ``cfg`` with the (nested) values of ``d`` over it: groups (net, sched, ...) merge key by
     key, every other value, tables included, is replaced whole."""
@@ -283,7 +306,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
          "with growing on, lod_training_kimg + lod_transition_kimg must be > 0")
     need(s.total_kimg > 0, f"sched.total_kimg must be > 0, got {s.total_kimg}")
     need(s.batch_base > 0, "sched.batch_base must be > 0")
-    for name, table, kind in (("batch_table", s.batch_table, int), ("device_batch_cap", s.device_batch_cap, int),
+    for name, table, kind in (("stabilise_kimg_table", s.stabilise_kimg_table, float),
+                              ("fade_kimg_table", s.fade_kimg_table, float),
+                              ("batch_table", s.batch_table, int), ("device_batch_cap", s.device_batch_cap, int),
                               ("g_lr_table", s.g_lr_table, float), ("d_lr_table", s.d_lr_table, float)):
         for res, v in table.items():
             need(is_resolution(res), f"sched.{name}: key {res} is not a power-of-two resolution")
@@ -297,10 +322,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(o.ema_rampup >= 0, "optim.ema_rampup must be >= 0")
 
     need(cfg.data_count > 0, "data_count must be > 0")
-    need(cfg.precision in PRECISIONS, f"precision must be {or_list(PRECISIONS)}, got '{cfg.precision}'")
+    need(cfg.precision in PRECISION_CHOICES, f"precision must be {or_list(PRECISION_CHOICES)}, got '{cfg.precision}'")
     dev = cfg.device
     need(dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit()),
          f"device must be auto, cpu, cuda, cuda:N or mps, got '{dev}'")
+    if cfg.budget:
+        parse_duration(cfg.budget)
     need(cfg.tick_kimg > 0, "tick_kimg must be > 0")
     need(cfg.image_kimg >= 0 and cfg.checkpoint_kimg >= 0, "image_kimg and checkpoint_kimg must be >= 0")
     need(cfg.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")

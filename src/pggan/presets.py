@@ -8,7 +8,7 @@ LOWCAP_128_WIDTHS = {16: 256, 32: 128, 64: 64, 128: 32}   # appendix A.2: /2 at 
 
 
 def _paper(res: int, kimg: float, table: dict, **kw) -> TrainConfig:
-    return TrainConfig(net=NetworkConfig(resolution=res),
+    return TrainConfig(net=NetworkConfig(resolution=res), precision="fp32",
                        sched=ScheduleConfig(lod_training_kimg=kimg, lod_transition_kimg=kimg,
                                             batch_table={r: b for r, b in table.items() if r <= res}), **kw)
 
@@ -47,7 +47,7 @@ def cifar10() -> TrainConfig:
 def gulrajani_a() -> TrainConfig:
     """Table 1 row (a): the Gulrajani et al. baseline on the low-capacity 128 network (appendix A.2)."""
     return TrainConfig(
-        mirror=True,
+        mirror=True, precision="fp32",
         net=NetworkConfig(resolution=128, widths=dict(LOWCAP_128_WIDTHS), latent_size=128, normalize_latents=False,
                           use_wscale=False, g_norm="batch", d_norm="layer", g_act="relu", g_out="tanh",
                           mbstd_group_size=0),

@@ -31,9 +31,13 @@ V2_BATCH = {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8, 512: 4}
 
 
 def lod_at(kimg: float, sched: ScheduleConfig, resolution: int) -> float:
-    """The reference's level-of-detail formula, clipped at 0 (full resolution)."""
+    """The reference's level-of-detail formula, clipped at 0 (full resolution); with per-resolution
+    phase lengths (``stabilise_kimg_table`` / ``fade_kimg_table``, as the budget planner writes) the same
+    timeline with each phase's own length."""
     if not sched.growing:
         return 0.0
+    if sched.stabilise_kimg_table or sched.fade_kimg_table:
+        return _lod_by_level(kimg, sched, resolution)
     phase_dur = sched.lod_training_kimg + sched.lod_transition_kimg
     phase = math.floor(kimg / phase_dur)
     pk = kimg - phase * phase_dur
@@ -41,6 +45,40 @@ def lod_at(kimg: float, sched: ScheduleConfig, resolution: int) -> float:
     if sched.lod_transition_kimg > 0:
         lod -= max(pk - sched.lod_training_kimg, 0.0) / sched.lod_transition_kimg
     return max(lod, 0.0)
+
+
+def stabilise_kimg(res: int, sched: ScheduleConfig) -> float:
+    return float(sched.stabilise_kimg_table.get(res, sched.lod_training_kimg))
+
+
+def fade_kimg(res: int, sched: ScheduleConfig) -> float:
+    """kimg to fade in resolution ``res`` (from res / 2)."""
+    return float(sched.fade_kimg_table.get(res, sched.lod_transition_kimg))
+
+
+def _lod_by_level(kimg: float, sched: ScheduleConfig, resolution: int) -> float:
+    max_log2, start_log2 = int(math.log2(resolution)), int(math.log2(sched.start_resolution))
+    t = 0.0
+    for k in range(start_log2, max_log2 + 1):
+        if k > start_log2:
+            f = fade_kimg(2 ** k, sched)
+            if kimg < t + f:                              # fading in 2**k: lod from max_log2 - k + 1 down
+                return max_log2 - k + 1 - (kimg - t) / f
+            t += f
+        if k == max_log2:
+            return 0.0
+        t += stabilise_kimg(2 ** k, sched)
+        if kimg < t:
+            return float(max_log2 - k)
+    return 0.0
+
+
+def growth_kimg(sched: ScheduleConfig, resolution: int) -> float:
+    """kimg at which the last fade ends (the top resolution's stabilise phase begins)."""
+    if not sched.growing:
+        return 0.0
+    levels = [2 ** k for k in range(int(math.log2(sched.start_resolution)), int(math.log2(resolution)) + 1)]
+    return sum(stabilise_kimg(r, sched) for r in levels[:-1]) + sum(fade_kimg(r, sched) for r in levels[1:])
 
 
 def batch_for(res: int, sched: ScheduleConfig, num_devices: int = 1) -> int:

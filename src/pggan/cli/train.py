@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ..util.device import PRECISIONS
+from ..util.device import PRECISION_CHOICES
 from .app import friendly_errors, main
 
 
@@ -18,7 +18,7 @@ from .app import friendly_errors, main
 @click.option("--kimg", "sched__total_kimg", type=float, help="length of the run in kimg")
 @click.option("--loss", "loss__kind", type=click.Choice(["wgangp", "lsgan", "logistic"]))
 @click.option("--device", help="auto, cpu, cuda, cuda:N, mps")
-@click.option("--precision", type=click.Choice(PRECISIONS))
+@click.option("--precision", type=click.Choice(PRECISION_CHOICES))
 @click.option("--seed", type=int)
 @click.option("--mirror/--no-mirror", default=None, help="horizontal mirror augmentation")
 @click.option("--outdir", help="parent of the run directories (default runs)")

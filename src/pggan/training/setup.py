@@ -14,6 +14,7 @@ import torch
 from ..config import TrainConfig
 from ..data.base import DataError, ImageSet
 from ..data.load import load_images
+from ..util.device import resolve_precision
 from ..util.dist import DistInfo
 
 
@@ -32,9 +33,10 @@ def resolve_config(cfg: TrainConfig, images: ImageSet, device: torch.device,
     """(the run's config, notes for the log)."""
     cfg = copy.deepcopy(cfg)
     cfg.net.label_size = images.label_size
-    notes: list[str] = []
+    cfg.precision, why = resolve_precision(cfg.precision, device)
+    notes: list[str] = [] if why == "as asked" else [f"precision {cfg.precision} ({why})"]
     if cfg.sched.auto_batch:
-        notes = _auto_batch(cfg, images, device, info)
+        notes += _auto_batch(cfg, images, device, info)
     return cfg, notes
 
 

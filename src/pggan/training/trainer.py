@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ from ..losses import LSGANNoise, d_loss, g_loss
 from ..networks import Discriminator, Generator
 from ..schedule import Phase, phase_at, starts_new_phase
 from ..util.checks import one_hot
-from ..util.device import autocast_for
+from ..util.device import autocast_for, resolve_precision
 from ..util.dist import DistInfo, all_mean, average_gradients, broadcast_module
 from ..util.errors import DeviceError, UsageError
 from ..util.grids import to_uint8
@@ -34,6 +35,8 @@ class Trainer:
     """Holds everything a run needs to continue exactly; ``step()`` trains one minibatch."""
 
     def __init__(self, cfg: TrainConfig, images: ImageSet, device: torch.device, dist_info: DistInfo = DistInfo()):
+        if cfg.precision == "auto":                     # a run resolves it first; benchmarks and probes here
+            cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, device)[0])
         if cfg.precision == "fp16" and device.type != "cuda":
             raise DeviceError("precision fp16 needs a CUDA device; use bf16 or fp32 here")
         self.cfg, self.images, self.device = cfg, images, device

@@ -9,6 +9,7 @@ import torch
 from .errors import DeviceError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISION_CHOICES = ("auto",) + PRECISIONS     # auto: bf16 where the hardware computes it natively
 
 
 def resolve_device(name: str) -> torch.device:
@@ -32,6 +33,23 @@ def resolve_device(name: str) -> torch.device:
 def cpu_has_native_bf16() -> bool:
     """AVX-512-BF16 or AMX: without them PyTorch runs bf16 convolutions through a slow fallback."""
     return any(getattr(torch.cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
+def resolve_precision(precision: str, device: torch.device) -> tuple[str, str]:
+    """(the precision to train in, why): ``auto`` is bf16 where the device computes it natively (a CPU
+    with AVX-512-BF16 or AMX, a CUDA GPU with bf16), otherwise fp32; any other value is kept."""
+    if precision != "auto":
+        return precision, "as asked"
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return "bf16", f"auto: {torch.cuda.get_device_name(device)} computes bf16 natively"
+        return "fp32", "auto: this GPU has no native bf16"
+    if device.type == "cpu":
+        if cpu_has_native_bf16():
+            return "bf16", "auto: this CPU computes bf16 natively (AVX-512-BF16 or AMX)"
+        return "fp32", ("auto: this CPU has no native bf16 (no AVX-512-BF16 or AMX), where bf16 runs through a "
+                        "slow fallback")
+    return "fp32", f"auto: fp32 on {device.type}"
 
 
 def precision_note(device: torch.device, precision: str) -> str | None:

@@ -1,0 +1,56 @@
+"""precision=auto: bf16 where the hardware computes it natively, fp32 elsewhere, and the log says why."""
+import torch
+
+from pggan.data.load import load_images
+from pggan.presets import PRESETS, get_preset
+from pggan.training.setup import resolve_config
+from pggan.util.device import resolve_precision
+
+CPU = torch.device("cpu")
+
+
+def _cpu_bf16(monkeypatch, native: bool):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+
+
+def test_auto_on_a_cpu_without_native_bf16_is_fp32_and_says_why(monkeypatch):
+    _cpu_bf16(monkeypatch, False)
+    precision, why = resolve_precision("auto", CPU)
+    assert precision == "fp32" and "no native bf16" in why
+
+
+def test_auto_on_a_cpu_with_native_bf16_is_bf16(monkeypatch):
+    _cpu_bf16(monkeypatch, True)
+    assert resolve_precision("auto", CPU)[0] == "bf16"
+
+
+def test_amx_alone_counts_as_native(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert resolve_precision("auto", CPU)[0] == "bf16"
+
+
+def test_an_explicit_precision_is_kept(monkeypatch):
+    _cpu_bf16(monkeypatch, True)
+    assert resolve_precision("fp32", CPU) == ("fp32", "as asked")
+    _cpu_bf16(monkeypatch, False)
+    assert resolve_precision("bf16", CPU) == ("bf16", "as asked")
+
+
+def test_a_run_resolves_auto_into_its_saved_config_and_logs_it(monkeypatch):
+    _cpu_bf16(monkeypatch, False)
+    cfg = get_preset("cpu-small")
+    assert cfg.precision == "auto"
+    images = load_images("builtin:shapes", 32, 3, 16)
+    resolved, notes = resolve_config(cfg, images, CPU)
+    assert resolved.precision == "fp32" and cfg.precision == "auto"        # the given config is not changed
+    assert any("precision fp32" in n and "no native bf16" in n for n in notes)
+    _cpu_bf16(monkeypatch, True)
+    assert resolve_config(cfg, images, CPU)[0].precision == "bf16"
+
+
+def test_paper_presets_keep_fp32():
+    for name in PRESETS:
+        if name != "cpu-small":
+            assert get_preset(name).precision == "fp32", name
