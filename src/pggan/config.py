@@ -139,6 +139,8 @@ class TrainConfig:
     desc: str = opt("", "extra text for the run directory name")
     budget: str = opt("", "wall-clock budget such as 25m, 2h or 3d: measure this machine before training and plan every "
                           "phase's kimg and total_kimg to end within it (docs/budget.md)")
+    budget_top_share: float = opt(0.6, "a --budget run's share of training time stabilising the top resolution; "
+                                       "the earlier phases share the rest, equal in images (docs/budget.md)")
     tick_kimg: float = opt(4.0, "kimg between log/stats lines")
     image_kimg: float = opt(20.0, "kimg between image grids (0 = only at the end)")
     checkpoint_kimg: float = opt(100.0, "kimg between checkpoints (0 = only at the end)")
@@ -328,6 +330,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
          f"device must be auto, cpu, cuda, cuda:N or mps, got '{dev}'")
     if cfg.budget:
         parse_duration(cfg.budget)
+    need(0 < cfg.budget_top_share < 1, f"budget_top_share must be between 0 and 1, got {cfg.budget_top_share}")
     need(cfg.tick_kimg > 0, "tick_kimg must be > 0")
     need(cfg.image_kimg >= 0 and cfg.checkpoint_kimg >= 0, "image_kimg and checkpoint_kimg must be >= 0")
     need(cfg.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")

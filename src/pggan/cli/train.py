@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import click
 
 from ..util.device import PRECISION_CHOICES
+from ..util.timing import process_age
 from .app import friendly_errors, main
 
 
@@ -16,6 +18,7 @@ from .app import friendly_errors, main
 @click.option("--data", help="builtin:shapes or a folder of images")
 @click.option("--resolution", "net__resolution", type=int, help="target resolution")
 @click.option("--kimg", "sched__total_kimg", type=float, help="length of the run in kimg")
+@click.option("--budget", help="wall-clock time for the whole run (25m, 2h, 3d): the schedule is planned to fit it")
 @click.option("--loss", "loss__kind", type=click.Choice(["wgangp", "lsgan", "logistic"]))
 @click.option("--device", help="auto, cpu, cuda, cuda:N, mps")
 @click.option("--precision", type=click.Choice(PRECISION_CHOICES))
@@ -53,7 +56,7 @@ def train(preset, config_file, sets, resume, dry_run, help_options, nproc, progr
     if dry_run:
         click.echo(cfg.to_json())
         return
-    result = run_training(cfg, resume=resume, progress=progress)
+    result = run_training(cfg, resume=resume, progress=progress, started=time.time() - process_age())
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from ..util.dist import exit_now
         exit_now(result.exit_code)        # skip the interpreter teardown that gloo's threads can abort

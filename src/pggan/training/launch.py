@@ -17,6 +17,8 @@ DEFAULT_PRESET = "cpu-small"
 def build_config(preset: str | None, config_file: str | None, flags: dict, sets=()) -> TrainConfig:
     """A validated config: the preset (cpu-small when neither a preset nor a file is given), then the
     JSON file's values over it, then the flags ({dotted option: value}) and --set KEY=VALUE items."""
+    if flags.get("budget") and flags.get("sched.total_kimg") is not None:
+        raise ConfigError("--budget plans the length of the run itself; drop --kimg (or --budget)")
     if preset:
         cfg = get_preset(preset)
     else:
@@ -48,6 +50,8 @@ def resume_config(resume: str, flags: dict, sets=(), preset: str | None = None,
                   config_file: str | None = None) -> tuple[TrainConfig, str]:
     """(config, checkpoint path) to continue a run: the checkpoint's own config with the flags over it.
     ``resume`` is a checkpoint path or 'latest' (the newest checkpoint under the --outdir flag)."""
+    if flags.get("budget"):
+        raise ConfigError("--budget plans a new run; a resumed run follows the plan saved with it (drop --budget)")
     if preset or config_file:
         raise ConfigError("--resume continues the checkpoint's own config; drop --preset/--config "
                           "(use --kimg or --set to change how long or where it runs)")

@@ -17,9 +17,10 @@ from ..schedule import Phase
 from ..util.checks import one_hot
 from ..util.device import peak_memory_mb, precision_note, resolve_device
 from ..util.dist import DistInfo, ProcessGroupError, all_mean, any_rank, check_identical, init_from_env, shutdown
+from .budget import budget_seconds, plan_budget
 from .rundir import RunDir, fakes_name
 from .setup import load_training_data, resolve_config
-from .trainer import Trainer
+from .trainer import Step, Trainer
 
 STAT_KEYS = ("loss_d", "loss_g", "score_real", "score_fake", "penalty")
 
@@ -43,8 +44,9 @@ class RunResult:
 
 
 def run_training(cfg: TrainConfig, resume: str | None = None, progress: bool = True, step_callback=None,
-                 echo=None) -> RunResult:
-    """Train (or resume) a run.
+                 echo=None, started: float | None = None) -> RunResult:
+    """Train (or resume) a run. ``started``: when the budget (``cfg.budget``) began, a time.time()
+    (default: now).
 
     ``step_callback(trainer, step)`` is called after every minibatch; returning True requests a stop,
     which behaves exactly like SIGINT (checkpoint, then return). Under torchrun every process calls
@@ -55,7 +57,7 @@ def run_training(cfg: TrainConfig, resume: str | None = None, progress: bool = T
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
     try:
-        result = Run(cfg, device, info, resume, progress, echo).loop(step_callback)
+        result = Run(cfg, device, info, resume, progress, echo, started or time.time()).loop(step_callback)
         if info.enabled:
             shutdown()           # waits for every rank: none tears down the group while another still writes
         return result
@@ -75,12 +77,16 @@ def _is_comm_failure(e: Exception) -> bool:
 class Run:
     """One training run: the trainer, its run directory (rank 0) and the loop's cadences."""
 
-    def __init__(self, cfg: TrainConfig, device, info: DistInfo, resume: str | None, progress: bool, echo):
+    def __init__(self, cfg: TrainConfig, device, info: DistInfo, resume: str | None, progress: bool, echo,
+                 started: float):
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
         ckpt = load_checkpoint(resume) if resume else None
         images = load_training_data(cfg)
         cfg, notes = resolve_config(cfg, images, device, info)
+        end_s = 0.0
+        if cfg.budget and ckpt is None:            # a resumed run follows the plan saved with it
+            cfg, end_s = plan_budget(cfg, images, device, info, started, log=notes.append)
         self.cfg, self.device, self.info = cfg, device, info
         self.trainer = t = Trainer(cfg, images, device, info)
         self.metrics = None
@@ -103,7 +109,10 @@ class Run:
             if note:
                 self.log(note)
         self.grid_z, self.grid_labels = grid_latents(cfg, images.label_size)
-        self.session_start = time.time() - t.wall_offset
+        # a budgeted run's clock starts with the process, so that its set-up counts against the budget
+        self.session_start = started if cfg.budget and ckpt is None else time.time() - t.wall_offset
+        self.deadline = self.session_start + budget_seconds(cfg) - end_s if cfg.budget else None
+        self.top_start: tuple[int, float] | None = None
         self.tick = int(t.cur_nimg // (cfg.tick_kimg * 1000))
         self.last_phase = t.phase()
         self._reset_tick()
@@ -162,12 +171,30 @@ class Run:
         self.metrics.run(self.run_dir, start - self.session_start, self.log)
         self.tick_start_time += time.time() - start      # the tick's images/s measure training only
 
+    def end_on_time(self, step: Step, now: float) -> None:
+        """A budgeted run in its last phase moves its end (total_kimg) to where, at the speed measured
+        since that phase began, it meets the deadline: the plan's speeds were measured in seconds, and
+        a machine's speed drifts over a run. Nothing before the end of the run changes."""
+        ph, t = step.phase, self.trainer
+        if ph.resolution != self.cfg.net.resolution or ph.alpha < 1.0:
+            return
+        if self.top_start is None:
+            self.top_start = (t.cur_nimg, now)
+            return
+        n0, t0 = self.top_start
+        if now - t0 < 5.0:
+            return
+        rate = (t.cur_nimg - n0) / (now - t0)
+        total = t.cur_nimg + max(0, int((self.deadline - now) * rate))   # past the deadline: end now
+        self.cfg.sched.total_kimg = total / 1000.0          # saved with the next checkpoint
+        if self.bar is not None:
+            self.bar.total = self.cfg.sched.total_kimg
+
     def loop(self, step_callback=None) -> RunResult:
         cfg, t = self.cfg, self.trainer
-        total_nimg = int(cfg.sched.total_kimg * 1000)
         stop, rate = StopRequest(), 0.0
         with stop.installed():
-            while t.cur_nimg < total_nimg:
+            while t.cur_nimg < int(cfg.sched.total_kimg * 1000):
                 prev = t.cur_nimg
                 step = t.step()
                 self.last_phase = step.phase
@@ -181,7 +208,9 @@ class Run:
                     self.bar.update((t.cur_nimg - prev) / 1000.0)
                     self.bar.set_postfix_str(f"res {step.phase.resolution} alpha {step.phase.alpha:.2f} "
                                              f"{rate:.1f} img/s", refresh=False)
-                done = t.cur_nimg >= total_nimg
+                if self.deadline is not None:
+                    self.end_on_time(step, time.time())
+                done = t.cur_nimg >= int(cfg.sched.total_kimg * 1000)
                 if crossed(prev, t.cur_nimg, cfg.tick_kimg) or done:
                     rate = self._tick()
                 if (crossed(prev, t.cur_nimg, cfg.image_kimg) or done) and self.run_dir is not None:

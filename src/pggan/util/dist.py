@@ -150,6 +150,12 @@ def gather_rows(x: torch.Tensor, total: int, info: DistInfo, per_rank: int, devi
     return torch.cat([p[:c] for p, c in zip(parts, counts)]).cpu()
 
 
+def all_max(t: torch.Tensor) -> torch.Tensor:
+    t = t.detach().clone()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t
+
+
 def all_min(value: int, device: torch.device) -> int:
     t = torch.tensor([value], dtype=torch.int64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)

@@ -1,0 +1,172 @@
+"""``--budget``: plan a run's schedule so that it reaches its resolution and ends within a wall-clock budget.
+
+Before training, a throwaway Trainer times a few training steps at every level (stabilise, and fade
+for the levels above the first) on this machine, with this config and data, and a run directory's
+other costs (grids, checkpoints, metrics) are timed too. ``plan_schedule`` then divides the time left:
+
+- the top resolution's stabilise phase gets ``budget_top_share`` of it (the images a user looks at come
+  from there; docs/budget.md has the measurements behind the default),
+- every earlier phase (each lower resolution's stabilise phase, each fade) the same number of images,
+  as in the paper, with what remains.
+
+The plan is written into the config (``sched.stabilise_kimg_table``, ``sched.fade_kimg_table``,
+``sched.total_kimg``) and saved with the run, so that from then on the schedule is the usual pure
+function of images shown: a resumed run, on any machine, follows the saved plan.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..checkpoint import save_checkpoint
+from ..config import ConfigError, TrainConfig, parse_duration
+from ..data.base import ImageSet
+from ..schedule import batch_for, phase_for_level
+from ..util.dist import DistInfo, all_max
+from ..util.grids import make_grid, save_png
+from ..util.timing import timeit
+from .trainer import Trainer
+
+END_RESERVE = 0.015       # of the budget: what timing noise may add over the run
+MIN_PHASE_KIMG = 0.5      # shorter fades and stabilise phases are not worth growing for
+
+
+@dataclass
+class Costs:
+    """Measured seconds: per kimg at each level, and per grid / checkpoint / metrics evaluation."""
+    stabilise: dict            # {res: s per kimg}
+    fade: dict                 # {res: s per kimg} (levels above the first)
+    grid: float = 0.0
+    checkpoint: float = 0.0
+    metrics: float = 0.0
+
+
+@dataclass
+class Plan:
+    stabilise_kimg: dict       # {res: kimg}, the top resolution's included
+    fade_kimg: dict            # {res: kimg to fade it in}
+    total_kimg: float
+    seconds: float             # planned training time, extras included
+
+    def lines(self, costs: Costs) -> list[str]:
+        out = [f"{'phase':<16}{'kimg':>9}{'s/kimg':>9}{'minutes':>9}"]
+        for res in sorted(self.stabilise_kimg):
+            if res in self.fade_kimg:
+                k = self.fade_kimg[res]
+                out.append(f"{'fade ' + str(res):<16}{k:>9.1f}{costs.fade[res]:>9.2f}{k * costs.fade[res] / 60:>9.1f}")
+            k = self.stabilise_kimg[res]
+            out.append(f"{'stabilise ' + str(res):<16}{k:>9.1f}{costs.stabilise[res]:>9.2f}"
+                       f"{k * costs.stabilise[res] / 60:>9.1f}")
+        out.append(f"{'total':<16}{self.total_kimg:>9.1f}{'':>9}{self.seconds / 60:>9.1f}")
+        return out
+
+
+def plan_schedule(seconds: float, costs: Costs, levels: list[int], cfg: TrainConfig) -> Plan:
+    """Divide ``seconds`` between the phases of growing through ``levels`` (resolutions, smallest
+    first); the extras (grids, checkpoints, metrics every so many kimg, and one of each at the end) are
+    paid from the same time. Raises ConfigError when the time cannot even grow to the top level."""
+    extra = sum(c / every for c, every in ((costs.grid, cfg.image_kimg), (costs.checkpoint, cfg.checkpoint_kimg),
+                                           (costs.metrics, cfg.metrics_kimg)) if every > 0)   # s per kimg
+    end = costs.grid + costs.checkpoint + (costs.metrics if cfg.metrics else 0.0)
+    train_s = seconds - end
+    top, top_share = levels[-1], cfg.budget_top_share
+    lower = [costs.stabilise[r] + extra for r in levels[:-1]] + [costs.fade[r] + extra for r in levels[1:]]
+    if lower:
+        k = (1.0 - top_share) * train_s / sum(lower)
+        if k < MIN_PHASE_KIMG:
+            need = MIN_PHASE_KIMG * sum(lower) / (1.0 - top_share) + end
+            raise ConfigError(f"budget: {seconds / 60:.1f} minutes left after set-up is too short to grow to "
+                              f"{top}x{top} on this machine (at least {need / 60:.1f} minutes); raise --budget, "
+                              f"lower --resolution or use a smaller network")
+        top_s = train_s - k * sum(lower)
+    else:
+        k, top_s = 0.0, train_s
+    top_kimg = top_s / (costs.stabilise[top] + extra)
+    stabilise = {r: k for r in levels[:-1]} | {top: top_kimg}
+    fade = {r: k for r in levels[1:]}
+    total = sum(stabilise.values()) + sum(fade.values())
+    return Plan(stabilise, fade, total, seconds)
+
+
+def measure_costs(cfg: TrainConfig, images: ImageSet, device: torch.device, levels: list[int],
+                  info: DistInfo = DistInfo(), seconds: float = 1.5) -> Costs:
+    """Time this machine's training steps at every level and phase, and the extras. Every rank
+    measures its own device with a throwaway single-process Trainer (on its share of the minibatch);
+    the ranks then agree on the slowest."""
+    probe_cfg = copy.deepcopy(cfg)
+    probe_cfg.sched.auto_batch = False
+    trainer = Trainer(probe_cfg, images, device)
+    costs = Costs({}, {})
+    for res in levels:
+        batch = batch_for(res, cfg.sched, info.world) // info.world
+        for alpha, table in ((1.0, costs.stabilise), (0.5, costs.fade)):
+            if alpha < 1.0 and res == levels[0]:
+                continue
+            ph = phase_for_level(res, alpha, batch, cfg.sched, cfg.net.resolution)
+            dt, _ = timeit(lambda: _step(trainer, ph), seconds, min_iters=2)
+            table[res] = dt / (batch * info.world) * 1000.0          # seconds per kimg of the whole group
+    z = torch.randn(cfg.grid_size ** 2, cfg.net.z_dim)
+    with tempfile.TemporaryDirectory() as tmp:
+        costs.grid = timeit(lambda: save_png(f"{tmp}/g.png", make_grid(trainer.sample(z, None), cfg.grid_size)),
+                            0.2, min_iters=1, warmup=0)[0]
+        costs.checkpoint = timeit(lambda: save_checkpoint(f"{tmp}/c.pt", trainer.state_dict()), 0.2,
+                                  min_iters=1, warmup=0)[0]
+    if cfg.metrics.strip():
+        from .metric_tracker import TrainingMetrics
+        trainer.cur_nimg = 10 ** 12                                    # the top level, where it costs the most
+        costs.metrics = timeit(lambda: TrainingMetrics(trainer).run(None, 0.0, lambda m: None), 0, min_iters=1,
+                               warmup=0)[0]
+    if info.enabled:
+        flat = torch.tensor([*costs.stabilise.values(), *costs.fade.values(), costs.grid, costs.checkpoint,
+                             costs.metrics], dtype=torch.float64, device=device)
+        flat = all_max(flat).cpu().tolist()
+        n, m = len(costs.stabilise), len(costs.fade)
+        costs = Costs(dict(zip(costs.stabilise, flat[:n])), dict(zip(costs.fade, flat[n:n + m])), *flat[n + m:])
+    return costs
+
+
+def _step(trainer: Trainer, ph) -> None:
+    trainer.step(ph)
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize(trainer.device)
+
+
+def budget_seconds(cfg: TrainConfig) -> float:
+    """The seconds a budgeted run plans for: its budget less a reserve for timing noise."""
+    return parse_duration(cfg.budget) * (1.0 - END_RESERVE)
+
+
+def plan_budget(cfg: TrainConfig, images: ImageSet, device: torch.device, info: DistInfo, started: float,
+                log=print) -> tuple[TrainConfig, float]:
+    """(the config with its schedule planned to end ``cfg.budget`` after ``started``, a time.time();
+    the seconds its last grid, checkpoint and metrics take after the last step)."""
+    res, levels = cfg.net.resolution, []
+    r = cfg.sched.start_resolution if cfg.sched.growing else res
+    while r <= res:
+        levels.append(r)
+        r *= 2
+    costs = measure_costs(cfg, images, device, levels, info)
+    left = budget_seconds(cfg) - (time.time() - started)
+    plan = plan_schedule(left, costs, levels, cfg)
+    cfg = copy.deepcopy(cfg)
+    if cfg.sched.growing:
+        cfg.sched.stabilise_kimg_table = {r: _round(k) for r, k in plan.stabilise_kimg.items() if r < res}
+        cfg.sched.fade_kimg_table = {r: _round(k) for r, k in plan.fade_kimg.items()}
+    cfg.sched.total_kimg = _round(plan.total_kimg)
+    log(f"budget {cfg.budget}: {time.time() - started:.0f} s of set-up and measurement; the plan "
+        f"(each earlier phase {plan.fade_kimg.get(res, 0):.1f} kimg, {cfg.budget_top_share:.0%} of the training time "
+        f"stabilising {res}x{res}):")
+    for line in plan.lines(costs):
+        log("  " + line)
+    return cfg, costs.grid + costs.checkpoint + (costs.metrics if cfg.metrics.strip() else 0.0)
+
+
+def _round(kimg: float) -> float:
+    """Down to 0.001 kimg (one image): the saved plan then reads back exactly."""
+    return math.floor(kimg * 1000.0) / 1000.0
+

@@ -1,0 +1,120 @@
+"""--budget: the planner (a fake timer, no training), the schedule it writes, and a resumed plan."""
+import pytest
+
+from pggan.config import ConfigError, parse_duration, validate
+from pggan.presets import get_preset
+from pggan.schedule import growth_kimg, lod_at, phase_at
+from pggan.training.budget import Costs, plan_schedule
+
+LEVELS = [4, 8, 16, 32]
+
+
+def costs(**extra) -> Costs:
+    return Costs(stabilise={4: 0.5, 8: 2.0, 16: 4.0, 32: 6.0}, fade={8: 2.2, 16: 4.4, 32: 6.6}, **extra)
+
+
+def planned_seconds(plan, c: Costs, cfg) -> float:
+    """What the plan costs at the given rates, extras included (an independent sum)."""
+    s = sum(k * c.stabilise[r] for r, k in plan.stabilise_kimg.items()) + sum(k * c.fade[r] for r, k in plan.fade_kimg.items())
+    n = plan.total_kimg
+    s += c.grid * (n / cfg.image_kimg + 1) + c.checkpoint * (n / cfg.checkpoint_kimg + 1)
+    if cfg.metrics:
+        s += c.metrics * ((n / cfg.metrics_kimg if cfg.metrics_kimg else 0) + 1)
+    return s
+
+
+@pytest.mark.parametrize("seconds", [600, 1500, 7200])
+def test_the_plan_spends_the_budget_and_ends_stabilising_the_top_level(seconds):
+    cfg = get_preset("cpu-small")
+    c = costs(grid=0.3, checkpoint=0.5)
+    plan = plan_schedule(seconds, c, LEVELS, cfg)
+    assert planned_seconds(plan, c, cfg) == pytest.approx(seconds, rel=1e-9)
+    lower = [plan.stabilise_kimg[r] for r in LEVELS[:-1]] + [plan.fade_kimg[r] for r in LEVELS[1:]]
+    assert max(lower) == pytest.approx(min(lower))                        # the paper: equal images per phase
+    extra_per_kimg = 0.3 / cfg.image_kimg + 0.5 / cfg.checkpoint_kimg    # grids and checkpoints along the way
+    top_s = plan.stabilise_kimg[32] * (c.stabilise[32] + extra_per_kimg)
+    assert top_s == pytest.approx(cfg.budget_top_share * (seconds - 0.3 - 0.5), rel=1e-9)   # less the final grid + checkpoint
+    assert plan.stabilise_kimg[32] * c.stabilise[32] > 0.5 * seconds        # most of the time at the top level
+    assert plan.total_kimg == pytest.approx(sum(lower) + plan.stabilise_kimg[32])
+
+
+def test_metrics_are_paid_from_the_budget():
+    cfg = get_preset("cpu-small")
+    cfg.metrics, cfg.metrics_kimg = "swd", 10.0
+    c = costs(metrics=5.0)
+    plan = plan_schedule(1500, c, LEVELS, cfg)
+    assert planned_seconds(plan, c, cfg) == pytest.approx(1500, rel=1e-9)
+    assert plan.total_kimg < plan_schedule(1500, costs(), LEVELS, cfg).total_kimg
+
+
+def test_a_budget_too_short_to_grow_is_refused_with_the_minimum():
+    with pytest.raises(ConfigError, match="too short to grow to 32x32.*at least"):
+        plan_schedule(5, costs(), LEVELS, get_preset("cpu-small"))
+
+
+def test_without_growing_the_whole_budget_trains_the_top_level():
+    cfg = get_preset("cpu-small")
+    plan = plan_schedule(600, costs(), [32], cfg)
+    assert plan.fade_kimg == {} and plan.total_kimg == pytest.approx(100.0)
+
+
+def test_the_planned_schedule_is_a_pure_function_of_kimg_and_ends_stabilised():
+    cfg = get_preset("cpu-small")
+    plan = plan_schedule(1500, costs(), LEVELS, cfg)
+    s = cfg.sched
+    s.stabilise_kimg_table = {r: k for r, k in plan.stabilise_kimg.items() if r < 32}
+    s.fade_kimg_table = dict(plan.fade_kimg)
+    s.total_kimg = plan.total_kimg
+    validate(cfg)
+    k = plan.fade_kimg[8]
+    assert lod_at(0.5 * k, s, 32) == 3.0                                   # stabilising 4x4
+    assert lod_at(1.5 * k, s, 32) == pytest.approx(2.5)                   # half-way through the fade to 8x8
+    assert lod_at(2.5 * k, s, 32) == 2.0
+    assert lod_at(growth_kimg(s, 32) - 1e-6, s, 32) > 0 and lod_at(growth_kimg(s, 32), s, 32) == 0.0
+    assert growth_kimg(s, 32) == pytest.approx(6 * k)
+    end = phase_at(int(s.total_kimg * 1000) - 1, s, 32)
+    assert end.resolution == 32 and end.alpha == 1.0                      # the run ends stabilised at the top
+
+
+def test_per_level_tables_equal_to_the_uniform_values_give_the_reference_schedule():
+    cfg = get_preset("cpu-small")
+    s = cfg.sched
+    ref = [lod_at(k / 7, s, 32) for k in range(0, 7 * 80)]
+    s.stabilise_kimg_table = {4: 10.0, 8: 10.0, 16: 10.0}
+    s.fade_kimg_table = {8: 10.0, 16: 10.0, 32: 10.0}
+    assert [lod_at(k / 7, s, 32) for k in range(0, 7 * 80)] == pytest.approx(ref, abs=1e-12)
+
+
+@pytest.mark.parametrize("text,seconds", [("25m", 1500), ("2h", 7200), ("3d", 259200), ("90s", 90), (" 1.5h ", 5400)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["25", "m", "-3m", "2w", "1e400h", ""])
+def test_bad_durations(text):
+    with pytest.raises(ConfigError, match="duration"):
+        parse_duration(text)
+
+
+def test_a_budgeted_run_moves_its_end_to_meet_the_deadline():
+    """In the last phase the end follows the measured speed: later when faster, now when past the deadline."""
+    from types import SimpleNamespace
+
+    from pggan.schedule import Phase
+    from pggan.training.run import Run
+    from pggan.training.trainer import Step
+
+    cfg = get_preset("cpu-small")
+    run = SimpleNamespace(cfg=cfg, trainer=SimpleNamespace(cur_nimg=60_000), deadline=1000.0, top_start=None, bar=None)
+    top = Step(Phase(kimg=60.0, lod=0.0, res_log2=5, alpha=1.0, batch=16, g_lr=1e-3, d_lr=1e-3), {})
+    fade = Step(Phase(kimg=50.0, lod=0.5, res_log2=5, alpha=0.5, batch=16, g_lr=1e-3, d_lr=1e-3), {})
+    Run.end_on_time(run, fade, 500.0)
+    assert run.top_start is None and cfg.sched.total_kimg == 60.0             # not before the last phase
+    Run.end_on_time(run, top, 500.0)
+    assert run.top_start == (60_000, 500.0)
+    run.trainer.cur_nimg = 61_000                                              # 1,000 images in 10 s: 100 img/s
+    Run.end_on_time(run, top, 510.0)
+    assert cfg.sched.total_kimg == pytest.approx(61.0 + 490 * 100 / 1000)
+    run.trainer.cur_nimg = 70_000
+    Run.end_on_time(run, top, 1001.0)
+    assert cfg.sched.total_kimg == 70.0                                        # past the deadline: the run ends

@@ -1,0 +1,94 @@
+"""Quality in a fixed wall-clock budget, on a real image set: train, then compare with the data.
+
+    python tools/build_icon_set.py --out icons
+    python tools/quality_budget.py --data icons/ds32 --resolution 32 --budget 25m
+    python tools/quality_budget.py --data icons/ds32 --resolution 32 --kimg 150 --desc kimg150   # a hand-chosen length
+
+Runs `pggan train` as a user would (a new process, its wall time measured from outside), then measures
+the final G_ema with SWD (x1e3; the levels and their average):
+- `fake_vs_real`: all the set's images against as many generated ones,
+- `half`: a random half of the real set against as many generated images, and `floor`: that half against
+  the other half (two samples of the same data: what no generator can beat at this sample size),
+and writes quality.png (real grid left, the final grid right) into the run directory. One JSON line per
+run is appended to OUTDIR/quality.jsonl.
+"""
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pggan.api import load_generator
+from pggan.data.load import load_images
+from pggan.metrics.swd import swd
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--resolution", type=int, required=True)
+    length = ap.add_mutually_exclusive_group(required=True)
+    length.add_argument("--budget", help="e.g. 25m")
+    length.add_argument("--kimg", type=float)
+    ap.add_argument("--outdir", default="quality-runs")
+    ap.add_argument("--desc", default="")
+    ap.add_argument("--seed", type=int, default=0, help="of the SWD halves and draws")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to pggan train")
+    args = ap.parse_args()
+
+    cmd = [sys.executable, "-m", "pggan", "train", "--data", args.data, "--resolution", str(args.resolution),
+           "--outdir", args.outdir, "--no-progress"]
+    cmd += ["--budget", args.budget] if args.budget else ["--kimg", str(args.kimg)]
+    cmd += ["--desc", args.desc] if args.desc else []
+    for item in args.set:
+        cmd += ["--set", item]
+    before = set(glob.glob(os.path.join(args.outdir, "0*")))
+    start = time.time()
+    code = subprocess.call(cmd)
+    wall = time.time() - start
+    if code:
+        return code
+    (run,) = set(glob.glob(os.path.join(args.outdir, "0*"))) - before
+
+    gen = load_generator(os.path.join(run, "generator-final.safetensors"))
+    real = np.asarray(load_images(args.data, args.resolution, gen.net.channels, 10 ** 9).levels[args.resolution])
+    rng = np.random.default_rng(args.seed)
+    order = rng.permutation(len(real))
+    half_a, half_b = order[: len(real) // 2], order[len(real) // 2: 2 * (len(real) // 2)]
+    fakes = torch.cat([torch.from_numpy(gen.generate(seeds=range(i, min(i + 256, len(real)))).images)
+                       for i in range(0, len(real), 256)]).permute(0, 3, 1, 2).float()
+    reals = torch.from_numpy(real).float()
+    result = {
+        "run": run, "command": " ".join(cmd[2:]), "wall_s": round(wall, 1), "images": len(real),
+        "fake_vs_real": swd(fakes, reals, seed=args.seed),
+        "half": swd(fakes[: len(half_b)], reals[half_b], seed=args.seed),
+        "floor": swd(reals[half_a], reals[half_b], seed=args.seed),
+    }
+    result["half_over_floor"] = result["half"]["avg"] / result["floor"]["avg"]
+    grids = [Image.open(os.path.join(run, "reals.png"))]
+    grids.append(Image.open(sorted(glob.glob(os.path.join(run, "fakes*.png")))[-1]))
+    side = Image.new("RGB", (grids[0].width * 2 + 8, grids[0].height), "white")
+    side.paste(grids[0], (0, 0))
+    side.paste(grids[1], (grids[0].width + 8, 0))
+    side.save(os.path.join(run, "quality.png"))
+    with open(os.path.join(args.outdir, "quality.jsonl"), "a") as f:
+        f.write(json.dumps(result) + "\n")
+    print(f"{run}: {wall / 60:.1f} min; SWD x1e3 avg: all {result['fake_vs_real']['avg']:.2f}, "
+          f"half {result['half']['avg']:.2f}, real-vs-real floor {result['floor']['avg']:.2f} "
+          f"(ratio {result['half_over_floor']:.2f}); levels {_levels(result['half'])} vs floor {_levels(result['floor'])}; "
+          f"{os.path.join(run, 'quality.png')}")
+    return 0
+
+
+def _levels(r: dict) -> str:
+    return "/".join(f"{v:.1f}" for v in r["levels"].values())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
