@@ -17,6 +17,7 @@ from .util.device import PRECISION_CHOICES
 from .util.errors import PgganError
 
 METRICS = ("swd", "msssim", "fid", "is")     # what pggan.metrics computes
+AUGMENTATIONS = ("translation", "cutout", "color")   # what pggan.augment applies
 
 
 class ConfigError(PgganError, ValueError):
@@ -121,6 +122,18 @@ class OptimConfig:
 
 
 @dataclass
+class AugmentConfig:
+    policy: str = opt("", "beyond the paper, for small data sets: differentiable augmentation of every image D sees, "
+                          "real and generated (Zhao et al. 2020): comma-separated translation, cutout, color; "
+                          "empty = off, as the paper")
+    p: float = opt(1.0, "probability that each transform applies to an image (the start value when adaptive)")
+    adaptive: bool = opt(False, "adjust p from an overfitting heuristic as ADA (Karras et al. 2020): up while "
+                                "E[sign(D(real) - mean D(fake))] is above target, down below")
+    target: float = opt(0.6, "adaptive: the heuristic's target")
+    speed_kimg: float = opt(100.0, "adaptive: kimg over which p can move from 0 to 1")
+
+
+@dataclass
 class TrainConfig:
     preset: str = opt("", "name of the preset this config started from")
     data: str = opt("builtin:shapes", "builtin:NAME or a folder of images")
@@ -155,6 +168,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     sched: ScheduleConfig = field(default_factory=ScheduleConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    aug: AugmentConfig = field(default_factory=AugmentConfig)
 
     # ---- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -330,6 +344,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
          f"device must be auto, cpu, cuda, cuda:N or mps, got '{dev}'")
     if cfg.budget:
         parse_duration(cfg.budget)
+    a = cfg.aug
+    bad_aug = [t for t in a.policy.split(",") if t.strip() and t.strip().lower() not in AUGMENTATIONS]
+    need(not bad_aug, f"aug.policy: unknown augmentation '{bad_aug[0] if bad_aug else ''}'; "
+                      f"choose from {', '.join(AUGMENTATIONS)}")
+    need(0 <= a.p <= 1, f"aug.p must be in [0, 1], got {a.p}")
+    need(0 < a.target < 1 and a.speed_kimg > 0, "aug.target must be in (0, 1) and aug.speed_kimg > 0")
     need(0 < cfg.budget_top_share < 1, f"budget_top_share must be between 0 and 1, got {cfg.budget_top_share}")
     need(cfg.tick_kimg > 0, "tick_kimg must be > 0")
     need(cfg.image_kimg >= 0 and cfg.checkpoint_kimg >= 0, "image_kimg and checkpoint_kimg must be >= 0")

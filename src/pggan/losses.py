@@ -73,7 +73,9 @@ def d_loss(cfg: LossConfig, D, reals, fakes, labels, res_log2: int, alpha: float
     if labels is not None:
         loss = loss + cfg.cond_weight * (_label_term(real_logits, labels) + _label_term(fake_logits, labels))
     stats = {"loss_d": loss.detach(), "score_real": real_score.detach().mean(), "score_fake": fake_score.detach().mean(),
-             "penalty": penalty.detach().mean()}
+             "penalty": penalty.detach().mean(),
+             # ADA's overfitting heuristic: how often D scores a real above the average fake
+             "overfit": torch.sign(real_score.detach() - fake_score.detach().mean()).mean()}
     return loss, stats
 
 

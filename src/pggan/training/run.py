@@ -148,6 +148,8 @@ class Run:
         dn, dt = t.cur_nimg - self.tick_start_nimg, max(now - self.tick_start_time, 1e-9)
         rec.update({"img_per_s": dn / dt, "sec_per_kimg": dt / max(dn, 1) * 1000.0,
                     "mem_mb": peak_memory_mb(self.device), "wall_s": now - self.session_start})
+        if t.aug_policy:
+            rec["aug_p"] = t.aug_p
         if self.run_dir is not None:
             self.run_dir.append_stats(rec)
             self.log(format_tick(self.tick, ph, rec))
@@ -286,7 +288,8 @@ def crossed(prev_nimg: int, cur_nimg: int, every_kimg: float) -> bool:
 def format_tick(tick: int, ph: Phase, s: dict) -> str:
     return (f"tick {tick:<5d} kimg {s['kimg']:<9.1f} res {ph.resolution:<4d} lod {ph.lod:<6.3f} alpha {ph.alpha:<5.3f} "
             f"batch {ph.batch:<4d} loss_d {s['loss_d']:+9.4f} loss_g {s['loss_g']:+9.4f} img/s {s['img_per_s']:8.1f} "
-            f"sec/kimg {s['sec_per_kimg']:8.2f} mem {s['mem_mb']:8.1f}MB time {_fmt_time(s['wall_s'])}")
+            f"sec/kimg {s['sec_per_kimg']:8.2f} mem {s['mem_mb']:8.1f}MB time {_fmt_time(s['wall_s'])}"
+            + (f" aug_p {s['aug_p']:.3f}" if "aug_p" in s else ""))
 
 
 def _fmt_time(s: float) -> str:

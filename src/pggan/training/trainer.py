@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..augment import adjust_p, augment, parse_policy
 from ..checkpoint import CheckpointError, load_state
 from ..config import TrainConfig
 from ..data.base import ImageSet
@@ -67,6 +68,8 @@ class Trainer:
                            list(self.G_ema.buffers()), list(self.G.buffers()))
         self.order = DataOrder(len(images), cfg.seed, cfg.mirror)
         self.lsgan = LSGANNoise()
+        self.aug_policy, self.aug_p = parse_policy(cfg.aug.policy), cfg.aug.p
+        self._overfit = [0.0, 0]                     # adaptive augmentation: sum and count since the last update
         self.cur_nimg = 0
         self.prev_lod: float | None = None
         self.wall_offset = 0.0
@@ -153,10 +156,10 @@ class Trainer:
         grad_scale = self.scaler_D.get_scale() if self.scaler_D.is_enabled() else 1.0   # one host sync, fp16 only
         stats: dict = {}
         for sl in micro:
-            reals = fade_images(reals_all[sl], alpha).contiguous(memory_format=cl)
+            reals = self._augment(fade_images(reals_all[sl], alpha)).contiguous(memory_format=cl)
             labels = labels_all[sl] if labels_all is not None else None
             with torch.no_grad(), amp:
-                fakes = self.G_run(z[sl], fake_labels[sl] if fake_labels is not None else None, k, alpha)
+                fakes = self._augment(self.G_run(z[sl], fake_labels[sl] if fake_labels is not None else None, k, alpha))
             with amp:
                 loss, s = d_loss(cfg.loss, self.D_run, reals, fakes, labels, k, alpha,
                                  mix=None if mix is None else mix[sl], grad_scale=grad_scale, D_penalty=self.D,
@@ -165,6 +168,9 @@ class Trainer:
             for key, v in s.items():
                 stats[key] = stats.get(key, 0.0) + v / len(micro)
         self._finish(self.opt_D, self.scaler_D, self._d_params)
+        if cfg.aug.adaptive and self.aug_policy:
+            self._adapt(stats.pop("overfit"), ph.batch)
+        stats.pop("overfit", None)
         if cfg.loss.kind == "lsgan":
             score = stats["score_fake"]
             self.lsgan.update(float(all_mean(score, self.dist.world) if self.dist.enabled else score))
@@ -178,12 +184,30 @@ class Trainer:
         for sl in micro:
             labels = fake_labels[sl] if fake_labels is not None else None
             with amp:
-                fakes = self.G_run(z[sl], labels, ph.res_log2, ph.alpha)
+                fakes = self._augment(self.G_run(z[sl], labels, ph.res_log2, ph.alpha))
                 loss, s = g_loss(self.cfg.loss, self.D_run, fakes, labels, ph.res_log2, ph.alpha, noise)
             self.scaler_G.scale(loss / len(micro)).backward(inputs=self._g_params)   # no gradients for D's weights
             total = total + s["loss_g"] / len(micro)
         self._finish(self.opt_G, self.scaler_G, self._g_params)
         return total
+
+    def _augment(self, images: torch.Tensor) -> torch.Tensor:
+        return augment(images, self.aug_policy, self.aug_p)
+
+    ADAPT_EVERY = 4        # D steps between updates of p (ADA's interval)
+
+    def _adapt(self, overfit: torch.Tensor, batch: int) -> None:
+        """ADA: move p towards keeping the overfitting heuristic at aug.target."""
+        self._overfit[0] += float(overfit)
+        self._overfit[1] += 1
+        if self._overfit[1] < self.ADAPT_EVERY:
+            return
+        signal = self._overfit[0] / self._overfit[1]
+        if self.dist.enabled:
+            signal = float(all_mean(torch.tensor([signal], device=self.device), self.dist.world))
+        a = self.cfg.aug
+        self.aug_p = adjust_p(self.aug_p, signal, a.target, self._overfit[1] * batch, a.speed_kimg)
+        self._overfit = [0.0, 0]
 
     @torch.no_grad()
     def _update_ema(self, batch: int) -> None:
@@ -207,6 +231,7 @@ class Trainer:
             "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
             "scaler_G": self.scaler_G.state_dict(), "scaler_D": self.scaler_D.state_dict(),
             "data_order": self.order.state(), "lsgan_d_hat": self.lsgan.d_hat, "rng": rng,
+            "aug": {"p": self.aug_p, "overfit_sum": self._overfit[0], "overfit_count": self._overfit[1]},
             "wall_time": self.wall_offset,
         }
 
@@ -224,6 +249,9 @@ class Trainer:
         self.cur_nimg, self.prev_lod = int(ckpt["cur_nimg"]), ckpt["prev_lod"]
         self.order = DataOrder(len(self.images), self.cfg.seed, self.cfg.mirror, **ckpt["data_order"])
         self.lsgan = LSGANNoise(float(ckpt["lsgan_d_hat"]))
+        if "aug" in ckpt:
+            self.aug_p = float(ckpt["aug"]["p"])
+            self._overfit = [float(ckpt["aug"]["overfit_sum"]), int(ckpt["aug"]["overfit_count"])]
         self.wall_offset = float(ckpt["wall_time"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         random.setstate(_tuple_state(ckpt["rng"]["python"]))
