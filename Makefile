@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/pggan train --preset cpu-small --desc demo --set metrics=swd --set metrics_kimg=10
+	$(VENV)/bin/pggan train --preset cpu-small --desc demo --budget 4m --set metrics=swd --set metrics_kimg=10
 	$(VENV)/bin/pggan plot "$$(ls -d runs/*-demo | tail -n 1)"
 
 test: install

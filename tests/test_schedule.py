@@ -99,3 +99,14 @@ def test_optimizer_reset_points():
 def test_schedule_is_pure():
     cfg = paper(32)
     assert phase_at(1_234_567, cfg, 32) == phase_at(1_234_567, cfg, 32)
+
+
+def test_cpu_small_ends_stabilising_its_top_resolution():
+    from pggan.presets import get_preset
+
+    cfg = get_preset("cpu-small")
+    from pggan.schedule import growth_kimg
+
+    end = phase_at(int(cfg.sched.total_kimg * 1000) - 1, cfg.sched, cfg.net.resolution)
+    assert end.resolution == cfg.net.resolution and end.alpha == 1.0
+    assert cfg.sched.total_kimg - growth_kimg(cfg.sched, cfg.net.resolution) >= 30   # a real stabilise phase

@@ -9,6 +9,7 @@ the final G_ema with SWD (x1e3; the levels and their average):
 - `fake_vs_real`: all the set's images against as many generated ones,
 - `half`: a random half of the real set against as many generated images, and `floor`: that half against
   the other half (two samples of the same data: what no generator can beat at this sample size),
+each the mean of --swd-repeats SWDs with different random descriptors,
 and writes quality.png (real grid left, the final grid right) into the run directory. One JSON line per
 run is appended to OUTDIR/quality.jsonl.
 """
@@ -36,25 +37,31 @@ def main() -> int:
     length = ap.add_mutually_exclusive_group(required=True)
     length.add_argument("--budget", help="e.g. 25m")
     length.add_argument("--kimg", type=float)
+    length.add_argument("--run", help="measure this finished run directory instead of training one")
     ap.add_argument("--outdir", default="quality-runs")
     ap.add_argument("--desc", default="")
     ap.add_argument("--seed", type=int, default=0, help="of the SWD halves and draws")
+    ap.add_argument("--swd-repeats", type=int, default=3, help="SWDs with other descriptor draws, averaged")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to pggan train")
     args = ap.parse_args()
 
+    os.makedirs(args.outdir, exist_ok=True)
     cmd = [sys.executable, "-m", "pggan", "train", "--data", args.data, "--resolution", str(args.resolution),
            "--outdir", args.outdir, "--no-progress"]
     cmd += ["--budget", args.budget] if args.budget else ["--kimg", str(args.kimg)]
     cmd += ["--desc", args.desc] if args.desc else []
     for item in args.set:
         cmd += ["--set", item]
-    before = set(glob.glob(os.path.join(args.outdir, "0*")))
-    start = time.time()
-    code = subprocess.call(cmd)
-    wall = time.time() - start
-    if code:
-        return code
-    (run,) = set(glob.glob(os.path.join(args.outdir, "0*"))) - before
+    if args.run:
+        run, wall = args.run, json.loads(open(os.path.join(args.run, "stats.jsonl")).readlines()[-1])["wall_s"]
+    else:
+        before = set(glob.glob(os.path.join(args.outdir, "0*")))
+        start = time.time()
+        code = subprocess.call(cmd)
+        wall = time.time() - start
+        if code:
+            return code
+        (run,) = set(glob.glob(os.path.join(args.outdir, "0*"))) - before
 
     gen = load_generator(os.path.join(run, "generator-final.safetensors"))
     real = np.asarray(load_images(args.data, args.resolution, gen.net.channels, 10 ** 9).levels[args.resolution])
@@ -63,12 +70,17 @@ def main() -> int:
     half_a, half_b = order[: len(real) // 2], order[len(real) // 2: 2 * (len(real) // 2)]
     fakes = torch.cat([torch.from_numpy(gen.generate(seeds=range(i, min(i + 256, len(real)))).images)
                        for i in range(0, len(real), 256)]).permute(0, 3, 1, 2).float()
-    reals = torch.from_numpy(real).float()
+    reals = torch.from_numpy(real.copy()).float()
+    def mean_swd(a, b):
+        runs = [swd(a, b, seed=args.seed + i) for i in range(args.swd_repeats)]
+        levels = {r: sum(x["levels"][r] for x in runs) / len(runs) for r in runs[0]["levels"]}
+        return {"levels": levels, "avg": sum(levels.values()) / len(levels)}
+
     result = {
         "run": run, "command": " ".join(cmd[2:]), "wall_s": round(wall, 1), "images": len(real),
-        "fake_vs_real": swd(fakes, reals, seed=args.seed),
-        "half": swd(fakes[: len(half_b)], reals[half_b], seed=args.seed),
-        "floor": swd(reals[half_a], reals[half_b], seed=args.seed),
+        "fake_vs_real": mean_swd(fakes, reals),
+        "half": mean_swd(fakes[: len(half_b)], reals[half_b]),
+        "floor": mean_swd(reals[half_a], reals[half_b]),
     }
     result["half_over_floor"] = result["half"]["avg"] / result["floor"]["avg"]
     grids = [Image.open(os.path.join(run, "reals.png"))]
