@@ -152,6 +152,8 @@ def plan_budget(cfg: TrainConfig, images: ImageSet, device: torch.device, info: 
         r *= 2
     costs = measure_costs(cfg, images, device, levels, info)
     left = budget_seconds(cfg) - (time.time() - started)
+    if info.enabled:                     # every rank must plan the same schedule: the least time left
+        left = -float(all_max(torch.tensor([-left], dtype=torch.float64, device=device)))
     plan = plan_schedule(left, costs, levels, cfg)
     cfg = copy.deepcopy(cfg)
     if cfg.sched.growing:

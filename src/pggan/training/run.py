@@ -16,7 +16,7 @@ from ..config import TrainConfig
 from ..schedule import Phase
 from ..util.checks import one_hot
 from ..util.device import peak_memory_mb, precision_note, resolve_device
-from ..util.dist import DistInfo, ProcessGroupError, all_mean, any_rank, check_identical, init_from_env, shutdown
+from ..util.dist import DistInfo, ProcessGroupError, all_mean, all_min, any_rank, check_identical, init_from_env, shutdown
 from .budget import budget_seconds, plan_budget
 from .rundir import RunDir, fakes_name
 from .setup import load_training_data, resolve_config
@@ -176,7 +176,8 @@ class Run:
     def end_on_time(self, step: Step, now: float) -> None:
         """A budgeted run in its last phase moves its end (total_kimg) to where, at the speed measured
         since that phase began, it meets the deadline: the plan's speeds were measured in seconds, and
-        a machine's speed drifts over a run. Nothing before the end of the run changes."""
+        a machine's speed drifts over a run. Nothing before the end of the run changes. Called at every
+        tick, on every rank alike (the ranks agree on the earliest end)."""
         ph, t = step.phase, self.trainer
         if ph.resolution != self.cfg.net.resolution or ph.alpha < 1.0:
             return
@@ -184,10 +185,10 @@ class Run:
             self.top_start = (t.cur_nimg, now)
             return
         n0, t0 = self.top_start
-        if now - t0 < 5.0:
-            return
-        rate = (t.cur_nimg - n0) / (now - t0)
+        rate = (t.cur_nimg - n0) / max(now - t0, 1e-9)
         total = t.cur_nimg + max(0, int((self.deadline - now) * rate))   # past the deadline: end now
+        if self.info.enabled:
+            total = all_min(total, self.device)
         self.cfg.sched.total_kimg = total / 1000.0          # saved with the next checkpoint
         if self.bar is not None:
             self.bar.total = self.cfg.sched.total_kimg
@@ -210,7 +211,7 @@ class Run:
                     self.bar.update((t.cur_nimg - prev) / 1000.0)
                     self.bar.set_postfix_str(f"res {step.phase.resolution} alpha {step.phase.alpha:.2f} "
                                              f"{rate:.1f} img/s", refresh=False)
-                if self.deadline is not None:
+                if self.deadline is not None and crossed(prev, t.cur_nimg, cfg.tick_kimg):
                     self.end_on_time(step, time.time())
                 done = t.cur_nimg >= int(cfg.sched.total_kimg * 1000)
                 if crossed(prev, t.cur_nimg, cfg.tick_kimg) or done:
