@@ -1,4 +1,5 @@
 """torch.distributed on CPU with gloo: 2 processes started by torchrun, as users run it."""
+import json
 import os
 import signal
 import subprocess
@@ -164,3 +165,30 @@ def test_metrics_use_all_ranks_and_match_one_process(tmp_path):
     assert math.isclose(two["fid"], one["fid"], rel_tol=1e-6)
     assert math.isclose(two["is"]["mean"], one["is"]["mean"], rel_tol=1e-9)
     assert math.isclose(two["msssim"], one["msssim"], rel_tol=1e-9)
+
+
+def test_a_budgeted_run_plans_once_for_the_group_and_ends_on_time(tmp_path):
+    """Both processes train the same planned schedule (they would deadlock otherwise) and the job ends
+    within its budget; a resume follows the saved plan."""
+    cfg = small_config(tmp_path)
+    cfg.tick_kimg, cfg.checkpoint_kimg = 0.08, 0
+    (tmp_path / "cfg.json").write_text(cfg.to_json())
+    start = time.time()
+    r = torchrun(2, "-m", "pggan", "train", "--config", str(tmp_path / "cfg.json"), "--no-progress", "--budget", "40s")
+    wall = time.time() - start
+    assert r.returncode == 0, r.stdout + r.stderr
+    run = tmp_path / "runs" / "00000-shapes-8-cpu-small"
+    log = (run / "log.txt").read_text()
+    assert "budget 40s" in log and "stabilise 8" in log
+    assert wall < 40 * 1.1, wall
+    saved = json.loads((run / "training_options.json").read_text())["sched"]
+    assert saved["fade_kimg_table"] and saved["stabilise_kimg_table"]
+    ckpt = load_checkpoint(list_checkpoints(str(run))[-1])
+    assert json.loads(ckpt["config"])["sched"]["fade_kimg_table"] == saved["fade_kimg_table"]
+    end = ckpt["cur_nimg"]
+    r = subprocess.run([sys.executable, "-m", "pggan", "train", "--resume", "latest", "--outdir", str(tmp_path / "runs"),
+                        "--kimg", str(end / 1000 + 0.08), "--no-progress"], env=ENV, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    again = json.loads(load_checkpoint(list_checkpoints(str(run))[-1])["config"])["sched"]
+    assert again["fade_kimg_table"] == saved["fade_kimg_table"]        # the resumed run kept the plan

@@ -310,3 +310,28 @@ def test_bf16_on_a_cpu_without_native_bf16_is_flagged(monkeypatch):
     assert precision_note(cpu, "fp32") is None
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
     assert precision_note(cpu, "bf16") is None
+
+
+def test_any_file_that_is_not_a_network_gives_one_line(tmp_path):
+    """Text (torch's unpickler raised IndexError on it), a zip without torch's records, an empty file, and a
+    safetensors name on text: one line each, never a traceback (nor torch's plea for better messages)."""
+    import zipfile
+
+    text = tmp_path / "passwd.pt"
+    text.write_text("root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n")
+    plain_zip = tmp_path / "plain.pt"
+    with zipfile.ZipFile(plain_zip, "w") as z:
+        z.writestr("hello.txt", "hello")
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    fake_st = tmp_path / "text.safetensors"
+    fake_st.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    for path, what in ((text, "pggan checkpoint"), (plain_zip, "pggan checkpoint"), (empty, "pggan checkpoint"),
+                       (fake_st, "generator file")):
+        for cmd in (("generate", "--network", str(path)), ("metrics", "--network", str(path), "--data", "builtin:shapes"),
+                    ("interpolate", "--network", str(path), "--out", str(tmp_path / "x.gif"))):
+            code, out = _cli(*cmd)
+            assert code == 1 and f"not a readable {what}" in out, (cmd, out)
+            assert "Traceback" not in out and "Could this error message" not in out and len(out.strip().splitlines()) == 1
+    code, out = _cli("train", "--resume", str(text))
+    assert code == 1 and "not a readable pggan checkpoint" in out

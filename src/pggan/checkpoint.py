@@ -9,9 +9,7 @@ from __future__ import annotations
 import glob
 import json
 import os
-import pickle
 import re
-import zipfile
 
 import torch
 
@@ -37,8 +35,8 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
         raise CheckpointError(f"checkpoint '{path}' does not exist")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except Exception as e:  # noqa: BLE001 - any failure to read it (torch raises many kinds) means the same
+        first = _first_line(e)
         if "weights only load failed" in first.lower():      # torch's advice to drop weights_only does not apply
             first = ("it is not a torch file, or it holds objects other than tensors and plain data "
                      "(never loaded: that would run code)")
@@ -50,6 +48,12 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
         raise CheckpointError(f"'{path}' has checkpoint format {ckpt.get('format_version')}; this pggan reads "
                               f"format {FORMAT_VERSION}")
     return ckpt
+
+
+def _first_line(e: Exception) -> str:
+    """The first line of an error's text, without torch's appeal for better messages."""
+    text = str(e).strip().split("(Could this error message be improved?")[0].strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def checkpoint_config(ckpt: dict) -> TrainConfig:
@@ -102,7 +106,6 @@ def save_generator(path: str, G_ema: torch.nn.Module, net: NetworkConfig, extra:
 
 def read_generator(path: str) -> tuple[NetworkConfig, dict, dict]:
     """(network config, state dict, metadata) of a file written by :func:`save_generator`."""
-    from safetensors import SafetensorError
     from safetensors.torch import load
 
     try:
@@ -112,10 +115,13 @@ def read_generator(path: str) -> tuple[NetworkConfig, dict, dict]:
         from safetensors import safe_open
         with safe_open(path, framework="pt") as f:
             meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"'{path}' is not a readable generator file: {e}") from None
+    except Exception as e:  # noqa: BLE001 - any failure to read it means the same to the user
+        raise CheckpointError(f"'{path}' is not a readable generator file: {_first_line(e)}") from None
     if meta.get("format") != "pggan-generator":
         raise CheckpointError(f"'{path}' is a safetensors file but not a pggan generator")
-    net = TrainConfig.from_dict({"net": json.loads(meta["net"])}).net
+    try:
+        net = TrainConfig.from_dict({"net": json.loads(meta["net"])}).net
+    except (KeyError, json.JSONDecodeError, ConfigError) as e:
+        raise CheckpointError(f"'{path}' has no valid network description: {_first_line(e)}") from None
     return net, tensors, meta
 

@@ -30,9 +30,19 @@ def metrics(network, data, names, num, pairs, seed, inception, cache_dir, batch,
 
     opts = MetricOptions(names, num, pairs, seed, batch, inception, cache_dir).validate()
     total = (num if {"swd", "fid", "is"} & set(opts.names) else 0) + (2 * pairs if "msssim" in opts.names else 0)
-    with progress_bar(total, "img", desc="generating") as bar:
+    bars = []                               # opened at the first image: nothing is shown before the work starts
+
+    def progress(n: int) -> None:
+        if not bars:
+            bars.append(progress_bar(total, "img", desc="generating"))
+        bars[0].update(n)
+
+    try:
         r = evaluate_network(network, data, opts, resolve_device(device), real_baseline=real_baseline,
-                             progress=bar.update)
+                             progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
     for line in format_result(r):
         click.echo(line)
     for path in append_results(os.path.dirname(os.path.abspath(network)), r, r["kimg"], opts.names):
