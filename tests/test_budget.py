@@ -4,7 +4,7 @@ import pytest
 from pggan.config import ConfigError, parse_duration, validate
 from pggan.presets import get_preset
 from pggan.schedule import growth_kimg, lod_at, phase_at
-from pggan.training.budget import Costs, plan_schedule
+from pggan.training.budget import PHASE_KIMG_CAP, TOP_SHARE_MAX, Costs, plan_schedule
 
 LEVELS = [4, 8, 16, 32]
 
@@ -32,10 +32,30 @@ def test_the_plan_spends_the_budget_and_ends_stabilising_the_top_level(seconds):
     lower = [plan.stabilise_kimg[r] for r in LEVELS[:-1]] + [plan.fade_kimg[r] for r in LEVELS[1:]]
     assert max(lower) == pytest.approx(min(lower))                        # the paper: equal images per phase
     extra_per_kimg = 0.3 / cfg.image_kimg + 0.5 / cfg.checkpoint_kimg    # grids and checkpoints along the way
+    train_s = seconds - 0.3 - 0.5                                        # less the final grid + checkpoint
+    lower_s = sum(c.stabilise[r] + extra_per_kimg for r in LEVELS[:-1]) + sum(c.fade[r] + extra_per_kimg for r in LEVELS[1:])
+    k = (1 - cfg.budget_top_share) * train_s / lower_s                   # the least share for the top phase ...
+    if k > PHASE_KIMG_CAP:                                               # ... more while earlier phases exceed the cap
+        k = max(PHASE_KIMG_CAP, (1 - TOP_SHARE_MAX) * train_s / lower_s)
+    assert lower[0] == pytest.approx(k, rel=1e-9)
     top_s = plan.stabilise_kimg[32] * (c.stabilise[32] + extra_per_kimg)
-    assert top_s == pytest.approx(cfg.budget_top_share * (seconds - 0.3 - 0.5), rel=1e-9)   # less the final grid + checkpoint
+    assert top_s == pytest.approx(train_s - k * lower_s, rel=1e-9)
     assert plan.stabilise_kimg[32] * c.stabilise[32] > 0.5 * seconds        # most of the time at the top level
     assert plan.total_kimg == pytest.approx(sum(lower) + plan.stabilise_kimg[32])
+
+
+def test_the_top_share_grows_from_its_least_to_its_most_with_the_budget():
+    cfg = get_preset("cpu-small")
+
+    def top_share(seconds):
+        plan = plan_schedule(seconds, costs(), LEVELS, cfg)
+        return plan.stabilise_kimg[32] * costs().stabilise[32] / seconds, plan.fade_kimg[8]
+
+    assert top_share(300) == pytest.approx((cfg.budget_top_share, 300 * 0.4 / 19.7))   # short: earlier phases < cap
+    share, k = top_share(600)
+    assert k == PHASE_KIMG_CAP and cfg.budget_top_share < share < TOP_SHARE_MAX           # the cap binds
+    share, k = top_share(7200)
+    assert share == pytest.approx(TOP_SHARE_MAX) and k > PHASE_KIMG_CAP                   # long: the most share
 
 
 def test_metrics_are_paid_from_the_budget():

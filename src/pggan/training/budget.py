@@ -5,7 +5,9 @@ for the levels above the first) on this machine, with this config and data, and 
 other costs (grids, checkpoints, metrics) are timed too. ``plan_schedule`` then divides the time left:
 
 - the top resolution's stabilise phase gets ``budget_top_share`` of it (the images a user looks at come
-  from there; docs/budget.md has the measurements behind the default),
+  from there), more when that would leave every earlier phase over ``PHASE_KIMG_CAP`` kimg: then the
+  earlier phases get that many kimg and the top phase the rest, up to ``TOP_SHARE_MAX`` of the time
+  (docs/budget.md has the measurements behind these values),
 - every earlier phase (each lower resolution's stabilise phase, each fade) the same number of images,
   as in the paper, with what remains.
 
@@ -27,12 +29,15 @@ from ..checkpoint import save_checkpoint
 from ..config import ConfigError, TrainConfig, parse_duration
 from ..data.base import ImageSet
 from ..schedule import batch_for, phase_for_level
+from ..util.checks import one_hot
 from ..util.dist import DistInfo, all_max
 from ..util.grids import make_grid, save_png
 from ..util.timing import timeit
 from .trainer import Trainer
 
 END_RESERVE = 0.015       # of the budget: what timing noise may add over the run
+PHASE_KIMG_CAP = 10.0     # earlier phases longer than this give the top phase more time instead ...
+TOP_SHARE_MAX = 0.85      # ... up to this share of the training time (docs/budget.md has the measurements)
 MIN_PHASE_KIMG = 0.5      # shorter fades and stabilise phases are not worth growing for
 
 
@@ -72,12 +77,14 @@ def plan_schedule(seconds: float, costs: Costs, levels: list[int], cfg: TrainCon
     paid from the same time. Raises ConfigError when the time cannot even grow to the top level."""
     extra = sum(c / every for c, every in ((costs.grid, cfg.image_kimg), (costs.checkpoint, cfg.checkpoint_kimg),
                                            (costs.metrics, cfg.metrics_kimg)) if every > 0)   # s per kimg
-    end = costs.grid + costs.checkpoint + (costs.metrics if cfg.metrics else 0.0)
+    end = costs.grid + costs.checkpoint + (costs.metrics if cfg.metrics.strip() else 0.0)
     train_s = seconds - end
     top, top_share = levels[-1], cfg.budget_top_share
     lower = [costs.stabilise[r] + extra for r in levels[:-1]] + [costs.fade[r] + extra for r in levels[1:]]
     if lower:
         k = (1.0 - top_share) * train_s / sum(lower)
+        if k > PHASE_KIMG_CAP:       # enough to grow through a level: the rest makes the images better
+            k = max(PHASE_KIMG_CAP, (1.0 - TOP_SHARE_MAX) * train_s / sum(lower))
         if k < MIN_PHASE_KIMG:
             need = MIN_PHASE_KIMG * sum(lower) / (1.0 - top_share) + end
             raise ConfigError(f"budget: {seconds / 60:.1f} minutes left after set-up is too short to grow to "
@@ -110,9 +117,11 @@ def measure_costs(cfg: TrainConfig, images: ImageSet, device: torch.device, leve
             ph = phase_for_level(res, alpha, batch, cfg.sched, cfg.net.resolution)
             dt, _ = timeit(lambda: _step(trainer, ph), seconds, min_iters=2)
             table[res] = dt / (batch * info.world) * 1000.0          # seconds per kimg of the whole group
-    z = torch.randn(cfg.grid_size ** 2, cfg.net.z_dim)
+    n = cfg.grid_size ** 2
+    z = torch.randn(n, cfg.net.z_dim)
+    labels = one_hot(torch.arange(n) % cfg.net.label_size, cfg.net.label_size) if cfg.net.label_size else None
     with tempfile.TemporaryDirectory() as tmp:
-        costs.grid = timeit(lambda: save_png(f"{tmp}/g.png", make_grid(trainer.sample(z, None), cfg.grid_size)),
+        costs.grid = timeit(lambda: save_png(f"{tmp}/g.png", make_grid(trainer.sample(z, labels), cfg.grid_size)),
                             0.2, min_iters=1, warmup=0)[0]
         costs.checkpoint = timeit(lambda: save_checkpoint(f"{tmp}/c.pt", trainer.state_dict()), 0.2,
                                   min_iters=1, warmup=0)[0]
@@ -161,8 +170,7 @@ def plan_budget(cfg: TrainConfig, images: ImageSet, device: torch.device, info: 
         cfg.sched.fade_kimg_table = {r: _round(k) for r, k in plan.fade_kimg.items()}
     cfg.sched.total_kimg = _round(plan.total_kimg)
     log(f"budget {cfg.budget}: {time.time() - started:.0f} s of set-up and measurement; the plan "
-        f"(each earlier phase {plan.fade_kimg.get(res, 0):.1f} kimg, {cfg.budget_top_share:.0%} of the training time "
-        f"stabilising {res}x{res}):")
+        f"(each earlier phase {plan.fade_kimg.get(res, 0):.1f} kimg, the rest stabilising {res}x{res}):")
     for line in plan.lines(costs):
         log("  " + line)
     return cfg, costs.grid + costs.checkpoint + (costs.metrics if cfg.metrics.strip() else 0.0)
