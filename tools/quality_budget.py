@@ -48,7 +48,7 @@ def main() -> int:
     os.makedirs(args.outdir, exist_ok=True)
     cmd = [sys.executable, "-m", "pggan", "train", "--data", args.data, "--resolution", str(args.resolution),
            "--outdir", args.outdir, "--no-progress"]
-    cmd += ["--budget", args.budget] if args.budget else ["--kimg", str(args.kimg)]
+    cmd += ["--budget", args.budget] if args.budget else ["--kimg", str(args.kimg)] if args.kimg else []
     cmd += ["--desc", args.desc] if args.desc else []
     for item in args.set:
         cmd += ["--set", item]
@@ -77,7 +77,7 @@ def main() -> int:
         return {"levels": levels, "avg": sum(levels.values()) / len(levels)}
 
     result = {
-        "run": run, "command": " ".join(cmd[2:]), "wall_s": round(wall, 1), "images": len(real),
+        "run": run, "command": "" if args.run else " ".join(cmd[2:]), "wall_s": round(wall, 1), "images": len(real),
         "fake_vs_real": mean_swd(fakes, reals),
         "half": mean_swd(fakes[: len(half_b)], reals[half_b]),
         "floor": mean_swd(reals[half_a], reals[half_b]),
