@@ -29,11 +29,10 @@ from ..checkpoint import save_checkpoint
 from ..config import ConfigError, TrainConfig, parse_duration
 from ..data.base import ImageSet
 from ..schedule import batch_for, phase_for_level
-from ..util.checks import one_hot
 from ..util.dist import DistInfo, all_max
 from ..util.grids import make_grid, save_png
 from ..util.timing import timeit
-from .trainer import Trainer
+from .trainer import Trainer, grid_latents
 
 END_RESERVE = 0.015       # of the budget: what timing noise may add over the run
 PHASE_KIMG_CAP = 10.0     # earlier phases longer than this give the top phase more time instead ...
@@ -117,9 +116,7 @@ def measure_costs(cfg: TrainConfig, images: ImageSet, device: torch.device, leve
             ph = phase_for_level(res, alpha, batch, cfg.sched, cfg.net.resolution)
             dt, _ = timeit(lambda: _step(trainer, ph), seconds, min_iters=2)
             table[res] = dt / (batch * info.world) * 1000.0          # seconds per kimg of the whole group
-    n = cfg.grid_size ** 2
-    z = torch.randn(n, cfg.net.z_dim)
-    labels = one_hot(torch.arange(n) % cfg.net.label_size, cfg.net.label_size) if cfg.net.label_size else None
+    z, labels = grid_latents(cfg, cfg.net.label_size)
     with tempfile.TemporaryDirectory() as tmp:
         costs.grid = timeit(lambda: save_png(f"{tmp}/g.png", make_grid(trainer.sample(z, labels), cfg.grid_size)),
                             0.2, min_iters=1, warmup=0)[0]

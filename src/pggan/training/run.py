@@ -14,13 +14,12 @@ import torch
 from ..checkpoint import load_checkpoint
 from ..config import TrainConfig
 from ..schedule import Phase
-from ..util.checks import one_hot
 from ..util.device import peak_memory_mb, precision_note, resolve_device
 from ..util.dist import DistInfo, ProcessGroupError, all_mean, all_min, any_rank, check_identical, init_from_env, shutdown
 from .budget import budget_seconds, plan_budget
 from .rundir import RunDir, fakes_name
 from .setup import load_training_data, resolve_config
-from .trainer import Step, Trainer
+from .trainer import Step, Trainer, grid_latents
 
 STAT_KEYS = ("loss_d", "loss_g", "score_real", "score_fake", "penalty")
 
@@ -246,14 +245,6 @@ class Run:
             self.log(f"done: {t.cur_nimg / 1000:.1f} kimg; generator {gen_path}; "
                      f"final grid {self.run_dir.file(fakes_name(t.cur_nimg))}")
         return RunResult(self.run_dir.path if self.run_dir else None, t.cur_nimg, signal_number)
-
-
-def grid_latents(cfg: TrainConfig, label_size: int):
-    """The fixed latents (and classes in turn) of a run's image grids."""
-    g = torch.Generator().manual_seed(cfg.seed + 1_000_003)
-    n = cfg.grid_size ** 2
-    z = torch.randn(n, cfg.net.z_dim, generator=g)
-    return z, (one_hot(torch.arange(n) % label_size, label_size) if label_size else None)
 
 
 class StopRequest:

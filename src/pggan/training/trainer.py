@@ -168,9 +168,9 @@ class Trainer:
             for key, v in s.items():
                 stats[key] = stats.get(key, 0.0) + v / len(micro)
         self._finish(self.opt_D, self.scaler_D, self._d_params)
+        overfit = stats.pop("overfit")
         if cfg.aug.adaptive and self.aug_policy:
-            self._adapt(stats.pop("overfit"), ph.batch)
-        stats.pop("overfit", None)
+            self._adapt(overfit, ph.batch)
         if cfg.loss.kind == "lsgan":
             score = stats["score_fake"]
             self.lsgan.update(float(all_mean(score, self.dist.world) if self.dist.enabled else score))
@@ -284,3 +284,11 @@ def _set_numpy_rng_state(s: dict) -> None:
 
 def _tuple_state(s):
     return (s[0], tuple(s[1]), s[2])
+
+
+def grid_latents(cfg: TrainConfig, label_size: int):
+    """The fixed latents (and classes in turn) of a run's image grids."""
+    g = torch.Generator().manual_seed(cfg.seed + 1_000_003)
+    n = cfg.grid_size ** 2
+    z = torch.randn(n, cfg.net.z_dim, generator=g)
+    return z, (one_hot(torch.arange(n) % label_size, label_size) if label_size else None)
