@@ -110,10 +110,10 @@ def test_training_video(tiny_run, tmp_path):
     assert r.exit_code == 0, r.output
     frames = read_video_frames(str(out))
     grids = sorted(f for f in os.listdir(tiny_run) if f.startswith("fakes"))
-    assert len(frames) == len(grids) == 3 and frames[0].shape[1] == 64
+    assert len(frames) == len(grids) == 4 and frames[0].shape[1] == 64      # at 0.5, 1, 1.5 and 2 kimg
     assert frames[0].shape[0] > 64 and frames[0][:8].max() > 0              # the caption band is there
     r = CliRunner().invoke(main, ["training-video", tiny_run, "--out", str(tmp_path / "t.mp4")])
-    assert r.exit_code == 0 and len(read_video_frames(str(tmp_path / "t.mp4"))) == 3
+    assert r.exit_code == 0 and len(read_video_frames(str(tmp_path / "t.mp4"))) == 4
     r = CliRunner().invoke(main, ["training-video", str(tmp_path), "--out", str(tmp_path / "u.gif")])
     assert r.exit_code == 1 and "no image grids" in r.output
 

@@ -42,7 +42,8 @@ def test_end_to_end_run_directory(tmp_path):
     run = result.run_dir
     assert os.path.basename(run) == "00000-shapes-16-cpu-small"
     files = set(os.listdir(run))
-    assert {"training_options.json", "log.txt", "stats.jsonl", "reals.png", "generator-final.safetensors"} <= files
+    assert {"training_options.json", "requested_options.json", "log.txt", "stats.jsonl", "reals.png",
+            "generator-final.safetensors"} <= files
     assert json.load(open(os.path.join(run, "training_options.json")))["net"]["resolution"] == 16
     stats = [json.loads(line) for line in open(os.path.join(run, "stats.jsonl"))]
     assert len(stats) == 5
@@ -53,10 +54,12 @@ def test_end_to_end_run_directory(tmp_path):
     assert [s["alpha"] < 1 for s in stats] == [False, True, False, True, False]
     assert all(np.isfinite(s["loss_d"]) and np.isfinite(s["loss_g"]) for s in stats)
     grids = sorted(f for f in files if f.startswith("fakes"))
-    assert grids == ["fakes000000.png", "fakes000001.png"]
+    assert grids == ["fakes000000.504.png", "fakes000001.000.png"]      # named by the exact images shown
     for g in grids:
         assert Image.open(os.path.join(run, g)).size == (64, 64)     # 4x4 grid of 16 px, every grid the same size
-    assert [os.path.basename(p) for p in list_checkpoints(run)] == ["checkpoint-000000.pt", "checkpoint-000001.pt"]
+    # at 0.4 and 0.8 kimg (they shared a name when names had whole kimg), and the final one
+    assert [os.path.basename(p) for p in list_checkpoints(run)] == [
+        "checkpoint-000000.400.pt", "checkpoint-000000.800.pt", "checkpoint-000001.000.pt"]
     ckpt = load_checkpoint(list_checkpoints(run)[-1])
     assert ckpt["cur_nimg"] >= 1000 and {"G", "D", "G_ema", "opt_G", "opt_D", "rng", "data_order"} <= set(ckpt)
     # a second run never reuses the directory

@@ -6,19 +6,16 @@ The shareable generator file is safetensors with the network config in its metad
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
-import re
 
 import torch
 
 from .config import ConfigError, NetworkConfig, TrainConfig
-from .util.errors import PgganError
-from .util.files import atomic_write
+from .util.errors import PgganError, first_line
+from .util.files import atomic_write, kimg_tag, tagged_files
 
 FORMAT_VERSION = 1
-CHECKPOINT_RE = re.compile(r"checkpoint-(\d{6,})\.pt$")
 
 
 class CheckpointError(PgganError, ValueError):
@@ -36,7 +33,7 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to read it (torch raises many kinds) means the same
-        first = _first_line(e)
+        first = first_line(e)
         if "weights only load failed" in first.lower():      # torch's advice to drop weights_only does not apply
             first = ("it is not a torch file, or it holds objects other than tensors and plain data "
                      "(never loaded: that would run code)")
@@ -50,17 +47,11 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
     return ckpt
 
 
-def _first_line(e: Exception) -> str:
-    """The first line of an error's text, without torch's appeal for better messages."""
-    text = str(e).strip().split("(Could this error message be improved?")[0].strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def checkpoint_config(ckpt: dict) -> TrainConfig:
     try:
         return TrainConfig.from_dict(json.loads(ckpt["config"]))
     except (KeyError, json.JSONDecodeError, ConfigError) as e:
-        raise CheckpointError(f"checkpoint has no valid config: {e}") from None
+        raise CheckpointError(f"checkpoint has no valid config: {first_line(e)}") from None
 
 
 def load_state(module: torch.nn.Module, state: dict, what: str, path: str) -> None:
@@ -79,11 +70,13 @@ def load_state(module: torch.nn.Module, state: dict, what: str, path: str) -> No
     module.load_state_dict(state)
 
 
+def checkpoint_name(nimg: int) -> str:
+    return f"checkpoint-{kimg_tag(nimg)}.pt"
+
+
 def list_checkpoints(run_dir: str) -> list[str]:
     """Checkpoints of a run, oldest first."""
-    found = [(int(CHECKPOINT_RE.search(p).group(1)), p) for p in glob.glob(os.path.join(run_dir, "checkpoint-*.pt"))
-             if CHECKPOINT_RE.search(p)]
-    return [p for _, p in sorted(found)]
+    return [p for _, p in tagged_files(run_dir, "checkpoint-", ".pt")]
 
 
 def prune_checkpoints(run_dir: str, keep: int) -> None:
@@ -116,12 +109,12 @@ def read_generator(path: str) -> tuple[NetworkConfig, dict, dict]:
         with safe_open(path, framework="pt") as f:
             meta = f.metadata() or {}
     except Exception as e:  # noqa: BLE001 - any failure to read it means the same to the user
-        raise CheckpointError(f"'{path}' is not a readable generator file: {_first_line(e)}") from None
+        raise CheckpointError(f"'{path}' is not a readable generator file: {first_line(e)}") from None
     if meta.get("format") != "pggan-generator":
         raise CheckpointError(f"'{path}' is a safetensors file but not a pggan generator")
     try:
         net = TrainConfig.from_dict({"net": json.loads(meta["net"])}).net
     except (KeyError, json.JSONDecodeError, ConfigError) as e:
-        raise CheckpointError(f"'{path}' has no valid network description: {_first_line(e)}") from None
+        raise CheckpointError(f"'{path}' has no valid network description: {first_line(e)}") from None
     return net, tensors, meta
 

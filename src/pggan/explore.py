@@ -2,10 +2,8 @@
 nearest training images of generated ones (the paper's appendix F)."""
 from __future__ import annotations
 
-import glob
 import json
 import os
-import re
 
 import numpy as np
 import torch
@@ -13,6 +11,7 @@ from PIL import Image, ImageDraw
 
 from .api import LoadedGenerator, latents_for_seeds
 from .util.errors import UsageError
+from .util.files import tagged_files
 from .util.grids import make_grid, save_png
 from .video import VideoWriter, available_memory, check_frames_fit, slerp, smooth_latent_path, video_output
 
@@ -87,18 +86,18 @@ def _caption(frame: np.ndarray, text: str) -> np.ndarray:
 
 
 def training_frames(run_dir: str) -> list[tuple[float, str, int | None]]:
-    """(kimg, grid file, resolution at that kimg) of a run's fakesKKKKKK.png grids, in order."""
-    files = sorted(glob.glob(os.path.join(run_dir, "fakes*.png")))
+    """(kimg, grid file, resolution at that kimg) of a run's fakesKKKKKK.KKK.png grids, in order."""
+    files = tagged_files(run_dir, "fakes", ".png")
     if not files:
-        raise UsageError(f"'{run_dir}' has no image grids (fakesKKKKKK.png); give a run directory of `pggan train`")
+        raise UsageError(f"'{run_dir}' has no image grids (fakesKKKKKK.KKK.png); give a run directory of `pggan train`")
     stats = []
     path = os.path.join(run_dir, "stats.jsonl")
     if os.path.isfile(path):
         stats = [json.loads(line) for line in open(path) if line.strip()]
     out = []
-    for f in files:
-        kimg = float(re.search(r"fakes(\d+)\.png$", f).group(1))
-        # grids are named by whole kimg; the closest tick tells the resolution
+    for nimg, f in files:
+        kimg = nimg / 1000.0
+        # the closest tick tells the resolution
         res = min(stats, key=lambda s: abs(s["kimg"] - kimg))["resolution"] if stats else None
         out.append((kimg, f, res))
     return out

@@ -7,11 +7,11 @@ on the hypersphere of radius sqrt(dim), where the pixel-normalised input of G li
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 
 from .util.errors import UsageError
+from .util.files import partial_file
 
 MAX_MEMORY_FRACTION = 0.5
 
@@ -86,11 +86,7 @@ class VideoWriter:
         self.path, self.fps, self.kind = path, fps, kind or video_output(path)[1]
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(prefix=".tmp-", suffix="." + self.kind, dir=folder)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)                  # mkstemp's 0600 would make the video private
-        os.close(fd)
+        self.fd, self.tmp = partial_file(path, suffix="." + self.kind)     # closed (unlocked) when finished
         self.frames: list = []
         self.gen = None
         self.count = 0
@@ -122,8 +118,7 @@ class VideoWriter:
                                     duration=max(20, int(round(1000 / self.fps))), loop=0)
             os.replace(self.tmp, self.path)
         finally:
-            if os.path.exists(self.tmp):
-                os.unlink(self.tmp)
+            self._release()
         return self.path
 
     def abort(self) -> None:
@@ -132,8 +127,14 @@ class VideoWriter:
                 self.gen.close()
             except Exception:  # noqa: BLE001 - the partial file is removed either way
                 pass
+        self._release()
+
+    def _release(self) -> None:
         if os.path.exists(self.tmp):
             os.unlink(self.tmp)
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def read_video_frames(path: str) -> list[np.ndarray]:

@@ -3,15 +3,22 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 
 import click
 
-from ..util.errors import PgganError
+from ..util.errors import PgganError, describe_os_error
+
+INTERRUPTED = "files already finished are complete; no partial file was left"
 
 
-def friendly_errors(fn):
+def friendly_errors(fn=None, *, interrupted: str = INTERRUPTED):
     """pggan's own errors (and file-system errors, which name the file) become one line and exit code 1;
-    anything else is a bug and keeps its traceback. PGGAN_DEBUG=1 shows the traceback of every error."""
+    anything else is a bug and keeps its traceback. PGGAN_DEBUG=1 shows the traceback of every error.
+    Ctrl-C ends with exit code 130 and ``interrupted``: what the command leaves behind."""
+    if fn is None:
+        return functools.partial(friendly_errors, interrupted=interrupted)
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
@@ -19,7 +26,10 @@ def friendly_errors(fn):
         except (PgganError, OSError) as e:
             if os.environ.get("PGGAN_DEBUG"):
                 raise
-            raise click.ClickException(str(e)) from None
+            raise click.ClickException(describe_os_error(e) if isinstance(e, OSError) else str(e)) from None
+        except KeyboardInterrupt:
+            click.echo(f"Interrupted (Ctrl-C): {interrupted}.", err=True)
+            sys.exit(130)
     return wrapper
 
 

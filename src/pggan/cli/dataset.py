@@ -37,7 +37,7 @@ def dataset():
 @click.option("--compress-from", default=0, show_default=True, help="store levels of this resolution and above as PNG (0 = none)")
 @click.option("--overwrite", is_flag=True, help="replace DEST if it exists")
 @click.option("--progress/--no-progress", default=True)
-@friendly_errors
+@friendly_errors(interrupted="nothing was written (the partial dataset was removed)")
 def dataset_create(source, dest, resolution, kind, channels, square, small, background, labels, labels_file, landmarks,
                    max_count, count, shuffle_seed, max_bad_fraction, workers, max_memory_mb, compress_from, overwrite,
                    progress):
@@ -57,7 +57,7 @@ def dataset_create(source, dest, resolution, kind, channels, square, small, back
                           workers=workers, max_memory_mb=max_memory_mb, compress_from=compress_from).validate()
     src = open_source(source, kind, labels=None if labels == "none" else labels, labels_file=labels_file,
                       landmarks=landmarks, count=count, resolution=resolution, channels=channels)
-    header = create_dataset(src, dest, opts, overwrite=overwrite, progress=progress)
+    header = create_dataset(src, dest, opts, overwrite=overwrite, progress=progress, echo=click.echo)
     skipped = sum(1 for _ in open(os.path.join(dest, "report.txt")))
     size = sum(os.path.getsize(os.path.join(dest, f)) for f in os.listdir(dest))
     click.echo(f"wrote {dest}: {header['count']} images at {resolution}x{resolution}, {mib(size)}"

@@ -8,6 +8,7 @@ import time
 import click
 
 from ..util.device import PRECISION_CHOICES
+from ..util.proc import exit_with_parent
 from ..util.timing import process_age
 from .app import friendly_errors, main
 
@@ -28,17 +29,18 @@ from .app import friendly_errors, main
 @click.option("--desc", help="extra text in the run directory name")
 @click.option("--deterministic", is_flag=True, default=None, help="deterministic kernels (exact resume)")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="any option, e.g. --set sched.lod_training_kimg=50")
-@click.option("--resume", help="'latest' (newest checkpoint under --outdir) or a checkpoint path")
+@click.option("--resume", help="a checkpoint path; 'latest' (the newest under --outdir); or 'auto': continue the newest "
+              "run this same command started, else start one (for job scripts)")
 @click.option("--dry-run", is_flag=True, help="print the resolved config and exit")
 @click.option("--help-options", is_flag=True, help="list every option with its default and exit")
 @click.option("--nproc", type=int, default=1, show_default=True,
               help="processes on this machine (one per GPU; gloo on CPU), started through torchrun")
 @click.option("--progress/--no-progress", default=True)
-@friendly_errors
+@friendly_errors(interrupted="checkpoints already written are complete; continue with --resume auto (or latest)")
 def train(preset, config_file, sets, resume, dry_run, help_options, nproc, progress, **flags):
     """Train a progressive GAN; writes runs/NNNNN-<desc>/."""
     from ..config import options_markdown
-    from ..training.launch import build_config, relaunch_with_torchrun, resume_config
+    from ..training.launch import auto_config, build_config, relaunch_with_torchrun, resume_config
     from ..training.run import run_training
 
     if help_options:
@@ -48,8 +50,12 @@ def train(preset, config_file, sets, resume, dry_run, help_options, nproc, progr
         raise click.ClickException("--nproc must be >= 1")
     if nproc > 1 and "WORLD_SIZE" not in os.environ and not dry_run:
         sys.exit(relaunch_with_torchrun(nproc, sys.argv[1:]))
+    if "WORLD_SIZE" in os.environ:
+        exit_with_parent()             # a worker never outlives its torchrun agent (kill -9 included)
     flags = {k.replace("__", "."): v for k, v in flags.items() if v is not None}
-    if resume:
+    if resume == "auto":
+        cfg, resume = auto_config(preset, config_file, flags, sets)
+    elif resume:
         cfg, resume = resume_config(resume, flags, sets, preset, config_file)
     else:
         cfg = build_config(preset, config_file, flags, sets)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import signal
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..util.checks import is_resolution
+from ..util.proc import exit_with_parent
 from .base import DataError
 from .dataset import DatasetWriter
 from .sources import Source
@@ -196,6 +198,11 @@ def _prepare_safe(args):
         return key, None, f"unreadable: {type(e).__name__}: {e}"
 
 
+def _worker_init(parent_pid: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C is the parent's to handle: no worker tracebacks
+    exit_with_parent(parent_pid)                      # a killed conversion leaves no worker behind
+
+
 # ---- the whole conversion ----------------------------------------------------------------
 
 def select_keys(source: Source, opts: ConvertOptions) -> list:
@@ -208,8 +215,9 @@ def select_keys(source: Source, opts: ConvertOptions) -> list:
 
 
 def create_dataset(source: Source, dest: str, opts: ConvertOptions, overwrite: bool = False,
-                   progress: bool = True, stats: dict | None = None) -> dict:
-    """Convert ``source`` into a dataset at ``dest``; returns the header. ``stats`` receives counters."""
+                   progress: bool = True, stats: dict | None = None, echo=None) -> dict:
+    """Convert ``source`` into a dataset at ``dest``; returns the header. ``stats`` receives counters;
+    ``echo`` (a print function) hears of partial folders of ``dest`` left by a killed conversion and removed."""
     opts.validate()
     keys = select_keys(source, opts)
     report = list(getattr(source, "ignored", lambda: [])())
@@ -220,12 +228,14 @@ def create_dataset(source: Source, dest: str, opts: ConvertOptions, overwrite: b
     workers = opts.workers or os.cpu_count() or 1
     writer = DatasetWriter(dest, opts.resolution, opts.channels, overwrite, opts.compress_from)
     stats = stats if stats is not None else {}
-    stats.update(window=window, max_in_flight=0, bad=0)
+    stats.update(window=window, max_in_flight=0, bad=0, removed_partials=writer.stale_partials)
+    for path in writer.stale_partials if echo else ():
+        echo(f"removed {path}: the partial output of an earlier conversion to {dest} that was killed")
     bar = None
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=len(keys), unit="img", desc="converting")
-    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    pool = ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(os.getpid(),)) if workers > 1 else None
     try:
         batch = []
         for key, label, payload in source.read(wanted):
@@ -241,9 +251,9 @@ def create_dataset(source: Source, dest: str, opts: ConvertOptions, overwrite: b
             raise DataError(f"{stats['bad']} of {total} images are unusable, more than --max-bad-fraction "
                             f"{opts.max_bad_fraction}; first problems: " + "; ".join(report[:3]))
         header = writer.close(source.describe(), source.label_names if source.label_names else None, report)
-    except BaseException:
+    except BaseException as e:
         writer.abort()
-        if report:
+        if report and isinstance(e, DataError):
             with open(os.path.abspath(dest) + "-report.txt", "w") as f:
                 f.write("".join(line + "\n" for line in report))
         raise

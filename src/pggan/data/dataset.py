@@ -21,10 +21,12 @@ import io
 import json
 import os
 import shutil
-import tempfile
 
 import numpy as np
 
+from ..util.checks import is_resolution
+from ..util.errors import first_line
+from ..util.files import LOCK_NAME, about, partial_dir
 from .base import DataError, ImageSet, box_downsample_uint8
 
 FORMAT = "pggan-dataset"
@@ -45,8 +47,12 @@ class PNGLevel:
     """A level stored as one lossless PNG per image; indexing decodes just the images asked for."""
 
     def __init__(self, data_path: str, index_path: str, shape: tuple):
-        self.shape = shape
+        self.shape, self.path = shape, data_path
         self.offsets = np.fromfile(index_path, dtype=np.int64)
+        if (len(self.offsets) != shape[0] + 1 or self.offsets[0] != 0 or np.any(np.diff(self.offsets) < 0)
+                or self.offsets[-1] != os.path.getsize(data_path)):
+            raise DataError(f"'{data_path}' does not match its index {os.path.basename(index_path)}: the dataset is "
+                            f"damaged; run `pggan dataset verify {os.path.dirname(data_path)}`")
         self.data = np.memmap(data_path, dtype=np.uint8, mode="r") if self.offsets[-1] > 0 else np.zeros(0, np.uint8)
 
     def __len__(self) -> int:
@@ -55,9 +61,17 @@ class PNGLevel:
     def _decode(self, i: int) -> np.ndarray:
         from PIL import Image
 
-        with Image.open(io.BytesIO(self.data[self.offsets[i]:self.offsets[i + 1]].tobytes())) as im:
-            a = np.asarray(im, dtype=np.uint8)
-        return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+        try:
+            with Image.open(io.BytesIO(self.data[self.offsets[i]:self.offsets[i + 1]].tobytes())) as im:
+                a = np.asarray(im, dtype=np.uint8)
+        except (OSError, ValueError, SyntaxError) as e:       # PIL's errors for damaged data
+            raise DataError(f"image {i} of '{self.path}' cannot be decoded ({first_line(e)}): the dataset is damaged; "
+                            f"run `pggan dataset verify {os.path.dirname(self.path)}`") from None
+        a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+        if a.shape != tuple(self.shape[1:]):
+            raise DataError(f"image {i} of '{self.path}' has shape {a.shape}, not {tuple(self.shape[1:])}: the dataset "
+                            f"is damaged; run `pggan dataset verify {os.path.dirname(self.path)}`")
+        return a
 
     def __getitem__(self, idx) -> np.ndarray:
         if isinstance(idx, (int, np.integer)):
@@ -91,10 +105,9 @@ class DatasetWriter:
         dest = os.path.abspath(dest)
         if os.path.exists(dest) and not overwrite:
             raise DataError(f"'{dest}' already exists; choose a new destination (or pass --overwrite)")
-        parent = os.path.dirname(dest)
-        os.makedirs(parent, exist_ok=True)
         self.dest, self.resolution, self.channels = dest, resolution, channels
-        self.tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.partial-", dir=parent)
+        # stale_partials: folders left by writers of ``dest`` that died (kill -9), removed now
+        self.tmp, self._lock_fd, self.stale_partials = partial_dir(dest)
         self.levels = [2 ** k for k in range(2, resolution.bit_length())]
         self.compressed = [r for r in self.levels if compress_from and r >= compress_from]
         names = {r: png_files(r)[0] if r in self.compressed else level_file(r) for r in self.levels}
@@ -106,6 +119,12 @@ class DatasetWriter:
 
     def add(self, images: np.ndarray, labels=None) -> None:
         """images: uint8 [N, C, R, R] at full resolution."""
+        try:
+            self._add(images, labels)
+        except OSError as e:
+            raise about(e, self.dest) from None
+
+    def _add(self, images: np.ndarray, labels) -> None:
         assert images.dtype == np.uint8 and images.shape[1:] == (self.channels, self.resolution, self.resolution)
         level = np.ascontiguousarray(images)
         for r in sorted(self.levels, reverse=True):
@@ -126,6 +145,13 @@ class DatasetWriter:
         self.count += len(images)
 
     def close(self, source: str, label_names: list[str] | None = None, report: list[str] | None = None) -> dict:
+        """Finish the files and publish the folder as ``dest``; returns the header."""
+        try:
+            return self._close(source, label_names, report)
+        except OSError as e:
+            raise about(e, self.dest) from None
+
+    def _close(self, source: str, label_names: list[str] | None, report: list[str] | None) -> dict:
         for f in self._files.values():
             f.flush()
             os.fsync(f.fileno())
@@ -154,13 +180,16 @@ class DatasetWriter:
             os.fsync(f.fileno())
         if os.path.exists(self.dest):
             shutil.rmtree(self.dest)
+        os.remove(os.path.join(self.tmp, LOCK_NAME))
         os.replace(self.tmp, self.dest)
+        os.close(self._lock_fd)
         return header
 
     def abort(self) -> None:
         for f in self._files.values():
             f.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
+        os.close(self._lock_fd)
 
 
 def read_header(path: str) -> dict:
@@ -170,13 +199,27 @@ def read_header(path: str) -> dict:
     try:
         with open(hp) as f:
             h = json.load(f)
-    except (json.JSONDecodeError, OSError) as e:
-        raise DataError(f"'{hp}' is unreadable: {e}") from None
-    if h.get("format") != FORMAT:
+    except (ValueError, OSError) as e:
+        raise DataError(f"'{hp}' is unreadable: {first_line(e)}") from None
+    if not isinstance(h, dict) or h.get("format") != FORMAT:
         raise DataError(f"'{hp}' is not a pggan dataset header")
     if h.get("version") != VERSION:
         raise DataError(f"'{path}' has dataset format version {h.get('version')}; this pggan reads {VERSION}")
+    if not _header_is_sound(h):
+        raise DataError(f"'{hp}' is damaged (missing or inconsistent fields); make the dataset again with "
+                        f"`pggan dataset create`")
     return h
+
+
+def _header_is_sound(h: dict) -> bool:
+    def ints(x):
+        return isinstance(x, list) and all(type(v) is int for v in x)
+    res, levels = h.get("resolution"), h.get("levels")
+    return (type(h.get("count")) is int and h["count"] >= 0 and type(res) is int and is_resolution(res)
+            and h.get("channels") in (1, 3) and ints(levels) and levels == [2 ** k for k in range(2, res.bit_length())]
+            and ints(h.get("compressed_levels", [])) and set(h.get("compressed_levels", [])) <= set(levels)
+            and type(h.get("label_size", 0)) is int and h.get("label_size", 0) >= 0
+            and isinstance(h.get("label_names", []), list) and isinstance(h.get("sha256"), dict))
 
 
 def open_dataset(path: str, resolution: int | None = None) -> ImageSet:

@@ -14,9 +14,11 @@ import pickle
 import struct
 import tarfile
 import zipfile
+import zlib
 
 import numpy as np
 
+from ..util.errors import first_line
 from .base import IMAGE_EXTENSIONS, DataError
 from .builtin import check_builtin, render_shape
 
@@ -128,7 +130,7 @@ class ArchiveSource(_NamedFiles):
                 with tarfile.open(path) as t:
                     members = [m.name for m in t.getmembers() if m.isfile()]
         except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as e:
-            raise DataError(f"'{path}' is not a readable {'zip' if self.is_zip else 'tar'} archive: {e}") from None
+            raise DataError(f"'{path}' is not a readable {'zip' if self.is_zip else 'tar'} archive: {first_line(e)}") from None
         self._all = members
         self._names = sorted(m for m in members if m.lower().endswith(IMAGE_EXTENSIONS))
         self._setup_labels(self._names, labels, labels_file)
@@ -159,10 +161,13 @@ class ArchiveSource(_NamedFiles):
 
 def _open_maybe_gz(path: str) -> bytes:
     with open(path, "rb") as f:
-        head = f.read(2)
-        f.seek(0)
         data = f.read()
-    return gzip.decompress(data) if head == b"\x1f\x8b" else data
+    if data[:2] != b"\x1f\x8b":
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"'{path}' is a damaged gzip file ({first_line(e)})") from None
 
 
 def read_idx(path: str) -> np.ndarray:
@@ -171,6 +176,8 @@ def read_idx(path: str) -> np.ndarray:
     if len(data) < 4 or data[0:2] != b"\x00\x00" or data[2] != 0x08:
         raise DataError(f"'{path}' is not an idx file of unsigned bytes (bad magic number)")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise DataError(f"'{path}' is truncated: its header ends early")
     dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
@@ -232,10 +239,10 @@ def _unpickle(data: bytes, name: str) -> dict:
     try:
         d = _NumpyOnlyUnpickler(io.BytesIO(data), encoding="bytes").load()
     except Exception as e:  # noqa: BLE001 - any failure means it is not a CIFAR batch
-        raise DataError(f"'{name}' is not a CIFAR python batch: {e}") from None
+        raise DataError(f"'{name}' is not a CIFAR python batch: {first_line(e)}") from None
     if not isinstance(d, dict):
         raise DataError(f"'{name}' is not a CIFAR python batch")
-    return {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
+    return {k.decode(errors="replace") if isinstance(k, bytes) else k: v for k, v in d.items()}
 
 
 class CifarSource(Source):
@@ -260,10 +267,17 @@ class CifarSource(Source):
                         if m.isfile() and base in files + [meta_name]:
                             blobs[base] = t.extractfile(m).read()
             except (tarfile.TarError, OSError, EOFError) as e:
-                raise DataError(f"'{path}' is not a readable CIFAR folder or .tar.gz: {e}") from None
+                raise DataError(f"'{path}' is not a readable CIFAR folder or .tar.gz: {first_line(e)}") from None
         missing = [n for n in files if n not in blobs]
         if missing:
             raise DataError(f"'{path}' is missing CIFAR batch file(s) {', '.join(missing)}")
+        try:
+            self._parse(blobs, files, meta_name)
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError) as e:
+            raise DataError(f"'{path}' holds damaged CIFAR batches ({type(e).__name__}: {first_line(e)})") from None
+
+    def _parse(self, blobs: dict, files: list, meta_name: str) -> None:
+        which = self.kind
         key = "fine_labels" if which == "cifar100" else "labels"
         data, labels = [], []
         for n in files:
@@ -306,18 +320,44 @@ class LsunSource(Source):
         if not os.path.isfile(os.path.join(path, "data.mdb")):
             raise DataError(f"'{path}' is not an LMDB folder (no data.mdb); give the exported LSUN category folder")
         self.path = path
-        self._env = lmdb.open(path, readonly=True, lock=False, readahead=False, max_readers=4)
-        with self._env.begin() as txn:
-            self._keys = [k for k, _ in txn.cursor()]
+        _check_lmdb_size(os.path.join(path, "data.mdb"))
+        try:
+            self._env = lmdb.open(path, readonly=True, lock=False, readahead=False, max_readers=4)
+            with self._env.begin() as txn:
+                self._keys = [k for k, _ in txn.cursor()]
+        except lmdb.Error as e:
+            raise DataError(f"'{path}' is a damaged LMDB database ({first_line(e)})") from None
 
     def keys(self):
         return list(self._keys)
 
     def read(self, keys):
-        with self._env.begin() as txn:
-            for k, v in txn.cursor():
-                if k in keys:
-                    yield k, None, bytes(v)
+        import lmdb
+        try:
+            with self._env.begin() as txn:
+                for k, v in txn.cursor():
+                    if k in keys:
+                        yield k, None, bytes(v)
+        except lmdb.Error as e:
+            raise DataError(f"'{self.path}' is a damaged LMDB database ({first_line(e)})") from None
+
+
+def _check_lmdb_size(path: str) -> None:
+    """LMDB memory-maps data.mdb: a file shorter than its newest meta page says would crash the process
+    (SIGBUS) on the first read past its end, so the sizes are compared before opening it."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 17)
+    size, best = os.path.getsize(path), None
+    first_psize = struct.unpack_from("<I", head, 40)[0] if len(head) >= 44 else 0
+    for off in (0, first_psize):                    # the two meta pages: pages 0 and 1
+        if off > 1 << 16 or len(head) < off + 152:
+            continue
+        magic, psize = struct.unpack_from("<I", head, off + 16)[0], struct.unpack_from("<I", head, off + 40)[0]
+        last_pg, txnid = struct.unpack_from("<QQ", head, off + 136)
+        if magic == 0xBEEFC0DE and (best is None or txnid > best[2]):
+            best = (psize, last_pg, txnid)
+    if best is None or best[0] < 512 or best[0] & (best[0] - 1) or size < (best[1] + 1) * best[0]:
+        raise DataError(f"'{path}' is truncated or not an LMDB file; export the LSUN category again")
 
     def describe(self):
         return f"lsun {self.path}"

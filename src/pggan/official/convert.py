@@ -26,6 +26,7 @@ from ..checkpoint import FORMAT_VERSION, load_state, save_generator
 from ..config import ConfigError, NetworkConfig, TrainConfig, validate
 from ..layers import SQRT2
 from ..networks import Discriminator, Generator
+from ..util.errors import first_line
 from ..util.files import atomic_write
 from .unpickle import OfficialPickleError, TFNetwork, TheanoNetwork, load_official
 
@@ -65,7 +66,7 @@ def _net_config(g: dict, d: dict, **extra) -> NetworkConfig:
     try:
         validate(TrainConfig(net=net))
     except ConfigError as e:
-        raise OfficialPickleError(f"the pickle describes a network pggan cannot build: {e}") from None
+        raise OfficialPickleError(f"the pickle describes a network pggan cannot build: {first_line(e)}") from None
     return net
 
 

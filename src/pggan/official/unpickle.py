@@ -11,7 +11,7 @@ import pickle
 
 import numpy as np
 
-from ..util.errors import PgganError
+from ..util.errors import PgganError, first_line
 
 
 class OfficialPickleError(PgganError, ValueError):
@@ -90,9 +90,11 @@ def load_official(path: str):
         raise
     except FileNotFoundError:
         raise OfficialPickleError(f"'{path}' does not exist") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
+    except OSError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a damaged pickle stream fails in many ways, all meaning the same
         raise OfficialPickleError(f"'{path}' is not a readable network pickle (truncated or not a pickle?): "
-                                  f"{type(e).__name__}: {e}") from None
+                                  f"{type(e).__name__}: {first_line(e)}") from None
     nets = obj if isinstance(obj, tuple) else (obj,)
     if not nets or not all(isinstance(n, (TFNetwork, TheanoNetwork)) and isinstance(getattr(n, "state", None), dict)
                            for n in nets):

@@ -3,13 +3,15 @@ resumed run continues, and the torchrun relaunch of ``--nproc N``."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 
 from ..checkpoint import checkpoint_config, load_checkpoint
 from ..config import ConfigError, TrainConfig, merge, set_option, validate
 from ..presets import get_preset
-from .rundir import find_latest_checkpoint
+from ..util.proc import preexec_parent_death
+from .rundir import find_latest_checkpoint, find_matching_checkpoint
 
 DEFAULT_PRESET = "cpu-small"
 
@@ -69,6 +71,17 @@ def resume_config(resume: str, flags: dict, sets=(), preset: str | None = None,
     return cfg, path
 
 
+def auto_config(preset: str | None, config_file: str | None, flags: dict, sets=()) -> tuple[TrainConfig, str | None]:
+    """``--resume auto``: (config, checkpoint) of the newest run under --outdir that this same command
+    started and that has a checkpoint; (the new run's config, None) when there is none. A job script can
+    then be one line that starts the run the first time and continues it every time after."""
+    request = build_config(preset, config_file, flags, sets)
+    path = find_matching_checkpoint(request)
+    if path is None:
+        return request, None
+    return checkpoint_config(load_checkpoint(path)), path
+
+
 def relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
     """``pggan train --nproc N ...`` = ``torchrun --standalone --nproc_per_node N -m pggan train ...``;
     returns torchrun's exit code."""
@@ -84,4 +97,5 @@ def relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
             continue
         args.append(a)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "pggan"] + args
-    return subprocess.call(cmd)
+    # torchrun stops its workers gracefully on SIGTERM (they save a checkpoint): sent when this process dies
+    return subprocess.call(cmd, preexec_fn=preexec_parent_death(signal.SIGTERM))

@@ -82,6 +82,7 @@ class Run:
             torch.use_deterministic_algorithms(True)
         ckpt = load_checkpoint(resume) if resume else None
         images = load_training_data(cfg)
+        request = cfg
         cfg, notes = resolve_config(cfg, images, device, info)
         end_s = 0.0
         if cfg.budget and ckpt is None:            # a resumed run follows the plan saved with it
@@ -98,7 +99,7 @@ class Run:
         echo = echo or (self.bar.write if self.bar is not None else print)
         self.run_dir: RunDir | None = None
         if info.is_main and ckpt is None:
-            self.run_dir = RunDir.create(cfg, echo)
+            self.run_dir = RunDir.create(cfg, request, echo)
             self._describe_new_run(images)
         elif info.is_main:
             self.run_dir = RunDir.resume(resume, t.cur_nimg / 1000.0, echo)

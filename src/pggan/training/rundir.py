@@ -1,23 +1,25 @@
 """The run directory ``runs/NNNNN-desc/``: the one owner of every file of a run.
 
-training_options.json, log.txt, stats.jsonl, metric-*.jsonl, reals.png, fakesKKKKKK.png,
-checkpoint-KKKKKK.pt (the newest ``keep`` kept) and generator-final.safetensors. Only rank 0 of a
-multi-process run has one.
+training_options.json, log.txt, stats.jsonl, metric-*.jsonl, reals.png, fakesKKKKKK.KKK.png,
+checkpoint-KKKKKK.KKK.pt (the newest ``keep`` kept) and generator-final.safetensors; files are named
+by kimg with 3 decimals, the exact images shown. Only rank 0 of a multi-process run has one.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 
 import numpy as np
 
-from ..checkpoint import list_checkpoints, prune_checkpoints, save_checkpoint, save_generator
+from ..checkpoint import checkpoint_name, list_checkpoints, prune_checkpoints, save_checkpoint, save_generator
 from ..config import NetworkConfig, TrainConfig
 from ..metrics.evaluate import append_results
-from ..util.files import append_jsonl, truncate_jsonl
+from ..util.files import append_jsonl, atomic_write, kimg_tag, truncate_jsonl
 from ..util.grids import make_grid, save_png
 
 RUN_RE = re.compile(r"^(\d{5})-")
+REQUEST_FILE = "requested_options.json"
 
 
 def run_description(cfg: TrainConfig) -> str:
@@ -39,13 +41,34 @@ def find_latest_checkpoint(outdir: str) -> str | None:
     return None
 
 
+def find_matching_checkpoint(request: TrainConfig) -> str | None:
+    """The newest checkpoint of the newest run under ``request.outdir`` that was started with exactly
+    these options (its requested_options.json)."""
+    if not os.path.isdir(request.outdir):
+        return None
+    wanted = json.loads(request.to_json())
+    for d in sorted((d for d in os.listdir(request.outdir) if RUN_RE.match(d)), reverse=True):
+        path = os.path.join(request.outdir, d)
+        try:
+            with open(os.path.join(path, REQUEST_FILE)) as f:
+                if json.load(f) != wanted:
+                    continue
+        except (OSError, ValueError):
+            continue
+        ckpts = list_checkpoints(path)
+        if ckpts:
+            return ckpts[-1]
+    return None
+
+
 class RunDir:
     def __init__(self, path: str, echo):
         self.path, self.echo = path, echo
 
     @classmethod
-    def create(cls, cfg: TrainConfig, echo) -> "RunDir":
-        """A new ``outdir/NNNNN-desc`` folder (an existing one is never reused) holding the options."""
+    def create(cls, cfg: TrainConfig, request: TrainConfig, echo) -> "RunDir":
+        """A new ``outdir/NNNNN-desc`` folder (an existing one is never reused) holding the options: as
+        resolved and planned (training_options.json) and as the command asked for them (for --resume auto)."""
         os.makedirs(cfg.outdir, exist_ok=True)
         while True:
             ids = [int(m.group(1)) for d in os.listdir(cfg.outdir) if (m := RUN_RE.match(d))]
@@ -55,9 +78,10 @@ class RunDir:
                 break
             except FileExistsError:
                 continue
-        with open(os.path.join(path, "training_options.json"), "w") as f:
-            f.write(cfg.to_json() + "\n")
-        return cls(path, echo)
+        run = cls(path, echo)
+        for name, c in (("training_options.json", cfg), (REQUEST_FILE, request)):
+            atomic_write(run.file(name), lambda f, c=c: f.write((c.to_json() + "\n").encode()))
+        return run
 
     @classmethod
     def resume(cls, checkpoint: str, kimg: float, echo) -> "RunDir":
@@ -91,7 +115,7 @@ class RunDir:
         return self.write_grid(fakes_name(cur_nimg), images, cols, size)
 
     def write_checkpoint(self, cur_nimg: int, state: dict, keep: int) -> str:
-        path = self.file(f"checkpoint-{cur_nimg // 1000:06d}.pt")
+        path = self.file(checkpoint_name(cur_nimg))
         save_checkpoint(path, state)
         prune_checkpoints(self.path, keep)
         return path
@@ -103,4 +127,4 @@ class RunDir:
 
 
 def fakes_name(cur_nimg: int) -> str:
-    return f"fakes{cur_nimg // 1000:06d}.png"
+    return f"fakes{kimg_tag(cur_nimg)}.png"
