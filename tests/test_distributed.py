@@ -148,7 +148,7 @@ def test_metrics_use_all_ranks_and_match_one_process(tmp_path):
     from tiny_inception import write_tiny_inception
 
     cfg = small_config(tmp_path)
-    cfg.metrics, cfg.metrics_num, cfg.metrics_pairs = "swd,fid,is,msssim", 150, 40   # ragged last batches
+    cfg.metrics, cfg.metrics_num, cfg.metrics_pairs = "swd,fid,is,msssim,kid,pr", 150, 40   # ragged last batches
     cfg.data_count, cfg.sched.growing = 200, False
     cfg.inception = write_tiny_inception(tmp_path / "tiny.pth")
     (tmp_path / "cfg.json").write_text(cfg.to_json())
@@ -165,6 +165,9 @@ def test_metrics_use_all_ranks_and_match_one_process(tmp_path):
     assert math.isclose(two["fid"], one["fid"], rel_tol=1e-6)
     assert math.isclose(two["is"]["mean"], one["is"]["mean"], rel_tol=1e-9)
     assert math.isclose(two["msssim"], one["msssim"], rel_tol=1e-9)
+    assert math.isclose(two["kid"], one["kid"], rel_tol=1e-5, abs_tol=1e-6)
+    for key in ("precision", "recall"):                  # a count: equal, or one image apart at a ball's edge
+        assert abs(two["pr"][key] - one["pr"][key]) <= 1 / 150 + 1e-12
 
 
 def test_a_budgeted_run_plans_once_for_the_group_and_ends_on_time(tmp_path):

@@ -155,8 +155,8 @@ def test_metrics_command_on_a_tiny_run(tmp_path):
     r3 = CliRunner().invoke(main, ["metrics", "--network", ckpt, "--data", "builtin:shapes", "--metrics", "fid",
                                    "--inception", str(tmp_path / "none.pth")])
     assert r3.exit_code == 1 and "pt_inception-2015-12-05-6726825d.pth" in r3.output and "none.pth" in r3.output
-    r4 = CliRunner().invoke(main, ["metrics", "--network", ckpt, "--data", "builtin:shapes", "--metrics", "kid"])
-    assert r4.exit_code == 1 and "unknown metric 'kid'" in r4.output
+    r4 = CliRunner().invoke(main, ["metrics", "--network", ckpt, "--data", "builtin:shapes", "--metrics", "lpips"])
+    assert r4.exit_code == 1 and "unknown metric 'lpips'" in r4.output
     # a checkpoint from the 4x4 phase is measured at 4x4, where SWD cannot run
     from pggan.checkpoint import load_checkpoint, save_checkpoint
     early = load_checkpoint(ckpt)
@@ -416,8 +416,8 @@ def test_metrics_during_training_and_the_plot(tmp_path, monkeypatch):
     bad = CliRunner().invoke(main, ["plot", str(tmp_path)])
     assert bad.exit_code == 1 and "no stats.jsonl" in bad.output
 
-    with pytest.raises(ConfigError, match="unknown metric 'kid'"):
-        validate(cfg.replace(metrics="swd,kid"))
+    with pytest.raises(ConfigError, match="unknown metric 'lpips'"):
+        validate(cfg.replace(metrics="swd,lpips"))
     with pytest.raises(ValueError, match="lower metrics_num"):
         train(cfg.replace(metrics="swd", metrics_num=100), progress=False, echo=lambda m: None)
     assert len(os.listdir(cfg.outdir)) == 1                # no run directory was left behind

@@ -34,7 +34,7 @@ import time
 import numpy as np
 
 PGGAN = [sys.executable, "-m", "pggan"]
-TINY = ["--data", "builtin:shapes", "--resolution", "8", "--kimg", "3", "--deterministic", "--precision", "fp32",
+TINY = ["--data", "builtin:shapes", "--resolution", "8", "--kimg", "6", "--deterministic", "--precision", "fp32",
         "--seed", "3", "--no-progress", "--set", "data_count=64", "--set", "net.fmap_base=64", "--set", "net.fmap_max=16",
         "--set", "net.latent_size=16", "--set", "sched.lod_training_kimg=0.2", "--set", "sched.lod_transition_kimg=0.2",
         "--set", "sched.batch_base=8", "--set", "tick_kimg=0.1", "--set", "image_kimg=0.2", "--set", "checkpoint_kimg=0.2"]
@@ -176,7 +176,7 @@ def train_case(work: str, kills: int, rng: random.Random, nproc: int = 1) -> lis
     return failures
 
 
-def make_image_folder(folder: str, count: int = 3000, size: int = 96) -> None:
+def make_image_folder(folder: str, count: int = 4000, size: int = 96) -> None:
     from PIL import Image
 
     os.makedirs(folder, exist_ok=True)

@@ -16,7 +16,7 @@ from .util.checks import is_resolution, or_list
 from .util.device import PRECISION_CHOICES
 from .util.errors import PgganError
 
-METRICS = ("swd", "msssim", "fid", "is")     # what pggan.metrics computes
+METRICS = ("swd", "msssim", "fid", "is", "kid", "pr")     # what pggan.metrics computes
 AUGMENTATIONS = ("translation", "cutout", "color")   # what pggan.augment applies
 
 
@@ -159,11 +159,15 @@ class TrainConfig:
     checkpoint_kimg: float = opt(100.0, "kimg between checkpoints (0 = only at the end)")
     keep_checkpoints: int = opt(3, "number of most recent checkpoints kept")
     grid_size: int = opt(8, "image grid is grid_size x grid_size")
-    metrics: str = opt("", "metrics during training on G_ema at the current resolution: comma-separated swd, msssim, fid, is")
+    metrics: str = opt("", "metrics during training on G_ema at the current resolution: comma-separated swd, msssim, "
+                           "fid, is, kid, pr")
     metrics_kimg: float = opt(0.0, "kimg between metric evaluations (0 = only at the end)")
     metrics_num: int = opt(1024, "generated (and real) images per evaluation during training")
     metrics_pairs: int = opt(1000, "MS-SSIM pairs per evaluation during training")
-    inception: str = opt("", "FID/IS: the Inception weights file (pt_inception-2015-12-05-6726825d.pth)")
+    inception: str = opt("", "FID/IS/KID: the Inception weights file (pt_inception-2015-12-05-6726825d.pth)")
+    vgg16: str = opt("", "precision/recall on VGG16 features: torchvision's vgg16-397923af.pth (default: Inception's)")
+    tensorboard: str = opt("auto", "TensorBoard events in the run directory: auto (when the tensorboard package is "
+                                   "installed), on, off")
     net: NetworkConfig = field(default_factory=NetworkConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     sched: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -359,6 +363,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(cfg.metrics_kimg >= 0, "metrics_kimg must be >= 0")
     need(cfg.metrics_num >= 10, f"metrics_num must be >= 10, got {cfg.metrics_num}")
     need(cfg.metrics_pairs >= 1, "metrics_pairs must be >= 1")
+    need(cfg.tensorboard in ("auto", "on", "off"), f"tensorboard must be auto, on or off, got '{cfg.tensorboard}'")
     return cfg
 
 

@@ -11,7 +11,8 @@ import numpy as np
 from .util.errors import UsageError
 from .util.files import atomic_write
 
-METRIC_LABELS = {"swd": "SWD x1e3 (avg of levels)", "fid": "FID", "is": "Inception Score", "msssim": "MS-SSIM"}
+METRIC_LABELS = {"swd": "SWD x1e3 (avg of levels)", "fid": "FID", "is": "Inception Score", "msssim": "MS-SSIM",
+                 "kid": "KID x1e3", "pr": "precision / recall"}
 
 
 def read_jsonl(path: str) -> list[dict]:
@@ -54,9 +55,12 @@ def resolution_changes(stats: list[dict]) -> list[tuple[float, int]]:
     return out
 
 
-def metric_value(name: str, rec: dict) -> float:
+def metric_values(name: str, rec: dict) -> dict[str, float]:
+    """The curves of one metric record: {label: value}."""
     v = rec[name]
-    return float(v["avg"] if name == "swd" else v["mean"] if name == "is" else v)
+    if name == "pr":
+        return {"precision": float(v["precision"]), "recall": float(v["recall"])}
+    return {name: float(v["avg"] if name == "swd" else v["mean"] if name == "is" else v)}
 
 
 def plot_run(run_dir: str, out: str | None = None, dpi: int = 110) -> str:
@@ -87,12 +91,16 @@ def plot_run(run_dir: str, out: str | None = None, dpi: int = 110) -> str:
                 ax.legend(loc="upper right", fontsize=8)
             else:
                 recs = metrics[name]
-                xs, ys = to_x(np.array([r["kimg"] for r in recs])), [metric_value(name, r) for r in recs]
-                ax.plot(xs, ys, marker="o", ms=3, lw=1.2)
-                for x, y, r in zip(xs, ys, recs):       # values measured at different resolutions differ in kind
-                    if r.get("resolution"):
-                        ax.annotate(str(r["resolution"]), (x, y), textcoords="offset points", xytext=(0, 4),
-                                    fontsize=6, color="gray", ha="center")
+                xs, values = to_x(np.array([r["kimg"] for r in recs])), [metric_values(name, r) for r in recs]
+                for label in values[0]:
+                    ys = [v[label] for v in values]
+                    ax.plot(xs, ys, marker="o", ms=3, lw=1.2, label=label)
+                    for x, y, r in zip(xs, ys, recs):   # values measured at different resolutions differ in kind
+                        if r.get("resolution"):
+                            ax.annotate(str(r["resolution"]), (x, y), textcoords="offset points", xytext=(0, 4),
+                                        fontsize=6, color="gray", ha="center")
+                if len(values[0]) > 1:
+                    ax.legend(loc="upper right", fontsize=8)
                 ax.set_ylabel(METRIC_LABELS[name])
             ax.grid(alpha=0.3)
             for k, res in changes:

@@ -13,23 +13,31 @@ from .app import friendly_errors, main, progress_bar
 @main.command()
 @click.option("--network", required=True, type=click.Path(), help="checkpoint (.pt) or generator (.safetensors)")
 @click.option("--data", required=True, help="the training data: a dataset, a folder or builtin:NAME")
-@click.option("--metrics", "names", default="swd,msssim", show_default=True, help="comma-separated: swd, msssim, fid, is")
+@click.option("--metrics", "names", default="swd,msssim", show_default=True,
+              help="comma-separated: swd, msssim, fid, is, kid (x1e3), pr (precision and recall)")
 @click.option("--num", default=2048, show_default=True, help="generated (and real) images for SWD, FID, IS (the paper: 16384)")
 @click.option("--pairs", default=10000, show_default=True, help="MS-SSIM: pairs of generated images")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--inception", type=click.Path(dir_okay=False),
               help="FID/IS: Inception weights (pt_inception-2015-12-05-6726825d.pth)")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="where real-image statistics are cached")
+@click.option("--kid-subsets", default=100, show_default=True, help="KID: random subsets averaged")
+@click.option("--kid-subset-size", default=1000, show_default=True, help="KID: images per subset")
+@click.option("--vgg16", type=click.Path(dir_okay=False),
+              help="precision/recall on VGG16 features (torchvision's vgg16-397923af.pth) instead of Inception's")
+@click.option("--pr-k", default=3, show_default=True, help="precision/recall: the k of the k-NN balls")
 @click.option("--batch", default=64, show_default=True)
 @click.option("--real-baseline", is_flag=True, help="MS-SSIM: also measure pairs of real images (the paper's baseline)")
 @click.option("--device", default="cpu", show_default=True)
 @friendly_errors
-def metrics(network, data, names, num, pairs, seed, inception, cache_dir, batch, real_baseline, device):
-    """SWD (x1e3 per level), MS-SSIM, FID and Inception Score of a generator."""
+def metrics(network, data, names, num, pairs, seed, inception, cache_dir, kid_subsets, kid_subset_size, vgg16, pr_k,
+            batch, real_baseline, device):
+    """SWD (x1e3 per level), MS-SSIM, FID, Inception Score, KID (x1e3), precision and recall of a generator."""
     from ..metrics.evaluate import MetricOptions, append_results, evaluate_network, format_result
 
-    opts = MetricOptions(names, num, pairs, seed, batch, inception, cache_dir).validate()
-    total = (num if {"swd", "fid", "is"} & set(opts.names) else 0) + (2 * pairs if "msssim" in opts.names else 0)
+    opts = MetricOptions(names, num, pairs, seed, batch, inception, cache_dir, kid_subsets, kid_subset_size, vgg16,
+                         pr_k).validate()
+    total = (num if {"swd", "fid", "is", "kid", "pr"} & set(opts.names) else 0) + (2 * pairs if "msssim" in opts.names else 0)
     bars = []                               # opened at the first image: nothing is shown before the work starts
 
     def progress(n: int) -> None:

@@ -1,9 +1,11 @@
-"""Running the metrics: SWD, MS-SSIM, FID and IS of a generator against its data, streamed in batches.
+"""Running the metrics: SWD, MS-SSIM, FID, IS, KID and precision/recall of a generator against its data,
+streamed in batches.
 
 The same code serves ``pggan metrics`` (a saved network) and the metrics during training (G_ema at the
 current resolution). Fakes are image ``i`` = seed ``seed * 1_000_000 + i``, so an evaluation is a pure
 function of the network, the data and the seed. Under torchrun every rank generates (and runs the
-Inception network on) its share of each batch; rank 0 gathers what SWD needs and reports.
+Inception network on) its share of each batch; rank 0 gathers what SWD, KID and precision/recall need
+(images or feature vectors) and reports.
 """
 from __future__ import annotations
 
@@ -18,11 +20,13 @@ import numpy as np
 import torch
 
 from ..config import METRICS, parse_metrics
-from ..util.dist import DistInfo, all_sum, gather_rows
+from ..util.dist import DistInfo, all_min, all_sum, gather_rows
 from ..util.errors import UsageError
 from ..util.files import append_jsonl, atomic_write
 from .fid import FeatureStats, InceptionScore, frechet_distance
+from .kid import kernel_inception_distance
 from .msssim import ms_ssim
+from .precision_recall import precision_recall
 from .swd import SWDAccumulator
 
 STATS_VERSION = 1
@@ -37,6 +41,10 @@ class MetricOptions:
     batch: int = 64
     inception: str | None = None
     cache_dir: str | None = None
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    vgg16: str | None = None     # precision/recall on VGG16 features (the paper's choice) instead of Inception's
+    pr_k: int = 3
 
     def validate(self) -> "MetricOptions":
         self.names = parse_metrics(self.names)
@@ -48,7 +56,22 @@ class MetricOptions:
             raise UsageError("MS-SSIM needs pairs >= 1")
         if self.batch < 1:
             raise UsageError("the metrics batch must be >= 1")
+        if "kid" in self.names and (self.kid_subsets < 1 or self.kid_subset_size < 2):
+            raise UsageError("KID needs kid_subsets >= 1 and kid_subset_size >= 2")
+        if "pr" in self.names and not 1 <= self.pr_k < self.num:
+            raise UsageError(f"precision/recall needs 1 <= k < num, got k={self.pr_k}, num={self.num}")
         return self
+
+    @property
+    def pr_features(self) -> str:
+        return "vgg16" if self.vgg16 else "inception"
+
+    def needs_inception(self) -> bool:
+        return bool({"fid", "is", "kid"} & set(self.names)) or ("pr" in self.names and not self.vgg16)
+
+    def needs_inception_features(self) -> bool:
+        """Whole feature matrices (not only FID's sums) are kept."""
+        return "kid" in self.names or ("pr" in self.names and not self.vgg16)
 
 
 def cache_dir(explicit: str | None = None) -> str:
@@ -83,11 +106,15 @@ class Evaluator:
 
     def __init__(self, opts: MetricOptions, device: torch.device, info: DistInfo = DistInfo()):
         self.opts, self.device, self.info = opts.validate(), device, info
-        self.inception = None
-        if {"fid", "is"} & set(opts.names):
+        self.inception = self.vgg16 = None
+        if opts.needs_inception():
             from .inception import load_inception
             self.inception = load_inception(opts.inception, device)
+        if "pr" in opts.names and opts.vgg16:
+            from .vgg16 import load_vgg16
+            self.vgg16 = load_vgg16(opts.vgg16, device)
         self._real_stats: dict[str, FeatureStats] = {}
+        self._real_features: dict[str, torch.Tensor] = {}
 
     # ---- the two image sources ------------------------------------------------------------
     def _shards(self, total: int):
@@ -114,7 +141,8 @@ class Evaluator:
             swd_acc = SWDAccumulator(folder, o.seed) if "swd" in names else None
             fake_stats = FeatureStats(self.inception.feature_dim) if "fid" in names else None
             score = InceptionScore(self.inception.fc.out_features, o.num) if "is" in names else None
-            needs_fakes = swd_acc is not None or fake_stats is not None or score is not None
+            matrices = self._matrix_features(names)                 # {features: []}: kept whole, on rank 0
+            needs_fakes = swd_acc is not None or fake_stats is not None or score is not None or bool(matrices)
             for lo, hi, mlo, mhi in self._shards(o.num if needs_fakes else 0):
                 # a rank without images in the last batch still takes part in the gather, with none
                 x = fake_fn(range(mlo, mhi)) if mhi > mlo else fake_fn(range(hi - 1, hi))[:0]
@@ -122,19 +150,37 @@ class Evaluator:
                     gathered = gather_rows(x, hi - lo, self.info, o.batch, self.device)
                     if self.info.is_main:
                         swd_acc.add(0, gathered)
-                if len(x) and (fake_stats is not None or score is not None):
-                    feats, logits = self._inception(x)
-                    if fake_stats is not None:
-                        fake_stats.add(feats)
-                    if score is not None:
-                        score.add(logits, mlo)
+                uses_inception = fake_stats is not None or score is not None or "inception" in matrices
+                feats = self._features("inception", x) if uses_inception else None
+                if len(x) and fake_stats is not None:
+                    fake_stats.add(feats[0])
+                if len(x) and score is not None:
+                    score.add(feats[1], mlo)
+                for kind, kept in matrices.items():
+                    f = feats[0] if kind == "inception" else self._features(kind, x)
+                    f = gather_rows(f, hi - lo, self.info, o.batch, self.device)
+                    if self.info.is_main:
+                        kept.append(f.cpu())
             if swd_acc is not None and self.info.is_main:
                 for i in range(0, len(real_order), o.batch):
                     swd_acc.add(1, real_fn(real_order[i:i + o.batch]))
                 result["swd"] = swd_acc.result()
+        reals = {kind: self._real_feature_matrix(kind, real_fn, real_order, data_key) for kind in matrices}
+        if self.info.is_main:
+            fakes = {kind: torch.cat(kept) for kind, kept in matrices.items()}
+            if "kid" in names:
+                result["kid"] = 1e3 * kernel_inception_distance(reals["inception"], fakes["inception"], o.kid_subsets,
+                                                                o.kid_subset_size, o.seed)
+            if "pr" in names:
+                kind = o.pr_features
+                result["pr"] = dict(precision_recall(reals[kind], fakes[kind], o.pr_k), k=o.pr_k, features=kind)
         if fake_stats is not None:
             self._reduce(fake_stats)
-            real = self._real_feature_stats(real_fn, real_order, data_key)
+            if "inception" in reals:                   # the whole matrix is there: its sums need no second pass
+                real = FeatureStats(self.inception.feature_dim)
+                real.add(reals["inception"])
+            else:
+                real = self._real_feature_stats(real_fn, real_order, data_key)
             result["fid"] = frechet_distance(*fake_stats.mean_cov(), *real.mean_cov())
         if score is not None:
             self._reduce(score)
@@ -148,6 +194,22 @@ class Evaluator:
     def _inception(self, x: torch.Tensor):
         with torch.no_grad():
             return self.inception(x.to(self.device))
+
+    def _features(self, kind: str, x: torch.Tensor):
+        """Inception: (pool features, logits); VGG16: fc2 features. Empty rows for an empty batch."""
+        if kind == "inception":
+            if len(x) == 0:
+                return torch.zeros(0, self.inception.feature_dim, device=self.device), None
+            return self._inception(x)
+        if len(x) == 0:
+            return torch.zeros(0, self.vgg16.feature_dim, device=self.device)
+        with torch.no_grad():
+            return self.vgg16(x.to(self.device))
+
+    def _matrix_features(self, names) -> dict:
+        """The feature kinds whose whole matrices this evaluation needs (KID, precision/recall)."""
+        kinds = (["inception"] if "kid" in names else []) + ([self.opts.pr_features] if "pr" in names else [])
+        return {kind: [] for kind in dict.fromkeys(kinds)}
 
     def _reduce(self, acc) -> None:
         if self.info.enabled:
@@ -177,13 +239,54 @@ class Evaluator:
         return total / o.pairs
 
     # ---- real statistics, cached on disk -------------------------------------------------------
+    def _cache_key(self, order: np.ndarray, data_key: str, **extra) -> str:
+        d = {"v": STATS_VERSION, "data": data_key, "num": len(order), "seed": self.opts.seed,
+             "inception": self.inception.weights_sha256 if self.inception is not None else None, **extra}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:24]
+
+    def _all_ranks(self, ok: bool) -> bool:
+        """True when every rank has it (so that all compute, or none: the computing takes collectives)."""
+        return bool(all_min(int(ok), self.device)) if self.info.enabled else ok
+
+    def _real_feature_matrix(self, kind: str, real_fn, order: np.ndarray, data_key: str) -> torch.Tensor:
+        """Features of the real images ``order`` (every rank gets them all), cached on disk as .npy."""
+        net = self.inception if kind == "inception" else self.vgg16
+        extra = {"features": kind}
+        if kind == "vgg16":
+            from .inception import file_sha256
+            extra["vgg16"] = file_sha256(self.opts.vgg16)
+        key = self._cache_key(order, data_key, **extra)
+        if key in self._real_features:
+            return self._real_features[key]
+        path = os.path.join(cache_dir(self.opts.cache_dir), f"{kind}-real-{key}.npy")
+        feats = None
+        try:
+            feats = torch.from_numpy(np.load(path)) if os.path.isfile(path) else None
+        except (OSError, ValueError):
+            feats = None                                       # a damaged cache file is recomputed
+        if feats is not None and tuple(feats.shape) != (len(order), net.feature_dim):
+            feats = None
+        if not self._all_ranks(feats is not None):
+            parts = []
+            for lo, hi, mlo, mhi in self._shards(len(order)):
+                x = real_fn(order[mlo:mhi]) if mhi > mlo else real_fn(order[hi - 1:hi])[:0]
+                f = self._features(kind, x)
+                f = f[0] if kind == "inception" else f
+                parts.append(gather_rows(f, hi - lo, self.info, self.opts.batch, self.device).float().cpu())
+            feats = torch.cat(parts)
+            if self.info.is_main:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                array = feats.numpy()
+                atomic_write(path, lambda f: np.save(f, array))
+        self._real_features[key] = feats
+        return feats
+
     def _real_feature_stats(self, real_fn, order: np.ndarray, data_key: str) -> FeatureStats:
-        o, inc = self.opts, self.inception
-        key = hashlib.sha256(json.dumps({"v": STATS_VERSION, "data": data_key, "num": len(order), "seed": o.seed,
-                                         "inception": inc.weights_sha256}, sort_keys=True).encode()).hexdigest()[:24]
+        inc = self.inception
+        key = self._cache_key(order, data_key)
         if key in self._real_stats:
             return self._real_stats[key]
-        path = os.path.join(cache_dir(o.cache_dir), f"fid-real-{key}.npz")
+        path = os.path.join(cache_dir(self.opts.cache_dir), f"fid-real-{key}.npz")
         stats = FeatureStats(inc.feature_dim)
         loaded = False
         if os.path.isfile(path):
@@ -193,7 +296,7 @@ class Evaluator:
                 loaded = True
             except (OSError, ValueError, KeyError):
                 loaded = False                                    # a damaged cache file is recomputed
-        if not loaded:
+        if not self._all_ranks(loaded):
             for _, _, mlo, mhi in self._shards(len(order)):
                 if mhi > mlo:
                     stats.add(self._inception(real_fn(order[mlo:mhi]))[0])
@@ -290,6 +393,11 @@ def format_result(result: dict) -> list[str]:
         lines.append(f"FID       {result['fid']:.3f}")
     if "is" in result:
         lines.append(f"IS        {result['is']['mean']:.3f} +- {result['is']['std']:.3f}")
+    if "kid" in result:
+        lines.append(f"KID x1e3  {result['kid']:.3f}")
+    if "pr" in result:
+        pr = result["pr"]
+        lines.append(f"precision {pr['precision']:.4f}   recall {pr['recall']:.4f}   (k={pr['k']}, {pr['features']} features)")
     return lines
 
 
@@ -305,4 +413,8 @@ def summary(result: dict) -> str:
         parts.append(f"fid {result['fid']:.3f}")
     if "is" in result:
         parts.append(f"is {result['is']['mean']:.3f}")
+    if "kid" in result:
+        parts.append(f"kid {result['kid']:.3f}")
+    if "pr" in result:
+        parts.append(f"precision {result['pr']['precision']:.3f} recall {result['pr']['recall']:.3f}")
     return ", ".join(parts)

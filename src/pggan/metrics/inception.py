@@ -40,7 +40,7 @@ def find_weights(path: str | None = None) -> str:
             return c
     where = path or os.environ.get(ENV_VAR) or default_weights_path()
     raise InceptionWeightsError(
-        f"FID and IS need the Inception-v3 weights file '{where}', which is not there. Download "
+        f"FID, IS, KID and precision/recall need the Inception-v3 weights file '{where}', which is not there. Download "
         f"{WEIGHTS_URL} (pytorch-fid's port of the TF FID Inception) and pass --inception PATH, set "
         f"{ENV_VAR}=PATH, or put it at {default_weights_path()}")
 

@@ -16,7 +16,7 @@ class TrainingMetrics:
         cfg = trainer.cfg
         self.trainer, self.cfg = trainer, cfg
         opts = MetricOptions(cfg.metrics, cfg.metrics_num, cfg.metrics_pairs, seed=cfg.seed,
-                             inception=cfg.inception or None)
+                             inception=cfg.inception or None, vgg16=cfg.vgg16 or None)
         if "swd" in opts.validate().names and len(trainer.images) < cfg.metrics_num:
             raise UsageError(f"metrics: SWD compares {cfg.metrics_num} generated with as many real images, but the data "
                              f"has {len(trainer.images)}; lower metrics_num (--set metrics_num=N)")
@@ -39,7 +39,7 @@ class TrainingMetrics:
         result = self.evaluator.evaluate(fake_fn, real_fn, len(level), key, names)
         result.update({"network": "G_ema (training)", "resolution": ph.resolution, "alpha": ph.alpha, "wall_s": wall_s})
         if run_dir is not None:
-            run_dir.append_metrics(result, t.cur_nimg / 1000.0, names)
+            run_dir.append_metrics(result, t.cur_nimg, names)
             log(f"metrics at kimg {t.cur_nimg / 1000:.1f} (res {ph.resolution}, {result['seconds']:.1f} s): "
                 f"{summary(result)}")
         return result

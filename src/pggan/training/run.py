@@ -102,7 +102,7 @@ class Run:
             self.run_dir = RunDir.create(cfg, request, echo)
             self._describe_new_run(images)
         elif info.is_main:
-            self.run_dir = RunDir.resume(resume, t.cur_nimg / 1000.0, echo)
+            self.run_dir = RunDir.resume(resume, t.cur_nimg, cfg, echo)
             self.log(f"resumed from {resume} at kimg {t.cur_nimg / 1000:.1f} on {device}"
                      + (f" with {info.world} processes" if info.enabled else ""))
         for note in notes + [precision_note(device, cfg.precision)]:
@@ -151,7 +151,7 @@ class Run:
         if t.aug_policy:
             rec["aug_p"] = t.aug_p
         if self.run_dir is not None:
-            self.run_dir.append_stats(rec)
+            self.run_dir.append_stats(t.cur_nimg, rec)
             self.log(format_tick(self.tick, ph, rec))
         self._reset_tick()
         return rec["img_per_s"]
@@ -245,6 +245,8 @@ class Run:
                                                                              "alpha": ph.alpha})
             self.log(f"done: {t.cur_nimg / 1000:.1f} kimg; generator {gen_path}; "
                      f"final grid {self.run_dir.file(fakes_name(t.cur_nimg))}")
+        if self.run_dir is not None:
+            self.run_dir.close()
         return RunResult(self.run_dir.path if self.run_dir else None, t.cur_nimg, signal_number)
 
 

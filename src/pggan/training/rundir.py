@@ -17,6 +17,7 @@ from ..config import NetworkConfig, TrainConfig
 from ..metrics.evaluate import append_results
 from ..util.files import append_jsonl, atomic_write, kimg_tag, truncate_jsonl
 from ..util.grids import make_grid, save_png
+from .tensorboard import Events, open_events
 
 RUN_RE = re.compile(r"^(\d{5})-")
 REQUEST_FILE = "requested_options.json"
@@ -62,8 +63,8 @@ def find_matching_checkpoint(request: TrainConfig) -> str | None:
 
 
 class RunDir:
-    def __init__(self, path: str, echo):
-        self.path, self.echo = path, echo
+    def __init__(self, path: str, echo, events: Events | None = None):
+        self.path, self.echo, self.events = path, echo, events      # events: TensorBoard's, when on
 
     @classmethod
     def create(cls, cfg: TrainConfig, request: TrainConfig, echo) -> "RunDir":
@@ -78,19 +79,19 @@ class RunDir:
                 break
             except FileExistsError:
                 continue
-        run = cls(path, echo)
+        run = cls(path, echo, open_events(cfg.tensorboard, path, None))
         for name, c in (("training_options.json", cfg), (REQUEST_FILE, request)):
             atomic_write(run.file(name), lambda f, c=c: f.write((c.to_json() + "\n").encode()))
         return run
 
     @classmethod
-    def resume(cls, checkpoint: str, kimg: float, echo) -> "RunDir":
-        """The run directory of ``checkpoint``, its records cut back to ``kimg`` (the later ones belong
-        to a trajectory now discarded)."""
-        run = cls(os.path.dirname(os.path.abspath(checkpoint)), echo)
-        for name in ["stats.jsonl"] + [f for f in os.listdir(run.path) if f.startswith("metric-")]:
-            truncate_jsonl(os.path.join(run.path, name), kimg)
-        return run
+    def resume(cls, checkpoint: str, cur_nimg: int, cfg: TrainConfig, echo) -> "RunDir":
+        """The run directory of ``checkpoint``, its records cut back to ``cur_nimg`` (the later ones belong
+        to a trajectory now discarded; TensorBoard drops them too)."""
+        path = os.path.dirname(os.path.abspath(checkpoint))
+        for name in ["stats.jsonl"] + [f for f in os.listdir(path) if f.startswith("metric-")]:
+            truncate_jsonl(os.path.join(path, name), cur_nimg / 1000.0)
+        return cls(path, echo, open_events(cfg.tensorboard, path, cur_nimg + 1))
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -100,19 +101,30 @@ class RunDir:
             f.write(msg + "\n")
         self.echo(msg)
 
-    def append_stats(self, record: dict) -> None:
+    def append_stats(self, cur_nimg: int, record: dict) -> None:
         append_jsonl(self.file("stats.jsonl"), record)
+        if self.events is not None:
+            self.events.stats(cur_nimg, record)
 
-    def append_metrics(self, result: dict, kimg: float, names) -> list[str]:
-        return append_results(self.path, result, kimg, names)
+    def append_metrics(self, result: dict, cur_nimg: int, names) -> list[str]:
+        if self.events is not None:
+            self.events.metrics(cur_nimg, result, names)
+        return append_results(self.path, result, cur_nimg / 1000.0, names)
 
-    def write_grid(self, name: str, images: np.ndarray, cols: int, size: int | None = None) -> str:
+    def write_grid(self, name: str, images: np.ndarray, cols: int, size: int | None = None, cur_nimg: int = 0) -> str:
         path = self.file(name)
-        save_png(path, make_grid(images, cols, size))
+        grid = make_grid(images, cols, size)
+        save_png(path, grid)
+        if self.events is not None:
+            self.events.image(os.path.splitext(name)[0].rstrip("0123456789."), cur_nimg, grid)   # fakes, reals
         return path
 
     def write_fakes(self, cur_nimg: int, images: np.ndarray, cols: int, size: int) -> str:
-        return self.write_grid(fakes_name(cur_nimg), images, cols, size)
+        return self.write_grid(fakes_name(cur_nimg), images, cols, size, cur_nimg)
+
+    def close(self) -> None:
+        if self.events is not None:
+            self.events.close()
 
     def write_checkpoint(self, cur_nimg: int, state: dict, keep: int) -> str:
         path = self.file(checkpoint_name(cur_nimg))

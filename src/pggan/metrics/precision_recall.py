@@ -1,0 +1,47 @@
+"""Improved precision and recall (Kynkaanniemi et al. 2019): each set's manifold is the union of balls
+around its feature vectors, each reaching to its k-th nearest neighbour in the same set. Precision is
+the share of generated samples inside the real manifold (are the images realistic?), recall the share of
+real samples inside the generated one (is the data's variety covered?).
+
+Distances are computed in blocks, so memory stays bounded (``block_elems`` distances at once) whatever
+the number of images.
+"""
+from __future__ import annotations
+
+import torch
+
+BLOCK_ELEMS = 1 << 24
+
+
+def _rows(n_rows: int, n_cols: int, block_elems: int) -> int:
+    return max(1, block_elems // max(1, n_cols))
+
+
+def knn_radii(x: torch.Tensor, k: int = 3, block_elems: int = BLOCK_ELEMS) -> torch.Tensor:
+    """Distance from each row of ``x`` to its k-th nearest other row."""
+    if len(x) <= k:
+        raise ValueError(f"precision/recall with k={k} needs more than {k} images per set, got {len(x)}")
+    out = torch.empty(len(x), dtype=x.dtype)
+    step = _rows(len(x), len(x), block_elems)
+    for i in range(0, len(x), step):
+        d = torch.cdist(x[i:i + step], x)                     # [b, N]; the row itself is at distance 0
+        out[i:i + step] = d.topk(k + 1, dim=1, largest=False).values[:, k]
+    return out
+
+
+def inside_share(query: torch.Tensor, ref: torch.Tensor, radii: torch.Tensor, block_elems: int = BLOCK_ELEMS) -> float:
+    """Share of ``query`` rows within the ball of at least one ``ref`` row."""
+    inside = 0
+    step = _rows(len(query), len(ref), block_elems)
+    for i in range(0, len(query), step):
+        d = torch.cdist(query[i:i + step], ref)              # [b, M]
+        inside += int((d <= radii[None, :]).any(dim=1).sum())
+    return inside / len(query)
+
+
+def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3, block_elems: int = BLOCK_ELEMS) -> dict:
+    """{'precision', 'recall'} of fake against real features ([N, D] each)."""
+    real, fake = real.float(), fake.float()
+    real_r, fake_r = knn_radii(real, k, block_elems), knn_radii(fake, k, block_elems)
+    return {"precision": inside_share(fake, real, real_r, block_elems),
+            "recall": inside_share(real, fake, fake_r, block_elems)}
