@@ -17,7 +17,7 @@ from pggan.checkpoint import list_checkpoints
 from pggan.cli import main
 from pggan.data.create import ConvertOptions, create_dataset
 from pggan.data.sources import open_source
-from pggan.training.launch import auto_config
+from pggan.training.launch import auto_config, build_config
 from pggan.training.run import run_training
 from pggan.util.errors import describe_os_error
 from pggan.util.files import LOCK_NAME, STALE_AGE_S, atomic_write, kimg_tag
@@ -124,18 +124,20 @@ def test_resume_auto_continues_the_same_commands_run_and_starts_otherwise(tmp_pa
              "precision": "fp32"}
     sets = ["data_count=32", "net.fmap_base=32", "net.fmap_max=8", "net.latent_size=8", "sched.batch_base=8",
             "sched.lod_training_kimg=0.2", "sched.lod_transition_kimg=0.2", "checkpoint_kimg=0.2"]
-    cfg, ckpt = auto_config(None, None, flags, sets)
+    def auto(flags, sets):
+        return auto_config(build_config(None, None, flags, sets))
+    cfg, ckpt = auto(flags, sets)
     assert ckpt is None                                  # nothing yet: a new run
     steps = iter(range(1000))
     result = run_training(cfg, progress=False, echo=lambda m: None, step_callback=lambda t, s: next(steps) == 5)
     assert result.interrupted
-    cfg2, ckpt = auto_config(None, None, flags, sets)
+    cfg2, ckpt = auto(flags, sets)
     assert ckpt == list_checkpoints(result.run_dir)[-1] and cfg2.sched.total_kimg == 0.6
     # another command (here: another length) never continues this run
-    assert auto_config(None, None, dict(flags, **{"sched.total_kimg": 0.8}), sets)[1] is None
+    assert auto(dict(flags, **{"sched.total_kimg": 0.8}), sets)[1] is None
     # a newer run of the same command that died before its first checkpoint does not hide the older one
     os.makedirs(os.path.join(flags["outdir"], "00001-shapes-8-cpu-small"))
-    assert auto_config(None, None, flags, sets)[1] == ckpt
+    assert auto(flags, sets)[1] == ckpt
     r = CliRunner().invoke(main, ["train", "--resume", "auto", "--no-progress", "--data", "builtin:shapes", "--resolution", "8",
                                   "--kimg", "0.6", "--outdir", flags["outdir"], "--precision", "fp32"]
                            + [a for s in sets for a in ("--set", s)])

@@ -40,6 +40,7 @@ def main() -> int:
     length.add_argument("--run", help="measure this finished run directory instead of training one")
     ap.add_argument("--outdir", default="quality-runs")
     ap.add_argument("--desc", default="")
+    ap.add_argument("--init", help="fine-tune this network (pggan train --init)")
     ap.add_argument("--seed", type=int, default=0, help="of the SWD halves and draws")
     ap.add_argument("--swd-repeats", type=int, default=3, help="SWDs with other descriptor draws, averaged")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to pggan train")
@@ -50,6 +51,7 @@ def main() -> int:
            "--outdir", args.outdir, "--no-progress"]
     cmd += ["--budget", args.budget] if args.budget else ["--kimg", str(args.kimg)] if args.kimg else []
     cmd += ["--desc", args.desc] if args.desc else []
+    cmd += ["--init", args.init] if args.init else []
     for item in args.set:
         cmd += ["--set", item]
     if args.run:

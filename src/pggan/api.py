@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .checkpoint import CheckpointError, checkpoint_config, load_checkpoint, load_state, read_generator
-from .config import NetworkConfig
+from .config import NetworkConfig, TrainConfig
 from .networks import Generator
 from .schedule import phase_at
 from .util.checks import one_hot
@@ -88,6 +88,20 @@ class LoadedGenerator:
             raise UsageError(f"this generator is conditional: pass --class 0..{self.net.label_size - 1}")
         return [class_idx] * n
 
+    def project(self, image, steps: int = 300, class_idx: int | None = None, progress=None, **options):
+        """The latent whose image is closest to ``image`` (a path, PIL image or uint8 [H, W, C] array, resized
+        to this generator's level): a :class:`pggan.project.Projection` with ``z``, ``image`` and ``distances``.
+        ``options``: the fields of :class:`pggan.project.ProjectOptions` (lr, starts, noise, inception, ...)."""
+        from .project import ProjectOptions, load_target, project
+
+        target = load_target(image, 2 ** self.res_log2, self.net.channels)
+        labels = self.class_labels(class_idx, 1)
+        lab = one_hot(torch.as_tensor(labels), self.net.label_size).float().to(self.device) if labels else None
+        opts = ProjectOptions(steps=steps, **options)
+        with torch.enable_grad():
+            return project(lambda z, labels: self.G(z, labels, self.res_log2, self.alpha), self.z_dim, target, opts,
+                           self.device, lab, progress)
+
     @torch.no_grad()
     def generate(self, seeds=None, z=None, labels=None, truncate: float | None = None,
                  batch: int = 16) -> Generated:
@@ -113,6 +127,15 @@ class LoadedGenerator:
         return Generated(to_uint8(t), t)
 
 
+def checkpoint_level(ckpt: dict, cfg: TrainConfig) -> tuple[int, float]:
+    """(res_log2, alpha) the networks of a checkpoint were last trained at: mid-growth, the layers above
+    that level are untrained. A checkpoint without images shown (converted, exported) is at the top."""
+    if ckpt.get("cur_nimg"):
+        ph = phase_at(int(ckpt["cur_nimg"]), cfg.sched, cfg.net.resolution)
+        return ph.res_log2, ph.alpha
+    return cfg.net.resolution.bit_length() - 1, 1.0
+
+
 def load_generator(path: str, device: str | torch.device = "cpu", use_ema: bool = True) -> LoadedGenerator:
     """A ready generator from a training checkpoint (.pt, G_ema by default) or an exported .safetensors."""
     device = torch.device(device)
@@ -129,9 +152,7 @@ def load_generator(path: str, device: str | torch.device = "cpu", use_ema: bool 
         what = "G_ema" if use_ema else "G"
         state = ckpt[what]
         kimg = ckpt["cur_nimg"] / 1000.0 if "cur_nimg" in ckpt else float("nan")
-        if ckpt.get("cur_nimg"):                # mid-growth: the layers above the current level are untrained
-            ph = phase_at(int(ckpt["cur_nimg"]), cfg.sched, net.resolution)
-            res_log2, alpha = ph.res_log2, ph.alpha
+        res_log2, alpha = checkpoint_level(ckpt, cfg)
     G = Generator(net)
     load_state(G, state, what, path)
     G = G.eval().requires_grad_(False).to(device)

@@ -139,6 +139,8 @@ class TrainConfig:
     data: str = opt("builtin:shapes", "builtin:NAME or a folder of images")
     data_count: int = opt(10000, "images rendered for a builtin dataset / most images read from a folder")
     mirror: bool = opt(False, "random horizontal mirror augmentation")
+    init: str = opt("", "fine-tune: start from this network's weights (a checkpoint, or a .pt of convert-official) "
+                        "with fresh counters, at its resolution (set by --init)")
     conditional: bool = opt(False, "condition on the dataset's labels (one-hot into G, AC-GAN terms in D)")
     seed: int = opt(0, "seed of initialisation, latents and data order")
     device: str = opt("auto", "auto, cpu, cuda, cuda:N or mps")

@@ -63,12 +63,26 @@ def interpolation_video(gen: LoadedGenerator, out: str, duration: float = 10.0, 
     return {"path": out, "frames": frames, "latents": z}
 
 
-def interpolation_strip(gen: LoadedGenerator, seed_a: int, seed_b: int, steps: int, out: str,
+def latent_of(item, z_dim: int) -> np.ndarray:
+    """A seed (int or digits) or a saved latent (.npy, e.g. a projection's z.npy) -> [z_dim]."""
+    if isinstance(item, int) or str(item).strip().isdigit():
+        return latents_for_seeds([int(item)], z_dim).numpy()[0]
+    try:
+        z = np.load(str(item).strip(), allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"'{item}' is neither a seed nor a readable .npy latent ({e})") from None
+    if z.size != z_dim:
+        raise UsageError(f"'{item}' holds {z.size} numbers; this generator's latent has {z_dim}")
+    return z.reshape(z_dim).astype(np.float32)
+
+
+def interpolation_strip(gen: LoadedGenerator, seed_a, seed_b, steps: int, out: str,
                         class_idx: int | None = None) -> np.ndarray:
-    """Images along the great circle from seed_a's latent to seed_b's, in one row."""
+    """Images along the great circle from seed_a's latent to seed_b's, in one row; each end is a seed or
+    a .npy latent (a projected image's z.npy)."""
     if steps < 2:
         raise UsageError("--steps must be at least 2")
-    za, zb = latents_for_seeds([seed_a, seed_b], gen.z_dim).numpy()
+    za, zb = latent_of(seed_a, gen.z_dim), latent_of(seed_b, gen.z_dim)
     z = np.stack([slerp(za, zb, t) for t in np.linspace(0.0, 1.0, steps)])
     images = gen.generate(z=z, labels=gen.class_labels(class_idx, steps)).images
     strip = make_grid(images, steps)

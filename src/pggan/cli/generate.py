@@ -59,7 +59,8 @@ def generate(network, seeds, outdir, grid, truncate, class_idx, raw, device):
 @click.option("--grid", default="1x1", show_default=True, help="streams as columns x rows")
 @click.option("--size", type=int, help="height of one stream in pixels (default: the generator's)")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--strip", help="SEED_A,SEED_B: a still strip along the great circle between two seeds' latents")
+@click.option("--strip", help="A,B: a still strip along the great circle between two latents, each a seed or a .npy "
+              "latent (a projection's z.npy)")
 @click.option("--steps", default=8, show_default=True, help="images in the strip")
 @click.option("--class", "class_idx", type=int, help="class of a conditional generator")
 @click.option("--device", default="cpu", show_default=True)
@@ -69,15 +70,16 @@ def interpolate(network, out, duration, fps, sigma, grid, size, seed, strip, ste
     from ..explore import interpolation_strip, interpolation_video
 
     if strip:
-        try:
-            a, b = (int(v) for v in strip.split(","))
-        except ValueError:
-            raise click.ClickException(f"--strip expects two seeds such as 3,7, got '{strip}'") from None
+        ends = [v.strip() for v in strip.split(",")]
+        if len(ends) != 2 or not all(ends):
+            raise click.ClickException(f"--strip expects two seeds or .npy latents such as 3,7 or a/z.npy,b/z.npy, "
+                                       f"got '{strip}'")
+        a, b = ends
         if not out.lower().endswith(".png"):
             out = os.path.splitext(out)[0] + ".png"
         gen = load_network(network, device)
         interpolation_strip(gen, a, b, steps, out, class_idx)
-        click.echo(f"wrote {out} ({steps} images from seed {a} to seed {b})")
+        click.echo(f"wrote {out} ({steps} images from {a} to {b})")
         return
     cols_rows = _parse_grid(grid)
     if size is not None and not 4 <= size <= 4096:
@@ -196,3 +198,41 @@ def convert_official(pkl, out):
     if r.lod:
         click.echo(f"note: the networks were saved at lod {r.lod:g} (mid-growth); pggan runs them at full resolution")
     click.echo(f"wrote {out}")
+
+
+@main.command()
+@click.option("--network", required=True, type=click.Path(), help="checkpoint (.pt) or generator (.safetensors)")
+@click.option("--image", "images", required=True, multiple=True, type=click.Path(dir_okay=False),
+              help="an image to project (repeat for several)")
+@click.option("--outdir", default="projected", show_default=True, type=click.Path(file_okay=False))
+@click.option("--steps", default=300, show_default=True, help="Adam steps on z")
+@click.option("--lr", default=0.05, show_default=True)
+@click.option("--starts", default=16, show_default=True, help="random latents tried first; the closest is optimised")
+@click.option("--noise", default=0.05, show_default=True, help="latent noise at the start, ramped to 0 (0 = none)")
+@click.option("--inception", type=click.Path(dir_okay=False), help="add the Inception-feature distance (FID's weights)")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--class", "class_idx", type=int, help="class of a conditional generator")
+@click.option("--device", default="cpu", show_default=True)
+@friendly_errors
+def project(network, images, outdir, steps, lr, starts, noise, inception, seed, class_idx, device):
+    """Find the latent whose image is closest to each --image: OUTDIR/NAME/ gets proj.png, target.png, z.npy,
+    progress.png and distances.json."""
+    from ..project import ProjectOptions, load_target, write_projection
+
+    ProjectOptions(steps=steps, lr=lr, starts=starts, noise=noise).validate()
+    gen = load_network(network, device)
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in images]
+    if len(set(stems)) < len(stems):
+        raise click.ClickException("two --image files share a name; their outputs would collide")
+    targets = [load_target(p, gen.resolution, gen.net.channels).transpose(1, 2, 0) for p in images]  # all usable?
+    for path, stem, target in zip(images, stems, targets):
+        bar = progress_bar(steps, "step", desc=stem)
+        try:
+            p = gen.project(target, steps=steps, class_idx=class_idx, progress=lambda s: bar.update(1), lr=lr,
+                            starts=starts, noise=noise, inception=inception, seed=seed)
+        finally:
+            bar.close()
+        out = write_projection(p, os.path.join(outdir, stem))
+        terms = " + ".join(p.terms)
+        click.echo(f"{path}: distance {p.distances['total']:.4f} ({terms}; from {p.history[0][1]:.4f}) -> "
+                   f"{os.path.dirname(out['z'])}")

@@ -31,16 +31,18 @@ from .app import friendly_errors, main
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="any option, e.g. --set sched.lod_training_kimg=50")
 @click.option("--resume", help="a checkpoint path; 'latest' (the newest under --outdir); or 'auto': continue the newest "
               "run this same command started, else start one (for job scripts)")
+@click.option("--init", type=click.Path(dir_okay=False),
+              help="fine-tune: start a new run from this network (a checkpoint, or a .pt of convert-official)")
 @click.option("--dry-run", is_flag=True, help="print the resolved config and exit")
 @click.option("--help-options", is_flag=True, help="list every option with its default and exit")
 @click.option("--nproc", type=int, default=1, show_default=True,
               help="processes on this machine (one per GPU; gloo on CPU), started through torchrun")
 @click.option("--progress/--no-progress", default=True)
 @friendly_errors(interrupted="checkpoints already written are complete; continue with --resume auto (or latest)")
-def train(preset, config_file, sets, resume, dry_run, help_options, nproc, progress, **flags):
+def train(preset, config_file, sets, resume, init, dry_run, help_options, nproc, progress, **flags):
     """Train a progressive GAN; writes runs/NNNNN-<desc>/."""
     from ..config import options_markdown
-    from ..training.launch import auto_config, build_config, relaunch_with_torchrun, resume_config
+    from ..training.launch import auto_config, build_config, init_config, relaunch_with_torchrun, resume_config
     from ..training.run import run_training
 
     if help_options:
@@ -53,12 +55,17 @@ def train(preset, config_file, sets, resume, dry_run, help_options, nproc, progr
     if "WORLD_SIZE" in os.environ:
         exit_with_parent()             # a worker never outlives its torchrun agent (kill -9 included)
     flags = {k.replace("__", "."): v for k, v in flags.items() if v is not None}
+    if init and resume and resume != "auto":
+        raise click.ClickException("--init starts a new run from a network, --resume continues a run: use one "
+                                   "(or --resume auto, which continues the --init run this command started)")
+    new = (lambda: init_config(init, preset, config_file, flags, sets)) if init else \
+        (lambda: build_config(preset, config_file, flags, sets))
     if resume == "auto":
-        cfg, resume = auto_config(preset, config_file, flags, sets)
+        cfg, resume = auto_config(new())
     elif resume:
         cfg, resume = resume_config(resume, flags, sets, preset, config_file)
     else:
-        cfg = build_config(preset, config_file, flags, sets)
+        cfg = new()
     if dry_run:
         click.echo(cfg.to_json())
         return

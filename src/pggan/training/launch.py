@@ -3,10 +3,13 @@ resumed run continues, and the torchrun relaunch of ``--nproc N``."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 
+from ..api import checkpoint_level
 from ..checkpoint import checkpoint_config, load_checkpoint
 from ..config import ConfigError, TrainConfig, merge, set_option, validate
 from ..presets import get_preset
@@ -71,11 +74,38 @@ def resume_config(resume: str, flags: dict, sets=(), preset: str | None = None,
     return cfg, path
 
 
-def auto_config(preset: str | None, config_file: str | None, flags: dict, sets=()) -> tuple[TrainConfig, str | None]:
-    """``--resume auto``: (config, checkpoint) of the newest run under --outdir that this same command
-    started and that has a checkpoint; (the new run's config, None) when there is none. A job script can
+GENERATOR_ONLY = ("is a generator only; fine-tuning needs the discriminator too: give a run's checkpoint "
+                  "(checkpoint-*.pt) or a .pt written by `pggan convert-official NET.pkl OUT.pt`")
+
+
+def init_config(init: str, preset: str | None, config_file: str | None, flags: dict, sets=()) -> TrainConfig:
+    """``--init NETWORK``: a new run (the preset, file and flags as usual) whose networks are NETWORK's:
+    its widths, latent size and channels, the target resolution of --resolution (default the network's),
+    and a schedule that starts stabilising at the level the network was trained at."""
+    if init.endswith(".safetensors"):
+        raise ConfigError(f"--init '{init}' {GENERATOR_ONLY}")
+    ckpt = load_checkpoint(init)
+    if not all(k in ckpt for k in ("G", "D", "G_ema")):
+        raise ConfigError(f"--init '{init}' {GENERATOR_ONLY}")
+    source = checkpoint_config(ckpt)
+    given = {k for k in flags} | {s.split("=", 1)[0].strip() for s in sets}
+    widths = sorted(k for k in given if k.startswith("net.") and k != "net.resolution")
+    if widths:
+        raise ConfigError(f"--init takes the network's own options; drop {', '.join(widths)}")
+    cfg = build_config(preset, config_file, flags, sets)
+    target = cfg.net.resolution if "net.resolution" in given else source.net.resolution
+    res = 2 ** checkpoint_level(ckpt, source)[0]
+    if target < res:
+        raise ConfigError(f"--init '{init}' was trained at {res}x{res}; fine-tuning cannot go below that "
+                          f"(use --resolution {res} or more)")
+    net = replace(source.net, resolution=target)
+    return validate(cfg.replace(init=os.path.abspath(init), net=net, sched=replace(cfg.sched, start_resolution=res)))
+
+
+def auto_config(request: TrainConfig) -> tuple[TrainConfig, str | None]:
+    """``--resume auto``: (config, checkpoint) of the newest run under --outdir that was started with the
+    options ``request`` and has a checkpoint; (``request``, None) when there is none. A job script can
     then be one line that starts the run the first time and continues it every time after."""
-    request = build_config(preset, config_file, flags, sets)
     path = find_matching_checkpoint(request)
     if path is None:
         return request, None

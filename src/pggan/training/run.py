@@ -18,7 +18,7 @@ from ..util.device import peak_memory_mb, precision_note, resolve_device
 from ..util.dist import DistInfo, ProcessGroupError, all_mean, all_min, any_rank, check_identical, init_from_env, shutdown
 from .budget import budget_seconds, plan_budget
 from .rundir import RunDir, fakes_name
-from .setup import load_training_data, resolve_config
+from .setup import check_init_labels, load_training_data, resolve_config
 from .trainer import Step, Trainer, grid_latents
 
 STAT_KEYS = ("loss_d", "loss_g", "score_real", "score_fake", "penalty")
@@ -82,6 +82,9 @@ class Run:
             torch.use_deterministic_algorithms(True)
         ckpt = load_checkpoint(resume) if resume else None
         images = load_training_data(cfg)
+        init = load_checkpoint(cfg.init) if cfg.init and ckpt is None else None
+        if init is not None:
+            check_init_labels(cfg, images)
         request = cfg
         cfg, notes = resolve_config(cfg, images, device, info)
         end_s = 0.0
@@ -95,6 +98,8 @@ class Run:
             self.metrics = TrainingMetrics(t)   # a bad weights file fails here, before any output
         if ckpt is not None:
             t.load_state_dict(ckpt, resume)
+        elif init is not None:
+            t.load_init(init, cfg.init)
         self.bar = _progress(cfg, t.cur_nimg, progress and info.is_main)
         echo = echo or (self.bar.write if self.bar is not None else print)
         self.run_dir: RunDir | None = None
@@ -109,6 +114,9 @@ class Run:
             if note:
                 self.log(note)
         self.grid_z, self.grid_labels = grid_latents(cfg, images.label_size)
+        if init is not None and self.run_dir is not None:     # where fine-tuning starts: the network as loaded
+            self.log(f"fine-tuning {cfg.init} from {cfg.sched.start_resolution}x{cfg.sched.start_resolution}")
+            self.run_dir.write_fakes(0, t.sample(self.grid_z, self.grid_labels), cfg.grid_size, cfg.net.resolution)
         # a budgeted run's clock starts with the process, so that its set-up counts against the budget
         self.session_start = started if cfg.budget and ckpt is None else time.time() - t.wall_offset
         self.deadline = self.session_start + budget_seconds(cfg) - end_s if cfg.budget else None

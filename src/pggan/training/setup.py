@@ -28,6 +28,19 @@ def load_training_data(cfg: TrainConfig) -> ImageSet:
     return images
 
 
+def check_init_labels(cfg: TrainConfig, images: ImageSet) -> None:
+    """A fine-tuned network keeps its classes: the run must have the same ones (``cfg.net`` is the network's)."""
+    have, want = cfg.net.label_size, images.label_size
+    if have and not want:
+        raise DataError(f"--init: the network is conditional ({have} classes) but this run is not; train on labelled "
+                        f"data with --set conditional=true (pggan does not drop a network's classes)")
+    if want and not have:
+        raise DataError("--init: the network is unconditional and cannot learn the data's classes; "
+                        "leave out --set conditional=true (the labels are then not used)")
+    if have != want:
+        raise DataError(f"--init: the network has {have} classes, the data {want}")
+
+
 def resolve_config(cfg: TrainConfig, images: ImageSet, device: torch.device,
                    info: DistInfo = DistInfo()) -> tuple[TrainConfig, list[str]]:
     """(the run's config, notes for the log)."""

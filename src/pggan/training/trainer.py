@@ -235,6 +235,18 @@ class Trainer:
             "wall_time": self.wall_offset,
         }
 
+    def load_init(self, ckpt: dict, path: str) -> None:
+        """Fine-tuning: another run's (or a converted) G, D and G_ema weights, nothing else: optimizers,
+        counters and the data order start fresh. Levels above the network's own keep their new weights."""
+        for name in ("G", "D", "G_ema"):
+            module, state = getattr(self, name), ckpt[name]
+            own = module.state_dict()
+            misfit = [k for k in state if k not in own or tuple(own[k].shape) != tuple(state[k].shape)]
+            if misfit:
+                raise CheckpointError(f"--init '{path}': {name} does not fit this run's network "
+                                      f"({', '.join(misfit[:3])})")
+            module.load_state_dict(state, strict=False)
+
     def load_state_dict(self, ckpt: dict, path: str) -> None:
         if "opt_G" not in ckpt:
             raise CheckpointError(f"'{path}' holds networks without training state (converted or exported); "

@@ -1,0 +1,116 @@
+"""Fine-tuning (`pggan train --init`): weights in, fresh counters, the schedule from the network's level."""
+import json
+import os
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from test_official import tf_pickle, tf_variables
+from test_training import tiny_config
+
+from pggan.api import load_generator
+from pggan.checkpoint import list_checkpoints
+from pggan.cli import main
+from pggan.config import ConfigError
+from pggan.data.create import ConvertOptions, create_dataset
+from pggan.data.sources import open_source
+from pggan.official.convert import convert_file
+from pggan.training.launch import init_config
+from pggan.training.run import run_training
+from pggan.training.trainer import grid_latents
+from pggan.util.grids import make_grid, to_uint8
+
+SETS = ["data_count=64", "sched.batch_base=8", "sched.lod_training_kimg=0.2", "sched.lod_transition_kimg=0.2",
+        "tick_kimg=0.1", "image_kimg=0.5", "checkpoint_kimg=0", "grid_size=4"]
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """A network trained on the built-in shapes up to 16x16."""
+    tmp = tmp_path_factory.mktemp("src")
+    run = run_training(tiny_config(tmp), progress=False, echo=lambda m: None).run_dir
+    return list_checkpoints(run)[-1]
+
+
+@pytest.fixture(scope="module")
+def squares(tmp_path_factory):
+    """Another data set: a folder of coloured squares on white."""
+    folder = tmp_path_factory.mktemp("squares")
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        a = np.full((32, 32, 3), 255, np.uint8)
+        x, y, s = rng.integers(0, 16, 3)
+        a[y:y + s + 8, x:x + s + 8] = rng.integers(0, 256, 3)
+        Image.fromarray(a).save(folder / f"{i}.png")
+    return str(folder)
+
+
+def _flags(tmp_path, data, **kw):
+    return dict({"data": data, "sched.total_kimg": 0.3, "outdir": str(tmp_path / "runs"), "precision": "fp32"}, **kw)
+
+
+def test_fine_tuning_starts_from_the_networks_weights_at_its_level(tmp_path, source, squares):
+    cfg = init_config(source, None, None, _flags(tmp_path, squares), SETS)
+    assert cfg.sched.start_resolution == 16 and cfg.net.resolution == 16 and cfg.init == os.path.abspath(source)
+    src = load_generator(source)
+    assert (cfg.net.fmap_base, cfg.net.latent_size) == (src.net.fmap_base, src.net.latent_size)
+    result = run_training(cfg, progress=False, echo=lambda m: None)
+    run = result.run_dir
+    # the first grid is the loaded network's output for the run's grid latents
+    z, labels = grid_latents(cfg, 0)
+    want = make_grid(to_uint8(src.G(z, None, 4, 1.0)), cfg.grid_size, cfg.net.resolution)
+    got = np.asarray(Image.open(os.path.join(run, "fakes000000.000.png")))
+    assert np.array_equal(got, want)
+    stats = [json.loads(line) for line in open(os.path.join(run, "stats.jsonl"))]
+    assert stats[0]["kimg"] < 0.2 and {s["resolution"] for s in stats} == {16} and all(s["alpha"] == 1 for s in stats)
+    assert result.cur_nimg < 1000                                     # counters start at 0, not at the source's
+    assert "fine-tuning" in open(os.path.join(run, "log.txt")).read()
+
+
+def test_fine_tuning_to_a_higher_resolution_grows_from_the_networks_level(tmp_path, source, squares):
+    cfg = init_config(source, None, None, _flags(tmp_path, squares, **{"net.resolution": 32, "sched.total_kimg": 0.6}),
+                      SETS)
+    assert (cfg.sched.start_resolution, cfg.net.resolution) == (16, 32)
+    run = run_training(cfg, progress=False, echo=lambda m: None).run_dir
+    stats = [json.loads(line) for line in open(os.path.join(run, "stats.jsonl"))]
+    assert [s["resolution"] for s in stats][:2] == [16, 16] and stats[-1]["resolution"] == 32
+    assert any(s["alpha"] < 1 for s in stats if s["resolution"] == 32)          # faded in, as usual
+
+
+def test_a_converted_official_network_fine_tunes(tmp_path, squares):
+    pkl = tf_pickle(tmp_path / "net.pkl", *tf_variables())
+    convert_file(pkl, str(tmp_path / "net.pt"))
+    cfg = init_config(str(tmp_path / "net.pt"), None, None, _flags(tmp_path, squares, **{"sched.total_kimg": 0.1}), SETS)
+    assert cfg.sched.start_resolution == 16 and cfg.net.latent_size == 24
+    assert not run_training(cfg, progress=False, echo=lambda m: None).interrupted
+
+
+def test_bad_inits_fail_with_one_line(tmp_path, source, squares):
+    runner = CliRunner()
+
+    def train(*args):
+        r = runner.invoke(main, ["train", "--no-progress", "--outdir", str(tmp_path / "r"), *args])
+        assert r.exit_code != 0 and len(r.output.strip().splitlines()) == 1, r.output
+        return r.output
+
+    gen = os.path.join(os.path.dirname(source), "generator-final.safetensors")
+    assert "discriminator" in train("--init", gen, "--data", squares)
+    assert "not a readable" in train("--init", __file__, "--data", squares)
+    gray = tmp_path / "gray"
+    create_dataset(open_source(squares, "auto"), str(gray), ConvertOptions(resolution=16, channels=1, workers=1),
+                   progress=False)
+    assert "channel" in train("--init", source, "--data", str(gray))
+    assert "drop net.fmap_base" in train("--init", source, "--data", squares, "--set", "net.fmap_base=128")
+    assert "cannot go below" in train("--init", source, "--data", squares, "--resolution", "8")
+    assert "use one" in train("--init", source, "--resume", "latest")
+    classes = tmp_path / "classes"
+    for i, name in enumerate(os.listdir(squares)[:8]):
+        (classes / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
+        Image.open(os.path.join(squares, name)).save(classes / "ab"[i % 2] / name)
+    create_dataset(open_source(str(classes), "auto", labels="folders"), str(tmp_path / "labelled"),
+                   ConvertOptions(resolution=16, workers=1), progress=False)
+    assert "cannot learn the data's classes" in train("--init", source, "--data", str(tmp_path / "labelled"), "--set",
+                                                      "conditional=true", "--set", "data_count=8")
+    with pytest.raises(ConfigError, match="discriminator"):
+        init_config(gen, None, None, _flags(tmp_path, squares), SETS)
