@@ -114,3 +114,26 @@ def test_bad_inits_fail_with_one_line(tmp_path, source, squares):
                                                       "conditional=true", "--set", "data_count=8")
     with pytest.raises(ConfigError, match="discriminator"):
         init_config(gen, None, None, _flags(tmp_path, squares), SETS)
+
+
+def test_freeze_d_keeps_the_chosen_blocks_fixed(tmp_path, source, squares):
+    import torch
+
+    from pggan.data.load import load_images
+    from pggan.training.trainer import Trainer
+
+    cfg = init_config(source, None, None, _flags(tmp_path, squares), SETS + ["freeze_d=2"])
+    images = load_images(cfg.data, 16, 3, 40, 0)
+    t = Trainer(cfg, images, torch.device("cpu"))
+    t.load_init(torch.load(source, weights_only=True), source)
+    assert t.frozen_d == [16, 8]                                   # the two blocks nearest the image
+    before = {k: v.clone() for k, v in t.D.state_dict().items()}
+    for _ in range(3):
+        t.step()
+    after = t.D.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.split(".")[1] == "2" for k in changed)      # only the 4x4 head trained
+    t_low = Trainer(cfg.replace(freeze_d=-1), images, torch.device("cpu"))
+    assert t_low.frozen_d == [4]
+    with pytest.raises(ConfigError, match="freeze_d must leave"):
+        init_config(source, None, None, _flags(tmp_path, squares), SETS + ["freeze_d=3"])

@@ -141,6 +141,8 @@ class TrainConfig:
     mirror: bool = opt(False, "random horizontal mirror augmentation")
     init: str = opt("", "fine-tune: start from this network's weights (a checkpoint, or a .pt of convert-official) "
                         "with fresh counters, at its resolution (set by --init)")
+    freeze_d: int = opt(0, "FreezeD (beyond the paper): keep D's N highest-resolution blocks fixed (N < 0: the -N "
+                           "lowest-resolution ones), e.g. when fine-tuning on little data")
     conditional: bool = opt(False, "condition on the dataset's labels (one-hot into G, AC-GAN terms in D)")
     seed: int = opt(0, "seed of initialisation, latents and data order")
     device: str = opt("auto", "auto, cpu, cuda, cuda:N or mps")
@@ -365,6 +367,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(cfg.metrics_kimg >= 0, "metrics_kimg must be >= 0")
     need(cfg.metrics_num >= 10, f"metrics_num must be >= 10, got {cfg.metrics_num}")
     need(cfg.metrics_pairs >= 1, "metrics_pairs must be >= 1")
+    need(abs(cfg.freeze_d) < n.resolution_log2 - 1,
+         f"freeze_d must leave a block of D to train: |freeze_d| < {n.resolution_log2 - 1} at {n.resolution}x{n.resolution}")
     need(cfg.tensorboard in ("auto", "on", "off"), f"tensorboard must be auto, on or off, got '{cfg.tensorboard}'")
     return cfg
 

@@ -218,6 +218,17 @@ class Discriminator(nn.Module):
         return self.blocks["2"](h, noise, chunks)
 
 
+def freeze_d_blocks(D: Discriminator, n: int) -> list[int]:
+    """FreezeD (Mo et al. 2020, beyond the paper): keep D's ``n`` highest-resolution blocks (the ones
+    nearest the image, with their fromRGB layers) fixed while fine-tuning; ``n < 0`` fixes the ``-n``
+    lowest-resolution blocks instead (the 4x4 head first). Returns the frozen levels (resolutions)."""
+    levels = sorted(range(2, D.max_log2 + 1), reverse=n > 0)[:abs(n)]
+    for k in levels:
+        D.blocks[str(k)].requires_grad_(False)
+        D.fromrgb[str(k)].requires_grad_(False)
+    return [2 ** k for k in levels]
+
+
 def _check_level(k: int, alpha: float, max_log2: int) -> None:
     if not 2 <= k <= max_log2:
         raise ValueError(f"resolution 2**{k} is outside this network (4..{2 ** max_log2})")

@@ -15,7 +15,7 @@ from ..config import TrainConfig
 from ..data.base import ImageSet
 from ..layers import fade_images
 from ..losses import LSGANNoise, d_loss, g_loss
-from ..networks import Discriminator, Generator
+from ..networks import Discriminator, Generator, freeze_d_blocks
 from ..schedule import Phase, phase_at, starts_new_phase
 from ..util.checks import one_hot
 from ..util.device import autocast_for, resolve_precision
@@ -46,6 +46,7 @@ class Trainer:
         np.random.seed(cfg.seed % 2 ** 32)
         self.G = Generator(cfg.net).to(device)
         self.D = Discriminator(cfg.net).to(device)
+        self.frozen_d = freeze_d_blocks(self.D, cfg.freeze_d) if cfg.freeze_d else []
         self.dist = dist_info
         if dist_info.enabled:
             broadcast_module(self.G)
@@ -57,7 +58,8 @@ class Trainer:
         o = cfg.optim
         fused = device.type in ("cpu", "cuda")
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.sched.lr_base, betas=(o.beta1, o.beta2), eps=o.eps, fused=fused)
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.sched.lr_base, betas=(o.beta1, o.beta2), eps=o.eps, fused=fused)
+        trained_d = [p for p in self.D.parameters() if p.requires_grad]          # all of D unless freeze_d
+        self.opt_D = torch.optim.Adam(trained_d, lr=cfg.sched.lr_base, betas=(o.beta1, o.beta2), eps=o.eps, fused=fused)
         amp16 = cfg.precision == "fp16"
         self.scaler_G = torch.amp.GradScaler(device.type, enabled=amp16)
         self.scaler_D = torch.amp.GradScaler(device.type, enabled=amp16)
