@@ -100,7 +100,7 @@ def test_bad_inits_fail_with_one_line(tmp_path, source, squares):
     gray = tmp_path / "gray"
     create_dataset(open_source(squares, "auto"), str(gray), ConvertOptions(resolution=16, channels=1, workers=1),
                    progress=False)
-    assert "channel" in train("--init", source, "--data", str(gray))
+    assert "convert the source again with --channels 3" in train("--init", source, "--data", str(gray))
     assert "drop net.fmap_base" in train("--init", source, "--data", squares, "--set", "net.fmap_base=128")
     assert "cannot go below" in train("--init", source, "--data", squares, "--resolution", "8")
     assert "use one" in train("--init", source, "--resume", "latest")
@@ -110,8 +110,11 @@ def test_bad_inits_fail_with_one_line(tmp_path, source, squares):
         Image.open(os.path.join(squares, name)).save(classes / "ab"[i % 2] / name)
     create_dataset(open_source(str(classes), "auto", labels="folders"), str(tmp_path / "labelled"),
                    ConvertOptions(resolution=16, workers=1), progress=False)
-    assert "cannot learn the data's classes" in train("--init", source, "--data", str(tmp_path / "labelled"), "--set",
-                                                      "conditional=true", "--set", "data_count=8")
+    labelled = str(tmp_path / "labelled")
+    assert "cannot learn the data's classes" in train("--init", source, "--data", labelled, "--set", "conditional=true")
+    assert "--set conditional=false to fine-tune it without them" in train("--init", source, "--data", labelled)
+    cfg = init_config(source, None, None, _flags(tmp_path, labelled), SETS + ["conditional=false"])   # said: allowed
+    assert not cfg.conditional and cfg.net.label_size == 0
     with pytest.raises(ConfigError, match="discriminator"):
         init_config(gen, None, None, _flags(tmp_path, squares), SETS)
 

@@ -10,6 +10,7 @@ Inception pool features.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -132,7 +133,8 @@ def load_target(image, resolution: int, channels: int) -> np.ndarray:
     does (centre crop to a square, Lanczos, transparency on white)."""
     from .data.create import BadImage, ConvertOptions, prepare
 
-    if isinstance(image, (str, bytes)) and not isinstance(image, bytes):
+    if isinstance(image, (str, os.PathLike)):
+        image = os.fspath(image)
         try:
             with open(image, "rb") as f:
                 payload = f.read()
@@ -160,7 +162,6 @@ def write_projection(p: Projection, outdir: str) -> dict:
     distances.json in ``outdir``; returns the paths."""
     import io
     import json
-    import os
 
     from .util.files import atomic_write
     from .util.grids import make_grid, save_png

@@ -12,6 +12,7 @@ from dataclasses import replace
 from ..api import checkpoint_level
 from ..checkpoint import checkpoint_config, load_checkpoint
 from ..config import ConfigError, TrainConfig, merge, set_option, validate
+from ..data.dataset import is_dataset, read_header
 from ..presets import get_preset
 from ..util.proc import preexec_parent_death
 from .rundir import find_latest_checkpoint, find_matching_checkpoint
@@ -99,7 +100,39 @@ def init_config(init: str, preset: str | None, config_file: str | None, flags: d
         raise ConfigError(f"--init '{init}' was trained at {res}x{res}; fine-tuning cannot go below that "
                           f"(use --resolution {res} or more)")
     net = replace(source.net, resolution=target)
+    _check_init_data(cfg, net, "conditional" in given or _in_file(config_file, "conditional"))
     return validate(cfg.replace(init=os.path.abspath(init), net=net, sched=replace(cfg.sched, start_resolution=res)))
+
+
+def _check_init_data(cfg: TrainConfig, net, conditional_given: bool) -> None:
+    """What a fine-tuned network cannot take, said before any work: a dataset of other channels or a lower
+    resolution, and classes that do not match (a folder of images is converted to the network's channels)."""
+    labels = 0
+    if is_dataset(cfg.data):
+        h = read_header(cfg.data)
+        if h["channels"] != net.channels:
+            raise ConfigError(f"--init: the network makes {net.channels}-channel images but '{cfg.data}' has "
+                              f"{h['channels']}; convert the source again with --channels {net.channels}")
+        if h["resolution"] < net.resolution:
+            raise ConfigError(f"--init: '{cfg.data}' is {h['resolution']}x{h['resolution']}, below the run's "
+                              f"{net.resolution}x{net.resolution}")
+        labels = h.get("label_size", 0)
+    if net.label_size and not cfg.conditional:
+        raise ConfigError(f"--init: the network is conditional ({net.label_size} classes); train it with "
+                          f"--set conditional=true on data with those classes (pggan does not drop a network's classes)")
+    if not net.label_size and cfg.conditional:
+        raise ConfigError("--init: the network is unconditional and cannot learn the data's classes; "
+                          "use --set conditional=false")
+    if not net.label_size and labels and not conditional_given:
+        raise ConfigError(f"--init: '{cfg.data}' has {labels} classes but the network is unconditional; say "
+                          f"--set conditional=false to fine-tune it without them")
+
+
+def _in_file(config_file: str | None, key: str) -> bool:
+    if not config_file:
+        return False
+    with open(config_file) as f:
+        return key in json.load(f)
 
 
 def auto_config(request: TrainConfig) -> tuple[TrainConfig, str | None]:

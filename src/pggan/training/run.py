@@ -202,42 +202,54 @@ class Run:
             self.bar.total = self.cfg.sched.total_kimg
 
     def loop(self, step_callback=None) -> RunResult:
-        cfg, t = self.cfg, self.trainer
         stop, rate = StopRequest(), 0.0
         with stop.installed():
-            while t.cur_nimg < int(cfg.sched.total_kimg * 1000):
-                prev = t.cur_nimg
-                step = t.step()
-                self.last_phase = step.phase
-                for key in STAT_KEYS:
-                    if key in step.stats:
-                        self.acc[key] += step.stats[key]
-                self.steps += 1
-                if step_callback is not None and step_callback(t, step):
-                    stop.signal = -1
-                if self.bar is not None:
-                    self.bar.update((t.cur_nimg - prev) / 1000.0)
-                    self.bar.set_postfix_str(f"res {step.phase.resolution} alpha {step.phase.alpha:.2f} "
-                                             f"{rate:.1f} img/s", refresh=False)
-                if self.deadline is not None and crossed(prev, t.cur_nimg, cfg.tick_kimg):
-                    self.end_on_time(step, time.time())
-                done = t.cur_nimg >= int(cfg.sched.total_kimg * 1000)
-                if crossed(prev, t.cur_nimg, cfg.tick_kimg) or done:
-                    rate = self._tick()
-                if (crossed(prev, t.cur_nimg, cfg.image_kimg) or done) and self.run_dir is not None:
-                    self.run_dir.write_fakes(t.cur_nimg, t.sample(self.grid_z, self.grid_labels), cfg.grid_size,
-                                             cfg.net.resolution)
-                stopping = stop.signal is not None
-                if self.info.enabled:
-                    stopping = any_rank(stopping, self.device)
-                if stopping:
-                    stop.signal = stop.signal or -1
-                    break
-                if self.metrics is not None and (crossed(prev, t.cur_nimg, cfg.metrics_kimg) or done):
-                    self.evaluate_metrics()
-                if crossed(prev, t.cur_nimg, cfg.checkpoint_kimg) and not done:
-                    self.checkpoint("saved")
+            try:
+                stopping = False            # agreed by all ranks (a signal may reach one rank only)
+                while self.trainer.cur_nimg < int(self.cfg.sched.total_kimg * 1000) and not stopping:
+                    rate, stopping = self.iteration(stop, step_callback, rate)
+            except RuntimeError as e:
+                if self.info.enabled and _is_comm_failure(e):
+                    stop.keep = True     # torchrun's SIGTERM may follow: only record it, so this error is reported
+                raise
         return self.finish(stop.signal)
+
+    def iteration(self, stop: "StopRequest", step_callback, rate: float) -> tuple[float, bool]:
+        """One minibatch and whatever falls due after it (tick, grid, stop, metrics, checkpoint); returns
+        the images/s of the last tick and whether the ranks agreed to stop (a signal or the callback)."""
+        cfg, t = self.cfg, self.trainer
+        prev = t.cur_nimg
+        step = t.step()
+        self.last_phase = step.phase
+        for key in STAT_KEYS:
+            if key in step.stats:
+                self.acc[key] += step.stats[key]
+        self.steps += 1
+        if step_callback is not None and step_callback(t, step):
+            stop.signal = -1
+        if self.bar is not None:
+            self.bar.update((t.cur_nimg - prev) / 1000.0)
+            self.bar.set_postfix_str(f"res {step.phase.resolution} alpha {step.phase.alpha:.2f} {rate:.1f} img/s",
+                                     refresh=False)
+        if self.deadline is not None and crossed(prev, t.cur_nimg, cfg.tick_kimg):
+            self.end_on_time(step, time.time())
+        done = t.cur_nimg >= int(cfg.sched.total_kimg * 1000)
+        if crossed(prev, t.cur_nimg, cfg.tick_kimg) or done:
+            rate = self._tick()
+        if (crossed(prev, t.cur_nimg, cfg.image_kimg) or done) and self.run_dir is not None:
+            self.run_dir.write_fakes(t.cur_nimg, t.sample(self.grid_z, self.grid_labels), cfg.grid_size,
+                                     cfg.net.resolution)
+        stopping = stop.signal is not None
+        if self.info.enabled:
+            stopping = any_rank(stopping, self.device)
+        if stopping:
+            stop.signal = stop.signal or -1
+            return rate, True
+        if self.metrics is not None and (crossed(prev, t.cur_nimg, cfg.metrics_kimg) or done):
+            self.evaluate_metrics()
+        if crossed(prev, t.cur_nimg, cfg.checkpoint_kimg) and not done:
+            self.checkpoint("saved")
+        return rate, False
 
     def finish(self, signal_number) -> RunResult:
         t, interrupted = self.trainer, signal_number is not None
@@ -263,6 +275,7 @@ class StopRequest:
 
     def __init__(self):
         self.signal: int | None = None
+        self.keep = False        # leave the handlers installed (the process is about to exit with an error)
 
     def __call__(self, signum, frame):
         self.signal = signum
@@ -276,7 +289,7 @@ class StopRequest:
         try:
             yield self
         finally:
-            for s, h in old.items():
+            for s, h in old.items() if not self.keep else ():
                 signal.signal(s, h)
 
 
