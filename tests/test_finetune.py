@@ -86,6 +86,35 @@ def test_a_converted_official_network_fine_tunes(tmp_path, squares):
     assert not run_training(cfg, progress=False, echo=lambda m: None).interrupted
 
 
+def _labelled(tmp_path, squares, count=8):
+    """A dataset of two classes (a and b) at 16x16."""
+    classes = tmp_path / "classes"
+    for i, name in enumerate(sorted(os.listdir(squares))[:count]):
+        (classes / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
+        Image.open(os.path.join(squares, name)).save(classes / "ab"[i % 2] / name)
+    create_dataset(open_source(str(classes), "auto", labels="folders"), str(tmp_path / "labelled"),
+                   ConvertOptions(resolution=16, workers=1), progress=False)
+    return str(tmp_path / "labelled")
+
+
+def test_a_conditional_network_fine_tunes_without_its_classes_only_when_asked(tmp_path, squares):
+    import torch
+
+    cfg = tiny_config(tmp_path, conditional=True)
+    cfg.data, cfg.data_count, cfg.sched.total_kimg = _labelled(tmp_path, squares, 40), 40, 0.3
+    src = list_checkpoints(run_training(cfg, progress=False, echo=lambda m: None).run_dir)[-1]
+    with pytest.raises(ConfigError, match="--set conditional=false to drop them"):
+        init_config(src, None, None, _flags(tmp_path, squares), SETS)
+    ft = init_config(src, None, None, _flags(tmp_path, squares, **{"sched.total_kimg": 0.05}), SETS + ["conditional=false"])
+    assert ft.net.label_size == 0
+    run = run_training(ft, progress=False, echo=lambda m: None).run_dir
+    first = torch.load(list_checkpoints(run)[-1], weights_only=True)
+    source = torch.load(src, weights_only=True)
+    z = ft.net.z_dim
+    assert source["G"]["blocks.2.dense.weight"].shape[1] == z + 2 and first["G"]["blocks.2.dense.weight"].shape[1] == z
+    assert source["D"]["blocks.2.dense1.weight"].shape[0] == 3 and first["D"]["blocks.2.dense1.weight"].shape[0] == 1
+
+
 def test_bad_inits_fail_with_one_line(tmp_path, source, squares):
     runner = CliRunner()
 
@@ -104,13 +133,7 @@ def test_bad_inits_fail_with_one_line(tmp_path, source, squares):
     assert "drop net.fmap_base" in train("--init", source, "--data", squares, "--set", "net.fmap_base=128")
     assert "cannot go below" in train("--init", source, "--data", squares, "--resolution", "8")
     assert "use one" in train("--init", source, "--resume", "latest")
-    classes = tmp_path / "classes"
-    for i, name in enumerate(os.listdir(squares)[:8]):
-        (classes / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
-        Image.open(os.path.join(squares, name)).save(classes / "ab"[i % 2] / name)
-    create_dataset(open_source(str(classes), "auto", labels="folders"), str(tmp_path / "labelled"),
-                   ConvertOptions(resolution=16, workers=1), progress=False)
-    labelled = str(tmp_path / "labelled")
+    labelled = _labelled(tmp_path, squares)
     assert "cannot learn the data's classes" in train("--init", source, "--data", labelled, "--set", "conditional=true")
     assert "--set conditional=false to fine-tune it without them" in train("--init", source, "--data", labelled)
     cfg = init_config(source, None, None, _flags(tmp_path, labelled), SETS + ["conditional=false"])   # said: allowed

@@ -100,13 +100,15 @@ def init_config(init: str, preset: str | None, config_file: str | None, flags: d
         raise ConfigError(f"--init '{init}' was trained at {res}x{res}; fine-tuning cannot go below that "
                           f"(use --resolution {res} or more)")
     net = replace(source.net, resolution=target)
-    _check_init_data(cfg, net, "conditional" in given or _in_file(config_file, "conditional"))
+    net = _check_init_data(cfg, net, "conditional" in given or _in_file(config_file, "conditional"))
     return validate(cfg.replace(init=os.path.abspath(init), net=net, sched=replace(cfg.sched, start_resolution=res)))
 
 
-def _check_init_data(cfg: TrainConfig, net, conditional_given: bool) -> None:
+def _check_init_data(cfg: TrainConfig, net, conditional_given: bool):
     """What a fine-tuned network cannot take, said before any work: a dataset of other channels or a lower
-    resolution, and classes that do not match (a folder of images is converted to the network's channels)."""
+    resolution, and classes that do not match (a folder of images is converted to the network's channels).
+    Returns the run's network options: without classes when the user said conditional=false to a
+    conditional network."""
     labels = 0
     if is_dataset(cfg.data):
         h = read_header(cfg.data)
@@ -118,14 +120,18 @@ def _check_init_data(cfg: TrainConfig, net, conditional_given: bool) -> None:
                               f"{net.resolution}x{net.resolution}")
         labels = h.get("label_size", 0)
     if net.label_size and not cfg.conditional:
+        if conditional_given:
+            return replace(net, label_size=0)         # its class inputs and outputs are dropped (Trainer.load_init)
         raise ConfigError(f"--init: the network is conditional ({net.label_size} classes); train it with "
-                          f"--set conditional=true on data with those classes (pggan does not drop a network's classes)")
+                          f"--set conditional=true on data with those classes, or say --set conditional=false "
+                          f"to drop them")
     if not net.label_size and cfg.conditional:
         raise ConfigError("--init: the network is unconditional and cannot learn the data's classes; "
                           "use --set conditional=false")
     if not net.label_size and labels and not conditional_given:
         raise ConfigError(f"--init: '{cfg.data}' has {labels} classes but the network is unconditional; say "
                           f"--set conditional=false to fine-tune it without them")
+    return net
 
 
 def _in_file(config_file: str | None, key: str) -> bool:

@@ -241,8 +241,8 @@ class Trainer:
         """Fine-tuning: another run's (or a converted) G, D and G_ema weights, nothing else: optimizers,
         counters and the data order start fresh. Levels above the network's own keep their new weights."""
         for name in ("G", "D", "G_ema"):
-            module, state = getattr(self, name), ckpt[name]
-            own = module.state_dict()
+            module, own = getattr(self, name), getattr(self, name).state_dict()
+            state = _without_classes(ckpt[name], own) if not self.cfg.net.label_size else ckpt[name]
             misfit = [k for k in state if k not in own or tuple(own[k].shape) != tuple(state[k].shape)]
             if misfit:
                 raise CheckpointError(f"--init '{path}': {name} does not fit this run's network "
@@ -279,6 +279,19 @@ class Trainer:
         ph = self.phase()
         with autocast_for(self.device, self.cfg.precision):
             return to_uint8(self.G_ema(z.to(self.device), labels, ph.res_log2, ph.alpha))
+
+
+def _without_classes(state: dict, own: dict) -> dict:
+    """A conditional network's weights for an unconditional one (fine-tuning with conditional=false): G's
+    first layer loses its class inputs (as if they were 0) and D's last layer its class logits."""
+    state = dict(state)
+    for key in ("blocks.2.dense.weight",):                                    # G: [out, z + classes]
+        if key in state and key in own and state[key].shape[1] > own[key].shape[1]:
+            state[key] = state[key][:, :own[key].shape[1]]
+    for key in ("blocks.2.dense1.weight", "blocks.2.dense1.bias"):           # D: [1 + classes, ...]
+        if key in state and key in own and state[key].shape[0] > own[key].shape[0]:
+            state[key] = state[key][:own[key].shape[0]]
+    return state
 
 
 def _python_rng_state():
