@@ -32,8 +32,11 @@ def _old(path):
 
 
 def test_temporary_files_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)                  # a process that has exited
     dead, live, young = (tmp_path / n for n in (".tmp-dead", ".tmp-live", ".tmp-young"))
-    for p in (dead, live, young):
+    killed, mine = tmp_path / f".tmp-{dead_pid}-abc", tmp_path / f".tmp-{os.getpid()}-abc"
+    for p in (dead, live, young, killed, mine):
         p.write_bytes(b"partial")
     _old(dead)
     _old(live)
@@ -44,8 +47,9 @@ def test_temporary_files_of_dead_writers_are_removed_and_live_ones_kept(tmp_path
         left = sorted(p.name for p in tmp_path.iterdir())
     finally:
         os.close(fd)
-    # a young unlocked file may be a writer between creating and locking it: kept until it is old
-    assert left == [".tmp-live", ".tmp-young", "out.bin"]
+    # a young unlocked file may be a writer between creating and locking it: kept until it is old, or
+    # until the writer named in it (the pid) is dead
+    assert left == sorted([".tmp-live", ".tmp-young", f".tmp-{os.getpid()}-abc", "out.bin"])
     assert (tmp_path / "out.bin").read_bytes() == b"done"
 
 

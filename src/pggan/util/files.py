@@ -15,6 +15,8 @@ import shutil
 import tempfile
 import time
 
+from .proc import pid_alive
+
 try:
     import fcntl
 except ImportError:                    # Windows: no advisory locks; leftovers are then never removed
@@ -38,7 +40,8 @@ def _lock(fd: int) -> None:
 
 
 def _is_stale(lock_path: str, created: float) -> bool:
-    """True when no live process holds ``lock_path`` (a missing lock counts once the leftover is old)."""
+    """True when no live process holds ``lock_path``. An unlocked temporary file may belong to a writer
+    between creating and locking it: it counts once its writer (the pid in its name) is dead, or it is old."""
     if fcntl is None:
         return False
     try:
@@ -51,7 +54,10 @@ def _is_stale(lock_path: str, created: float) -> bool:
         return False                      # held: its writer is alive
     finally:
         os.close(fd)
-    return time.time() - created > STALE_AGE_S or os.path.basename(lock_path) == LOCK_NAME
+    if os.path.basename(lock_path) == LOCK_NAME or time.time() - created > STALE_AGE_S:
+        return True
+    m = re.match(re.escape(TMP_PREFIX) + r"(\d+)-", os.path.basename(lock_path))
+    return bool(m) and not pid_alive(int(m.group(1)))
 
 
 def remove_stale(folder: str, prefix: str) -> list[str]:
@@ -80,7 +86,7 @@ def partial_file(path: str, suffix: str = "") -> tuple[int, str]:
     folder = os.path.dirname(os.path.abspath(path))
     remove_stale(folder, TMP_PREFIX)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix, dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", suffix=suffix, dir=folder)
     except OSError as e:
         raise about(e, path) from None
     os.fchmod(fd, output_mode())

@@ -28,7 +28,7 @@ def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -45,11 +45,11 @@ def exit_with_parent(parent_pid: int | None = None, sig: int = signal.SIGKILL) -
     first_ppid = os.getppid()
 
     def watch():
-        while os.getppid() == first_ppid and _alive(parent_pid):
+        while os.getppid() == first_ppid and pid_alive(parent_pid):
             time.sleep(POLL_S)
         os._exit(128 + int(sig))
 
-    if first_ppid == 1 or not _alive(parent_pid):           # died before the death signal was armed
+    if first_ppid == 1 or not pid_alive(parent_pid):           # died before the death signal was armed
         os._exit(128 + int(sig))
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
