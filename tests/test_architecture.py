@@ -21,7 +21,7 @@ LAYERS = [
     ("pggan.project", 7),
     ("pggan.explore", 10), ("pggan.export", 10),
     ("pggan.training", 11),
-    ("pggan.bench", 12),
+    ("pggan.bench", 12), ("pggan.serve", 12),
     ("pggan.cli", 13), ("pggan.__main__", 13), ("pggan", 13),
 ]
 

@@ -1,0 +1,146 @@
+"""Images for the explorer: generated off the request thread by a bounded pool, cached by (network,
+latent, options). Only files under the served path can be opened."""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from ..api import latents_for_seeds, load_generator
+from ..util.errors import UsageError
+from ..util.grids import make_grid
+from ..video import slerp
+
+MAX_SEED = 2 ** 32 - 1
+
+
+class Busy(Exception):
+    """The queue of image requests is full; the client should retry."""
+
+
+class LRU:
+    def __init__(self, size: int):
+        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key):
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
+        return None
+
+    def put(self, key, value):
+        with self.lock:
+            self.items[key] = value
+            self.items.move_to_end(key)
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+
+
+def safe_path(root: str, rel: str, suffixes: tuple[str, ...]) -> str:
+    """``root/rel`` when it is an existing file under ``root`` with one of ``suffixes`` (``root`` itself
+    when a single file is served); ``..``, absolute paths and links out of ``root`` are refused."""
+    root = os.path.realpath(root)
+    if not rel or os.path.isabs(rel) or ".." in rel.replace("\\", "/").split("/"):
+        raise UsageError(f"'{rel}' is not a path under the served folder")
+    if os.path.isfile(root):
+        if rel != os.path.basename(root):
+            raise UsageError(f"'{rel}' is not the served network")
+        return root
+    path = os.path.realpath(os.path.join(root, rel))
+    if os.path.commonpath([path, root]) != root or not os.path.isfile(path) or not path.endswith(suffixes):
+        raise UsageError(f"'{rel}' is not a file the server shows")
+    return path
+
+
+def png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class ImageService:
+    def __init__(self, root: str, workers: int = 2, queue: int = 64, max_images: int = 64, device="cpu"):
+        self.root, self.device, self.max_images = root, device, max_images
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="pggan-serve")
+        self.slots = threading.BoundedSemaphore(queue)
+        self.generators, self.cache = LRU(4), LRU(1024)
+
+    def submit(self, fn, *args):
+        """Run ``fn`` in the pool; Busy when ``queue`` requests already wait."""
+        if not self.slots.acquire(blocking=False):
+            raise Busy("the server is busy with other images; retry in a moment")
+        future = self.pool.submit(fn, *args)
+        future.add_done_callback(lambda _: self.slots.release())
+        return future
+
+    def generator(self, rel: str):
+        path = safe_path(self.root, rel, (".pt", ".safetensors"))
+        key = (path, os.path.getmtime(path))
+        gen = self.generators.get(key)
+        if gen is None:
+            gen = load_generator(path, device=self.device)
+            self.generators.put(key, gen)
+        return gen, key
+
+    def _labels(self, gen, class_idx, n):
+        return gen.class_labels(class_idx, n)
+
+    def latents(self, gen, seeds, truncate):
+        for s in seeds:
+            if not 0 <= s <= MAX_SEED:
+                raise UsageError(f"seed {s} is outside 0..{MAX_SEED}")
+        if len(seeds) > self.max_images:
+            raise UsageError(f"{len(seeds)} images asked for; this server makes at most {self.max_images} at once")
+        if truncate is not None and not 0 < truncate <= 10:
+            raise UsageError("truncate must be in (0, 10]")
+        return latents_for_seeds(seeds, gen.z_dim, truncate).numpy()
+
+    def render(self, rel: str, z: np.ndarray, class_idx, cols: int, what: str) -> bytes:
+        """PNG of G(z) (a grid when several), cached by (network, latents, class, layout)."""
+        gen, key = self.generator(rel)
+        labels = self._labels(gen, class_idx, len(z))
+        ckey = (key, hashlib.sha1(np.ascontiguousarray(z, np.float32).tobytes()).hexdigest(), class_idx, cols, what)
+        data = self.cache.get(ckey)
+        if data is None:
+            images = gen.generate(z=z, labels=labels).images
+            data = png(images[0] if len(images) == 1 else make_grid(images, cols))
+            self.cache.put(ckey, data)
+        return data
+
+    def seeds_grid(self, rel, seeds, truncate, class_idx, cols):
+        gen, _ = self.generator(rel)
+        return self.render(rel, self.latents(gen, seeds, truncate), class_idx, cols, "grid")
+
+    def interpolation(self, rel, a, b, t, truncate, class_idx):
+        gen, _ = self.generator(rel)
+        if not 0 <= t <= 1:
+            raise UsageError("t must be in [0, 1]")
+        za, zb = self.latents(gen, [a, b], truncate)
+        return self.render(rel, slerp(za, zb, t)[None], class_idx, 1, "interp")
+
+    def nearby(self, rel, seed, strength, count, truncate, class_idx):
+        """'More like this': the seed's latent and ``count - 1`` small perturbations of it (seeded)."""
+        gen, _ = self.generator(rel)
+        if not 0 < strength <= 2:
+            raise UsageError("strength must be in (0, 2]")
+        if not 1 <= count <= self.max_images:
+            raise UsageError(f"count must be from 1 to {self.max_images}")
+        z0 = self.latents(gen, [seed], truncate)[0]
+        noise = np.random.default_rng(seed).standard_normal((count - 1, gen.z_dim)).astype(np.float32)
+        z = np.concatenate([z0[None], z0[None] + strength * noise])
+        return self.render(rel, z, class_idx, int(np.ceil(np.sqrt(count))), "nearby")
+
+    def latent(self, rel, seed, truncate):
+        gen, _ = self.generator(rel)
+        return self.latents(gen, [seed], truncate)[0]
+
+    def close(self):
+        self.pool.shutdown(wait=False, cancel_futures=True)
