@@ -42,6 +42,15 @@ def test_a_generated_image_is_projected_back_close_to_itself(generator, tmp_path
     assert np.array_equal(gen.generate(z=p.z[None]).images[0], p.image)              # z reproduces the image
 
 
+def test_the_inception_term(generator, tmp_path):
+    from tiny_inception import write_tiny_inception
+
+    gen = load_generator(generator)
+    target = gen.generate(seeds=[3]).images[0]
+    p = gen.project(target, steps=3, inception=write_tiny_inception(tmp_path / "i.pth"))
+    assert p.terms == ["pixel", "msssim", "inception"] and p.distances["inception"] >= 0
+
+
 def test_project_command_outputs_and_interpolating_two_projections(generator, tmp_path):
     gen = load_generator(generator)
     for name, seed in (("a", 5), ("b", 6)):

@@ -96,6 +96,23 @@ def test_the_same_seed_gives_the_same_image_as_pggan_generate(client, runs, tmp_
     assert near.shape[:2] == (32, 32) and np.array_equal(near[:16, :16], served)
 
 
+def test_directions_random_and_principal(client, runs):
+    network = f"{runs[1]}/generator-final.safetensors"
+    service = client.app.state.service
+    for kind in ("principal", "random"):
+        d = service.directions(network, kind, 3)
+        assert d.shape == (3, 16) and np.allclose(np.linalg.norm(d, axis=1), 1, atol=1e-5)
+    p = service.directions(network, "principal", 3)
+    assert np.allclose(p @ p.T, np.eye(3), atol=1e-4)                   # singular vectors: orthonormal
+    seed = _png(client.get("/api/image/grid", params={"network": network, "seeds": "4"}))
+    same = _png(client.get("/api/image/along", params={"network": network, "seed": "4", "amounts": "0,0,0"}))
+    moved = _png(client.get("/api/image/along", params={"network": network, "seed": "4", "amounts": "0.8,0,0"}))
+    assert np.array_equal(seed, same) and not np.array_equal(seed, moved)
+    for amounts in ("9", "a,b"):
+        r = client.get("/api/image/along", params={"network": network, "seed": "4", "amounts": amounts})
+        assert r.status_code == 400
+
+
 def test_bad_requests_are_4xx_with_a_message(client, runs, tmp_path):
     network = f"{runs[1]}/generator-final.safetensors"
     for params, status, text in (({"seeds": "abc"}, 400, "cannot read seeds"),
@@ -117,6 +134,15 @@ def test_bad_requests_are_4xx_with_a_message(client, runs, tmp_path):
     finally:
         os.unlink(bad)
     assert client.get("/api/image/grid", params={"network": f"{runs[1]}/nope.pt", "seeds": "0"}).status_code == 400
+
+
+def test_memory_bound_scales_with_resolution(runs):
+    service = ImageService(runs[0], max_images=1)              # 1 x 256 x 256 pixels: 256 images of 16x16
+    network = f"{runs[1]}/generator-final.safetensors"
+    assert service.render(network, np.zeros((256, 16), np.float32), None, 16, "t")[:4] == b"\x89PNG"
+    with pytest.raises(Exception, match="more than this server makes at once"):
+        service.render(network, np.zeros((257, 16), np.float32), None, 16, "t")
+    service.close()
 
 
 def test_the_queue_is_bounded(runs):

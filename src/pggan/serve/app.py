@@ -79,6 +79,14 @@ def create_app(path: str, workers: int = 2, max_images: int = 64, device="cpu") 
             seed = _int(q, "seed", 0)
             args = (service.nearby, network, seed, _float(q, "strength", 0.3), _int(q, "count", 9), truncate, class_idx)
             name = f"seed{seed}-nearby.png"
+        elif kind == "along":
+            seed, how = _int(q, "seed", 0), q.get("kind", "principal")
+            try:
+                amounts = [float(v) for v in q.get("amounts", "0").split(",")]
+            except ValueError:
+                raise UsageError("amounts must be comma-separated numbers") from None
+            args = (service.along, network, seed, how, amounts, truncate, class_idx)
+            name = f"seed{seed}-{how}.png"
         else:
             return _error(404, "no such image kind")
         data = await asyncio.wrap_future(service.submit(*args))

@@ -69,6 +69,7 @@ def png(image: np.ndarray) -> bytes:
 class ImageService:
     def __init__(self, root: str, workers: int = 2, queue: int = 64, max_images: int = 64, device="cpu"):
         self.root, self.device, self.max_images = root, device, max_images
+        self.max_pixels = max_images * 256 * 256          # memory: fewer images per request at high resolution
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="pggan-serve")
         self.slots = threading.BoundedSemaphore(queue)
         self.generators, self.cache = LRU(4), LRU(1024)
@@ -106,6 +107,9 @@ class ImageService:
     def render(self, rel: str, z: np.ndarray, class_idx, cols: int, what: str) -> bytes:
         """PNG of G(z) (a grid when several), cached by (network, latents, class, layout)."""
         gen, key = self.generator(rel)
+        if len(z) * gen.resolution ** 2 > self.max_pixels:
+            raise UsageError(f"{len(z)} images of {gen.resolution}x{gen.resolution} are more than this server makes "
+                             f"at once ({self.max_pixels // gen.resolution ** 2} at this resolution)")
         labels = self._labels(gen, class_idx, len(z))
         ckey = (key, hashlib.sha1(np.ascontiguousarray(z, np.float32).tobytes()).hexdigest(), class_idx, cols, what)
         data = self.cache.get(ckey)
@@ -137,6 +141,32 @@ class ImageService:
         noise = np.random.default_rng(seed).standard_normal((count - 1, gen.z_dim)).astype(np.float32)
         z = np.concatenate([z0[None], z0[None] + strength * noise])
         return self.render(rel, z, class_idx, int(np.ceil(np.sqrt(count))), "nearby")
+
+    def directions(self, rel, kind: str, count: int = 3, seed: int = 0) -> np.ndarray:
+        """Unit directions in z [count, z_dim]: 'random' (seeded), or 'principal': the right singular
+        vectors of G's first layer (the latent directions its 4x4 features respond to most)."""
+        gen, key = self.generator(rel)
+        if not 1 <= count <= 16:
+            raise UsageError("count must be from 1 to 16")
+        if kind == "random":
+            d = np.random.default_rng(seed).standard_normal((count, gen.z_dim))
+        elif kind == "principal":
+            w = gen.G.blocks["2"].dense.weight.detach().float().cpu().numpy()[:, :gen.z_dim]     # [out, z]
+            d = np.linalg.svd(w, full_matrices=False)[2][:count]
+        else:
+            raise UsageError("kind must be random or principal")
+        return (d / np.linalg.norm(d, axis=1, keepdims=True)).astype(np.float32)
+
+    def along(self, rel, seed, kind, amounts, truncate, class_idx):
+        """The seed's image moved along the first len(amounts) directions by those amounts (in units of
+        sqrt(z_dim), the latent's own length: 1 = as far as the latent is long)."""
+        gen, _ = self.generator(rel)
+        if not 1 <= len(amounts) <= 16 or any(abs(a) > 2 for a in amounts):
+            raise UsageError("give 1 to 16 amounts, each in [-2, 2]")
+        z = self.latents(gen, [seed], truncate)[0]
+        d = self.directions(rel, kind, len(amounts), seed=0)
+        z = z + np.sqrt(gen.z_dim) * (np.asarray(amounts, np.float32)[:, None] * d).sum(0)
+        return self.render(rel, z[None].astype(np.float32), class_idx, 1, f"along-{kind}")
 
     def latent(self, rel, seed, truncate):
         gen, _ = self.generator(rel)
