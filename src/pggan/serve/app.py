@@ -119,24 +119,22 @@ def create_app(path: str, workers: int = 2, max_images: int = 64, device="cpu") 
     return app
 
 
-def _int(q, key: str, default=None):
+def _number(q, key: str, default, cast, what: str):
     v = q.get(key)
     if v is None or v == "":
         return default
     try:
-        return int(v)
+        return cast(v)
     except ValueError:
-        raise UsageError(f"{key} must be a whole number, got '{v}'") from None
+        raise UsageError(f"{key} must be {what}, got '{v}'") from None
+
+
+def _int(q, key: str, default=None):
+    return _number(q, key, default, int, "a whole number")
 
 
 def _float(q, key: str, default=None):
-    v = q.get(key)
-    if v is None or v == "":
-        return default
-    try:
-        return float(v)
-    except ValueError:
-        raise UsageError(f"{key} must be a number, got '{v}'") from None
+    return _number(q, key, default, float, "a number")
 
 
 def _error(status: int, message: str) -> JSONResponse:

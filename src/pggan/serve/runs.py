@@ -36,10 +36,24 @@ def _jsonl(path: str) -> list[dict]:
     return out
 
 
+def _options(path: str) -> dict:
+    with open(os.path.join(path, "training_options.json")) as f:
+        return json.load(f)
+
+
+def _tail(path: str, lines: int, block: int = 1 << 16) -> list[str]:
+    """The last ``lines`` lines of a text file, reading at most its last ``block`` bytes."""
+    if not os.path.isfile(path):
+        return []
+    with open(path, "rb") as f:
+        f.seek(max(0, os.path.getsize(path) - block))
+        return f.read().decode(errors="replace").splitlines()[-lines:]
+
+
 def run_summary(path: str, now: float | None = None) -> dict:
     """Status (training, finished, interrupted), kimg, resolution, image rate and ETA of one run."""
     now = time.time() if now is None else now
-    options = json.load(open(os.path.join(path, "training_options.json")))
+    options = _options(path)
     stats = _jsonl(os.path.join(path, "stats.jsonl"))
     last = stats[-1] if stats else {}
     total = float(options.get("sched", {}).get("total_kimg", 0))
@@ -59,12 +73,10 @@ def run_detail(path: str, log_lines: int = 40) -> dict:
     """Everything the run page draws: options, stats, metrics, grids (kimg, file), the log's tail."""
     metrics = {f[len("metric-"):-len(".jsonl")]: _jsonl(os.path.join(path, f))
                for f in sorted(os.listdir(path)) if f.startswith("metric-") and f.endswith(".jsonl")}
-    log = os.path.join(path, "log.txt")
-    tail = open(log).read().splitlines()[-log_lines:] if os.path.isfile(log) else []
     grids = [{"kimg": n / 1000.0, "file": os.path.basename(p)} for n, p in tagged_files(path, "fakes", ".png")]
-    return dict(run_summary(path), options=json.load(open(os.path.join(path, "training_options.json"))),
-                stats=_jsonl(os.path.join(path, "stats.jsonl")), metrics=metrics, grids=grids,
-                reals="reals.png" if os.path.isfile(os.path.join(path, "reals.png")) else None, log=tail)
+    return dict(run_summary(path), options=_options(path), stats=_jsonl(os.path.join(path, "stats.jsonl")),
+                metrics=metrics, grids=grids, log=_tail(os.path.join(path, "log.txt"), log_lines),
+                reals="reals.png" if os.path.isfile(os.path.join(path, "reals.png")) else None)
 
 
 def networks_of(path: str) -> list[str]:
