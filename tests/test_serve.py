@@ -237,3 +237,15 @@ def test_serve_command_validates_and_warns(tmp_path, monkeypatch):
     r = CliRunner().invoke(main, ["serve", str(tmp_path)])
     assert calls[1]["host"] == "127.0.0.1" and "warning" not in r.output
     assert json.dumps(calls[1]["port"]) == "8000"
+
+
+def test_serving_one_network_file(runs):
+    path = os.path.join(runs[0], runs[1], "generator-final.safetensors")
+    with TestClient(create_app(path)) as c:
+        assert c.get("/api/runs").json()["runs"] == []
+        assert c.get("/api/networks").json()["networks"] == ["generator-final.safetensors"]
+        img = _png(c.get("/api/image/grid", params={"network": "generator-final.safetensors", "seeds": "7"}))
+        assert np.array_equal(img, load_generator(path).generate(seeds=[7]).images[0])
+        r = c.get("/api/image/grid", params={"network": "checkpoint-000001.000.pt", "seeds": "7"})
+        assert r.status_code == 400 and "not the served network" in r.json()["error"]
+        assert c.get("/explore").status_code == 200
