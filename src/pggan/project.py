@@ -9,6 +9,8 @@ Inception pool features.
 """
 from __future__ import annotations
 
+import io
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -18,6 +20,8 @@ import torch
 
 from .metrics.msssim import ms_ssim
 from .util.errors import UsageError
+from .util.files import atomic_write
+from .util.grids import make_grid, save_png, to_uint8
 
 
 @dataclass
@@ -141,7 +145,6 @@ def load_target(image, resolution: int, channels: int) -> np.ndarray:
         except OSError as e:
             raise UsageError(f"cannot read the image '{image}': {e.strerror}") from None
     elif hasattr(image, "save"):                               # a PIL image
-        import io
         buf = io.BytesIO()
         image.save(buf, format="PNG")
         payload = buf.getvalue()
@@ -160,12 +163,6 @@ def load_target(image, resolution: int, channels: int) -> np.ndarray:
 def write_projection(p: Projection, outdir: str) -> dict:
     """proj.png, target.png, z.npy, progress.png (snapshots left to right, the target last) and
     distances.json in ``outdir``; returns the paths."""
-    import io
-    import json
-
-    from .util.files import atomic_write
-    from .util.grids import make_grid, save_png
-
     os.makedirs(outdir, exist_ok=True)
     paths = {k: os.path.join(outdir, n) for k, n in (("proj", "proj.png"), ("target", "target.png"), ("z", "z.npy"),
                                                       ("progress", "progress.png"), ("distances", "distances.json"))}
@@ -187,5 +184,4 @@ def _rep(labels, n: int):
 
 
 def _uint8(x: torch.Tensor) -> np.ndarray:
-    from .util.grids import to_uint8
     return to_uint8(x.float().cpu())[0]

@@ -3,7 +3,6 @@ latent, options). Only files under the served path can be opened."""
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import threading
 from collections import OrderedDict
@@ -13,7 +12,7 @@ import numpy as np
 
 from ..api import latents_for_seeds, load_generator
 from ..util.errors import UsageError
-from ..util.grids import make_grid
+from ..util.grids import make_grid, png_bytes
 from ..video import slerp
 
 MAX_SEED = 2 ** 32 - 1
@@ -58,14 +57,6 @@ def safe_path(root: str, rel: str, suffixes: tuple[str, ...]) -> str:
     return path
 
 
-def png(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 class ImageService:
     def __init__(self, root: str, workers: int = 2, queue: int = 64, max_images: int = 64, device="cpu"):
         self.root, self.device, self.max_images = root, device, max_images
@@ -91,9 +82,6 @@ class ImageService:
             self.generators.put(key, gen)
         return gen, key
 
-    def _labels(self, gen, class_idx, n):
-        return gen.class_labels(class_idx, n)
-
     def latents(self, gen, seeds, truncate):
         for s in seeds:
             if not 0 <= s <= MAX_SEED:
@@ -110,12 +98,12 @@ class ImageService:
         if len(z) * gen.resolution ** 2 > self.max_pixels:
             raise UsageError(f"{len(z)} images of {gen.resolution}x{gen.resolution} are more than this server makes "
                              f"at once ({self.max_pixels // gen.resolution ** 2} at this resolution)")
-        labels = self._labels(gen, class_idx, len(z))
+        labels = gen.class_labels(class_idx, len(z))
         ckey = (key, hashlib.sha1(np.ascontiguousarray(z, np.float32).tobytes()).hexdigest(), class_idx, cols, what)
         data = self.cache.get(ckey)
         if data is None:
             images = gen.generate(z=z, labels=labels).images
-            data = png(images[0] if len(images) == 1 else make_grid(images, cols))
+            data = png_bytes(images[0] if len(images) == 1 else make_grid(images, cols))
             self.cache.put(ckey, data)
         return data
 

@@ -30,10 +30,15 @@ def make_grid(images: np.ndarray, cols: int, size: int | None = None) -> np.ndar
     return grid.reshape(rows * h, cols * w, c)
 
 
-def save_png(path: str, image: np.ndarray) -> None:
+def png_bytes(image: np.ndarray) -> bytes:
+    """uint8 [H, W, C] (C = 1 or 3) as a PNG file's bytes."""
     from PIL import Image
 
-    im = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
     buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_png(path: str, image: np.ndarray) -> None:
+    data = png_bytes(image)
+    atomic_write(path, lambda f: f.write(data))
