@@ -121,23 +121,95 @@ def test_a_budgeted_run_moves_its_end_to_meet_the_deadline():
     from types import SimpleNamespace
 
     from pggan.schedule import Phase
+    from pggan.training.budget import EndPace
     from pggan.training.run import Run
     from pggan.training.trainer import Step
     from pggan.util.dist import DistInfo
 
     cfg = get_preset("cpu-small")
     cfg.sched.total_kimg = 60.0
-    run = SimpleNamespace(cfg=cfg, trainer=SimpleNamespace(cur_nimg=60_000), deadline=1000.0, top_start=None, bar=None,
+    run = SimpleNamespace(cfg=cfg, trainer=SimpleNamespace(cur_nimg=60_000), pace=EndPace(1000.0), bar=None,
                           info=DistInfo())
     top = Step(Phase(kimg=60.0, lod=0.0, res_log2=5, alpha=1.0, batch=16, g_lr=1e-3, d_lr=1e-3), {})
     fade = Step(Phase(kimg=50.0, lod=0.5, res_log2=5, alpha=0.5, batch=16, g_lr=1e-3, d_lr=1e-3), {})
     Run.end_on_time(run, fade, 500.0)
-    assert run.top_start is None and cfg.sched.total_kimg == 60.0             # not before the last phase
+    assert run.pace.start is None and cfg.sched.total_kimg == 60.0             # not before the last phase
     Run.end_on_time(run, top, 500.0)
-    assert run.top_start == (60_000, 500.0)
+    assert run.pace.start == (500.0, 60_000) and cfg.sched.total_kimg == 60.0
     run.trainer.cur_nimg = 61_000                                              # 1,000 images in 10 s: 100 img/s
     Run.end_on_time(run, top, 510.0)
     assert cfg.sched.total_kimg == pytest.approx(61.0 + 490 * 100 / 1000)
     run.trainer.cur_nimg = 70_000
     Run.end_on_time(run, top, 1001.0)
     assert cfg.sched.total_kimg == 70.0                                        # past the deadline: the run ends
+
+
+def test_the_end_follows_a_slowdown_near_the_deadline():
+    """A machine that slows to a quarter of its speed late in the phase (another job started): asked
+    after every step, the run still ends within a step of the deadline; had the end been moved only
+    every 2 kimg (at ticks, as before) it would end some 40 s late."""
+    from pggan.training.budget import EndPace
+
+    def simulate(every):
+        pace, now, nimg, end = EndPace(deadline=1000.0), 0.0, 0, None
+        while end is None or nimg < end:
+            now += 0.16 if now < 800.0 else 0.64                 # 16 images a step: 100 img/s, then 25
+            nimg += 16
+            if nimg % every == 0:
+                end = pace.end_nimg(nimg, now) or end
+        return now
+
+    assert 1000.0 <= simulate(every=16) <= 1000.64
+    assert simulate(every=2000) > 1030.0
+
+
+def test_cpu_small_scales_its_maps_and_latent_and_keeps_hand_chosen_networks():
+    from pggan.presets import scaled_cpu_small
+
+    net = get_preset("cpu-small").net
+    assert scaled_cpu_small(net, 1) == net
+    x2 = scaled_cpu_small(net, 2)
+    assert x2.widths == {4: 128, 8: 128, 16: 64, 32: 32} and x2.z_dim == 128
+    assert [scaled_cpu_small(net, 8).width(r) for r in LEVELS] == [512, 512, 256, 128]   # at most the paper's 512
+    assert scaled_cpu_small(net, 8).z_dim == 512
+    assert scaled_cpu_small(get_preset("celebahq-1024").net, 2) is None
+    cfg = validate(get_preset("cpu-small").replace(net=net.__class__(**{**vars(net), "fmap_max": 32})))
+    assert scaled_cpu_small(cfg.net, 2) is None
+
+
+@pytest.mark.parametrize("seconds, chosen, measured", [(400, 1, [1]), (3000, 1, [1, 2]), (9000, 2, [1, 2, 4]),
+                                                       (20000, 4, [1, 2, 4, 8]), (60000, 8, [1, 2, 4, 8])])
+def test_budget_network_auto_picks_the_widest_that_stabilises_long_enough(monkeypatch, seconds, chosen, measured):
+    """Each doubling of the maps triples the step time (fake costs): the widest scale whose plan still
+    gives the top resolution TOP_KIMG_WANTED kimg wins, and no scale is measured that could not."""
+    from pggan.training import budget
+
+    cfg = get_preset("cpu-small")
+    cfg.budget = "1h"
+    calls = []
+
+    def fake_measure(cand, images, device, levels, info):
+        scale = cand.net.z_dim // 64
+        calls.append(scale)
+        f = 3.0 ** (scale.bit_length() - 1)
+        c = costs()
+        return Costs({r: v * f for r, v in c.stabilise.items()}, {r: v * f for r, v in c.fade.items()})
+
+    monkeypatch.setattr(budget, "measure_costs", fake_measure)
+    lines = []
+    out, c, plan = budget.choose_network(cfg, None, None, None, LEVELS, lambda: seconds, lines.append)
+    assert calls == measured and out.net.z_dim == 64 * chosen
+    assert plan == plan_schedule(seconds, c, LEVELS, out)
+    def top_kimg(scale):
+        try:
+            c = fake_measure(cfg.replace(net=budget.scaled_cpu_small(cfg.net, scale)), *[None] * 4)
+            return plan_schedule(seconds, c, LEVELS, cfg).stabilise_kimg[32]
+        except ConfigError:
+            return 0.0
+
+    wide_enough = [s for s in (1, 2, 4, 8) if top_kimg(s) >= budget.TOP_KIMG_WANTED]
+    assert chosen == max(wide_enough, default=1)
+    assert f"chose x{chosen}" in lines[0]
+    cfg.budget_network = "fixed"
+    calls.clear()
+    assert budget.choose_network(cfg, None, None, None, LEVELS, lambda: seconds)[0].net == cfg.net and calls == [1]

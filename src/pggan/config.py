@@ -158,6 +158,8 @@ class TrainConfig:
                           "phase's kimg and total_kimg to end within it (docs/budget.md)")
     budget_top_share: float = opt(0.6, "a --budget run's share of training time stabilising the top resolution; "
                                        "the earlier phases share the rest, equal in images (docs/budget.md)")
+    budget_network: str = opt("auto", "auto: a --budget run on cpu-small's network (no net.* option set) scales its "
+                                      "feature maps and latent size to the budget (docs/budget.md); fixed: keep it")
     tick_kimg: float = opt(4.0, "kimg between log/stats lines")
     image_kimg: float = opt(20.0, "kimg between image grids (0 = only at the end)")
     checkpoint_kimg: float = opt(100.0, "kimg between checkpoints (0 = only at the end)")
@@ -358,6 +360,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                       f"choose from {', '.join(AUGMENTATIONS)}")
     need(0 <= a.p <= 1, f"aug.p must be in [0, 1], got {a.p}")
     need(0 < a.target < 1 and a.speed_kimg > 0, "aug.target must be in (0, 1) and aug.speed_kimg > 0")
+    need(cfg.budget_network in ("auto", "fixed"), f"budget_network must be auto or fixed, got '{cfg.budget_network}'")
     need(0 < cfg.budget_top_share < 1, f"budget_top_share must be between 0 and 1, got {cfg.budget_top_share}")
     need(cfg.tick_kimg > 0, "tick_kimg must be > 0")
     need(cfg.image_kimg >= 0 and cfg.checkpoint_kimg >= 0, "image_kimg and checkpoint_kimg must be >= 0")

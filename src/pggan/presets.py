@@ -1,6 +1,8 @@
 """Named configurations: the paper's networks and schedules, and a small one for CPUs."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .config import ConfigError, LossConfig, NetworkConfig, OptimConfig, ScheduleConfig, TrainConfig
 from .schedule import PAPER_BATCH, V2_BATCH
 
@@ -66,6 +68,23 @@ def cpu_small() -> TrainConfig:
         sched=ScheduleConfig(lod_training_kimg=10, lod_transition_kimg=10, total_kimg=100, batch_base=16,
                              batch_table={4: 32, 8: 32}, lr_base=0.003),
         optim=OptimConfig(ema_beta=0.99, ema_rampup=0.05))
+
+
+def scaled_cpu_small(net: NetworkConfig, scale: int) -> NetworkConfig | None:
+    """cpu-small's network with ``scale`` times its feature maps at every resolution and its latent size
+    (at most the paper's 512), or None when ``net`` is not cpu-small's (its widths were chosen by hand).
+    The family a --budget run picks from (training/budget.py)."""
+    small = cpu_small().net
+    fields = ("fmap_base", "fmap_decay", "fmap_max", "widths", "latent_size")
+    if any(getattr(net, f) != getattr(small, f) for f in fields):
+        return None
+    if scale == 1:
+        return net
+    res, widths = 4, {}
+    while res <= net.resolution:
+        widths[res] = min(512, scale * small.width(res))
+        res *= 2
+    return replace(net, widths=widths, latent_size=min(512, scale * small.latent_size))
 
 
 PRESETS = {

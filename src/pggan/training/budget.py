@@ -28,6 +28,7 @@ import torch
 from ..checkpoint import save_checkpoint
 from ..config import ConfigError, TrainConfig, parse_duration
 from ..data.base import ImageSet
+from ..presets import scaled_cpu_small
 from ..schedule import batch_for, phase_for_level
 from ..util.dist import DistInfo, all_max
 from ..util.grids import make_grid, save_png
@@ -38,6 +39,8 @@ END_RESERVE = 0.015       # of the budget: what timing noise may add over the ru
 PHASE_KIMG_CAP = 10.0     # earlier phases longer than this give the top phase more time instead ...
 TOP_SHARE_MAX = 0.85      # ... up to this share of the training time (docs/budget.md has the measurements)
 MIN_PHASE_KIMG = 0.5      # shorter fades and stabilise phases are not worth growing for
+WIDTH_SCALES = (1, 2, 4, 8)   # budget_network auto: cpu-small's feature maps times these ...
+TOP_KIMG_WANTED = 150.0   # ... the widest that still stabilises the top resolution this long (docs/budget.md)
 
 
 @dataclass
@@ -149,18 +152,16 @@ def budget_seconds(cfg: TrainConfig) -> float:
 
 def plan_budget(cfg: TrainConfig, images: ImageSet, device: torch.device, info: DistInfo, started: float,
                 log=print) -> tuple[TrainConfig, float]:
-    """(the config with its schedule planned to end ``cfg.budget`` after ``started``, a time.time();
-    the seconds its last grid, checkpoint and metrics take after the last step)."""
+    """(the config with its schedule, and with ``budget_network`` auto its network, planned to end
+    ``cfg.budget`` after ``started``, a time.time(); the seconds its last grid, checkpoint and metrics
+    take after the last step)."""
     res, levels = cfg.net.resolution, []
     r = cfg.sched.start_resolution if cfg.sched.growing else res
     while r <= res:
         levels.append(r)
         r *= 2
-    costs = measure_costs(cfg, images, device, levels, info)
-    left = budget_seconds(cfg) - (time.time() - started)
-    if info.enabled:                     # every rank must plan the same schedule: the least time left
-        left = -float(all_max(torch.tensor([-left], dtype=torch.float64, device=device)))
-    plan = plan_schedule(left, costs, levels, cfg)
+    cfg, costs, plan = choose_network(cfg, images, device, info, levels, lambda: _time_left(cfg, started, info, device),
+                                      log)
     cfg = copy.deepcopy(cfg)
     if cfg.sched.growing:
         cfg.sched.stabilise_kimg_table = {r: _round(k) for r, k in plan.stabilise_kimg.items() if r < res}
@@ -171,6 +172,70 @@ def plan_budget(cfg: TrainConfig, images: ImageSet, device: torch.device, info: 
     for line in plan.lines(costs):
         log("  " + line)
     return cfg, costs.grid + costs.checkpoint + (costs.metrics if cfg.metrics.strip() else 0.0)
+
+
+def choose_network(cfg: TrainConfig, images: ImageSet, device: torch.device, info: DistInfo, levels: list[int],
+                   time_left, log=print) -> tuple[TrainConfig, Costs, Plan]:
+    """The widest of cpu-small's network scaled by WIDTH_SCALES that still stabilises its top resolution
+    for TOP_KIMG_WANTED kimg in the time left (the smallest when none does), with its costs and plan;
+    ``cfg`` as it is when its network is not cpu-small's or ``budget_network`` is fixed. Scales are
+    measured smallest first, and the next only while this one's plan leaves room for a network at
+    least twice as slow (each doubling of the maps is 3x the time on a CPU)."""
+    top = levels[-1]
+    nets = [scaled_cpu_small(cfg.net, s) for s in WIDTH_SCALES] if cfg.budget_network == "auto" else [None]
+    if nets[0] is None:
+        costs = measure_costs(cfg, images, device, levels, info)
+        return cfg, costs, plan_schedule(time_left(), costs, levels, cfg)
+    chosen, seen = None, []
+    for scale, net in zip(WIDTH_SCALES, nets):
+        cand = cfg.replace(net=net)
+        costs = measure_costs(cand, images, device, levels, info)
+        try:
+            plan = plan_schedule(time_left(), costs, levels, cand)
+        except ConfigError:
+            if chosen is None:
+                raise
+            break
+        top_kimg = plan.stabilise_kimg[top]
+        seen.append(f"x{scale} ({'/'.join(str(net.width(r)) for r in levels)} maps, latent {net.z_dim}): "
+                    f"{top_kimg:.0f} kimg at {top}x{top}")
+        if chosen is not None and top_kimg < TOP_KIMG_WANTED:
+            break
+        chosen = (cand, costs, scale)
+        if top_kimg < 2 * TOP_KIMG_WANTED:
+            break
+    cand, costs, scale = chosen
+    log(f"budget_network auto: {'; '.join(seen)}; chose x{scale}, the widest that trains its top resolution "
+        f"{TOP_KIMG_WANTED:.0f} kimg or more (the smallest when none does)")
+    return cand, costs, plan_schedule(time_left(), costs, levels, cand)
+
+
+def _time_left(cfg: TrainConfig, started: float, info: DistInfo, device: torch.device) -> float:
+    """Seconds of the budget left; in a multi-process run the least of any rank, so that all plan alike."""
+    left = budget_seconds(cfg) - (time.time() - started)
+    if info.enabled:
+        left = -float(all_max(torch.tensor([-left], dtype=torch.float64, device=device)))
+    return left
+
+
+class EndPace:
+    """Where a budgeted run's last phase must end (in images) to meet its deadline, at the speed measured
+    since the phase began. Asked after every step, so the run ends at the first step past the deadline
+    however the speed changes (another job starting on the machine); the speed only places the end
+    shown by the progress bar and saved with a checkpoint."""
+
+    def __init__(self, deadline: float):
+        self.deadline = deadline
+        self.start: tuple[float, int] | None = None
+
+    def end_nimg(self, cur_nimg: int, now: float) -> int | None:
+        """The images at which to end; None at the phase's first step (no speed yet)."""
+        if self.start is None:
+            self.start = (now, cur_nimg)
+            return None
+        t0, n0 = self.start
+        rate = (cur_nimg - n0) / max(now - t0, 1e-9)
+        return cur_nimg + max(0, int((self.deadline - now) * rate))   # past the deadline: end now
 
 
 def _round(kimg: float) -> float:

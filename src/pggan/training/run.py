@@ -16,7 +16,7 @@ from ..config import TrainConfig
 from ..schedule import Phase
 from ..util.device import peak_memory_mb, precision_note, resolve_device
 from ..util.dist import DistInfo, ProcessGroupError, all_mean, all_min, any_rank, check_identical, init_from_env, shutdown
-from .budget import budget_seconds, plan_budget
+from .budget import EndPace, budget_seconds, plan_budget
 from .rundir import RunDir, fakes_name
 from .setup import check_init_labels, load_training_data, resolve_config
 from .trainer import Step, Trainer, grid_latents
@@ -119,8 +119,7 @@ class Run:
             self.run_dir.write_fakes(0, t.sample(self.grid_z, self.grid_labels), cfg.grid_size, cfg.net.resolution)
         # a budgeted run's clock starts with the process, so that its set-up counts against the budget
         self.session_start = started if cfg.budget and ckpt is None else time.time() - t.wall_offset
-        self.deadline = self.session_start + budget_seconds(cfg) - end_s if cfg.budget else None
-        self.top_start: tuple[int, float] | None = None
+        self.pace = EndPace(self.session_start + budget_seconds(cfg) - end_s) if cfg.budget else None
         self.tick = int(t.cur_nimg // (cfg.tick_kimg * 1000))
         self.last_phase = t.phase()
         self._reset_tick()
@@ -182,19 +181,16 @@ class Run:
         self.tick_start_time += time.time() - start      # the tick's images/s measure training only
 
     def end_on_time(self, step: Step, now: float) -> None:
-        """A budgeted run in its last phase moves its end (total_kimg) to where, at the speed measured
-        since that phase began, it meets the deadline: the plan's speeds were measured in seconds, and
-        a machine's speed drifts over a run. Nothing before the end of the run changes. Called at every
-        tick, on every rank alike (the ranks agree on the earliest end)."""
+        """A budgeted run in its last phase moves its end (total_kimg) after every step to where it meets
+        the deadline at the speed measured (``EndPace``): the plan's speeds were measured in seconds, and
+        a machine's speed drifts over a run or drops when another job starts. Nothing before the end of
+        the run changes. On every rank alike: the ranks agree on the earliest end."""
         ph, t = step.phase, self.trainer
         if ph.resolution != self.cfg.net.resolution or ph.alpha < 1.0:
             return
-        if self.top_start is None:
-            self.top_start = (t.cur_nimg, now)
+        total = self.pace.end_nimg(t.cur_nimg, now)
+        if total is None:
             return
-        n0, t0 = self.top_start
-        rate = (t.cur_nimg - n0) / max(now - t0, 1e-9)
-        total = t.cur_nimg + max(0, int((self.deadline - now) * rate))   # past the deadline: end now
         if self.info.enabled:
             total = all_min(total, self.device)
         self.cfg.sched.total_kimg = total / 1000.0          # saved with the next checkpoint
@@ -231,7 +227,7 @@ class Run:
             self.bar.update((t.cur_nimg - prev) / 1000.0)
             self.bar.set_postfix_str(f"res {step.phase.resolution} alpha {step.phase.alpha:.2f} {rate:.1f} img/s",
                                      refresh=False)
-        if self.deadline is not None and crossed(prev, t.cur_nimg, cfg.tick_kimg):
+        if self.pace is not None:
             self.end_on_time(step, time.time())
         done = t.cur_nimg >= int(cfg.sched.total_kimg * 1000)
         if crossed(prev, t.cur_nimg, cfg.tick_kimg) or done:
