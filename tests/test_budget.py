@@ -128,8 +128,8 @@ def test_a_budgeted_run_moves_its_end_to_meet_the_deadline():
 
     cfg = get_preset("cpu-small")
     cfg.sched.total_kimg = 60.0
-    run = SimpleNamespace(cfg=cfg, trainer=SimpleNamespace(cur_nimg=60_000), pace=EndPace(1000.0), bar=None,
-                          info=DistInfo())
+    run = SimpleNamespace(cfg=cfg, trainer=SimpleNamespace(cur_nimg=60_000), pace=EndPace(1000.0), pace_steps=0,
+                          bar=None, info=DistInfo())
     top = Step(Phase(kimg=60.0, lod=0.0, res_log2=5, alpha=1.0, batch=16, g_lr=1e-3, d_lr=1e-3), {})
     fade = Step(Phase(kimg=50.0, lod=0.5, res_log2=5, alpha=0.5, batch=16, g_lr=1e-3, d_lr=1e-3), {})
     Run.end_on_time(run, fade, 500.0)

@@ -73,6 +73,9 @@ def _is_comm_failure(e: Exception) -> bool:
     return any(w in text for w in ("gloo", "nccl", "connection", "timed out", "peer", "broken pipe"))
 
 
+END_AGREE_STEPS = 8      # a multi-process budgeted run agrees on its end every this many steps of its last phase
+
+
 class Run:
     """One training run: the trainer, its run directory (rank 0) and the loop's cadences."""
 
@@ -120,6 +123,7 @@ class Run:
         # a budgeted run's clock starts with the process, so that its set-up counts against the budget
         self.session_start = started if cfg.budget and ckpt is None else time.time() - t.wall_offset
         self.pace = EndPace(self.session_start + budget_seconds(cfg) - end_s) if cfg.budget else None
+        self.pace_steps = 0
         self.tick = int(t.cur_nimg // (cfg.tick_kimg * 1000))
         self.last_phase = t.phase()
         self._reset_tick()
@@ -184,10 +188,14 @@ class Run:
         """A budgeted run in its last phase moves its end (total_kimg) after every step to where it meets
         the deadline at the speed measured (``EndPace``): the plan's speeds were measured in seconds, and
         a machine's speed drifts over a run or drops when another job starts. Nothing before the end of
-        the run changes. On every rank alike: the ranks agree on the earliest end."""
+        the run changes. In a multi-process run every END_AGREE_STEPS steps, on every rank alike: the
+        ranks agree on the earliest end."""
         ph, t = step.phase, self.trainer
         if ph.resolution != self.cfg.net.resolution or ph.alpha < 1.0:
             return
+        self.pace_steps += 1
+        if self.info.enabled and self.pace_steps % END_AGREE_STEPS:
+            return                  # the ranks' agreement is a round trip (and a GPU sync): not every step
         total = self.pace.end_nimg(t.cur_nimg, now)
         if total is None:
             return
