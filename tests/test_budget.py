@@ -210,6 +210,6 @@ def test_budget_network_auto_picks_the_widest_that_stabilises_long_enough(monkey
     wide_enough = [s for s in (1, 2, 4, 8) if top_kimg(s) >= budget.TOP_KIMG_WANTED]
     assert chosen == max(wide_enough, default=1)
     assert f"chose x{chosen}" in lines[0]
-    cfg.budget_network = "fixed"
-    calls.clear()
-    assert budget.choose_network(cfg, None, None, None, LEVELS, lambda: seconds)[0].net == cfg.net and calls == [1]
+    for kept in (cfg.replace(budget_network="fixed"), cfg.replace(init="/some/checkpoint.pt")):
+        calls.clear()
+        assert budget.choose_network(kept, None, None, None, LEVELS, lambda: seconds)[0].net == cfg.net and calls == [1]

@@ -178,11 +178,12 @@ def choose_network(cfg: TrainConfig, images: ImageSet, device: torch.device, inf
                    time_left, log=print) -> tuple[TrainConfig, Costs, Plan]:
     """The widest of cpu-small's network scaled by WIDTH_SCALES that still stabilises its top resolution
     for TOP_KIMG_WANTED kimg in the time left (the smallest when none does), with its costs and plan;
-    ``cfg`` as it is when its network is not cpu-small's or ``budget_network`` is fixed. Scales are
-    measured smallest first, and the next only while this one's plan leaves room for a network at
-    least twice as slow (each doubling of the maps is 3x the time on a CPU)."""
+    ``cfg`` as it is when its network is not cpu-small's, is fine-tuned (``init``) or ``budget_network``
+    is fixed. Scales are measured smallest first, and the next only while this one's plan leaves room
+    for a network at least twice as slow (each doubling of the maps is 3x the time on a CPU)."""
     top = levels[-1]
-    nets = [scaled_cpu_small(cfg.net, s) for s in WIDTH_SCALES] if cfg.budget_network == "auto" else [None]
+    auto = cfg.budget_network == "auto" and not cfg.init          # a fine-tuned network keeps its shape
+    nets = [scaled_cpu_small(cfg.net, s) for s in WIDTH_SCALES] if auto else [None]
     if nets[0] is None:
         costs = measure_costs(cfg, images, device, levels, info)
         return cfg, costs, plan_schedule(time_left(), costs, levels, cfg)
