@@ -38,6 +38,8 @@ def main() -> int:
     length.add_argument("--budget", help="e.g. 25m")
     length.add_argument("--kimg", type=float)
     length.add_argument("--run", help="measure this finished run directory instead of training one")
+    ap.add_argument("--network", help="with --run: measure this checkpoint of the run (G_ema) instead of its final "
+                    "generator, e.g. to compare runs at the same kimg")
     ap.add_argument("--outdir", default="quality-runs")
     ap.add_argument("--desc", default="")
     ap.add_argument("--init", help="fine-tune this network (pggan train --init)")
@@ -45,6 +47,8 @@ def main() -> int:
     ap.add_argument("--swd-repeats", type=int, default=3, help="SWDs with other descriptor draws, averaged")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to pggan train")
     args = ap.parse_args()
+    if args.network and not args.run:
+        ap.error("--network needs --run")
 
     os.makedirs(args.outdir, exist_ok=True)
     cmd = [sys.executable, "-m", "pggan", "train", "--data", args.data, "--resolution", str(args.resolution),
@@ -55,7 +59,7 @@ def main() -> int:
     for item in args.set:
         cmd += ["--set", item]
     if args.run:
-        run, wall = args.run, json.loads(open(os.path.join(args.run, "stats.jsonl")).readlines()[-1])["wall_s"]
+        run = args.run
     else:
         before = set(glob.glob(os.path.join(args.outdir, "0*")))
         start = time.time()
@@ -65,7 +69,10 @@ def main() -> int:
             return code
         (run,) = set(glob.glob(os.path.join(args.outdir, "0*"))) - before
 
-    gen = load_generator(os.path.join(run, "generator-final.safetensors"))
+    gen = load_generator(args.network or os.path.join(run, "generator-final.safetensors"))
+    if args.run:                # the wall time the run had taken when it wrote this network
+        stats = [json.loads(line) for line in open(os.path.join(run, "stats.jsonl"))]
+        wall = [s for s in stats if not args.network or s["kimg"] <= gen.kimg + 1e-6][-1]["wall_s"]
     real = np.asarray(load_images(args.data, args.resolution, gen.net.channels, 10 ** 9).levels[args.resolution])
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(real))
@@ -79,24 +86,32 @@ def main() -> int:
         return {"levels": levels, "avg": sum(levels.values()) / len(levels)}
 
     result = {
-        "run": run, "command": "" if args.run else " ".join(cmd[2:]), "wall_s": round(wall, 1), "images": len(real),
+        "run": run, "network": gen.source, "kimg": gen.kimg, "command": "" if args.run else " ".join(cmd[2:]),
+        "wall_s": round(wall, 1), "images": len(real),
         "fake_vs_real": mean_swd(fakes, reals),
         "half": mean_swd(fakes[: len(half_b)], reals[half_b]),
         "floor": mean_swd(reals[half_a], reals[half_b]),
     }
     result["half_over_floor"] = result["half"]["avg"] / result["floor"]["avg"]
     grids = [Image.open(os.path.join(run, "reals.png"))]
-    grids.append(Image.open(sorted(glob.glob(os.path.join(run, "fakes*.png")))[-1]))
+    fakes_grid = sorted(glob.glob(os.path.join(run, "fakes*.png")))[-1]
+    out_png = os.path.join(run, "quality.png")
+    if args.network:            # checkpoint-000400.000.pt: the grid written with it, fakes000400.000.png
+        stem = os.path.basename(args.network).split("-")[-1].rsplit(".", 1)[0]
+        if os.path.exists(os.path.join(run, f"fakes{stem}.png")):
+            fakes_grid = os.path.join(run, f"fakes{stem}.png")
+        out_png = os.path.join(run, f"quality-{stem}.png")
+    grids.append(Image.open(fakes_grid))
     side = Image.new("RGB", (grids[0].width * 2 + 8, grids[0].height), "white")
     side.paste(grids[0], (0, 0))
     side.paste(grids[1], (grids[0].width + 8, 0))
-    side.save(os.path.join(run, "quality.png"))
+    side.save(out_png)
     with open(os.path.join(args.outdir, "quality.jsonl"), "a") as f:
         f.write(json.dumps(result) + "\n")
     print(f"{run}: {wall / 60:.1f} min; SWD x1e3 avg: all {result['fake_vs_real']['avg']:.2f}, "
           f"half {result['half']['avg']:.2f}, real-vs-real floor {result['floor']['avg']:.2f} "
           f"(ratio {result['half_over_floor']:.2f}); levels {_levels(result['half'])} vs floor {_levels(result['floor'])}; "
-          f"{os.path.join(run, 'quality.png')}")
+          f"{out_png}")
     return 0
 
 
