@@ -3,6 +3,7 @@
     python tools/build_icon_set.py --out icons
     python tools/quality_budget.py --data icons/ds32 --resolution 32 --budget 25m
     python tools/quality_budget.py --data icons/ds32 --resolution 32 --kimg 150 --desc kimg150   # a hand-chosen length
+    python tools/quality_budget.py --data icons/ds32 --resolution 32 --run RUN --network RUN/checkpoint-000400.000.pt
 
 Runs `pggan train` as a user would (a new process, its wall time measured from outside), then measures
 the final G_ema with SWD (x1e3; the levels and their average):
