@@ -29,6 +29,8 @@ from PIL import Image
 from pggan.api import load_generator
 from pggan.data.load import load_images
 from pggan.metrics.swd import swd
+from pggan.training.rundir import fakes_name
+from pggan.util.files import kimg_tag
 
 
 def main() -> int:
@@ -97,11 +99,11 @@ def main() -> int:
     grids = [Image.open(os.path.join(run, "reals.png"))]
     fakes_grid = sorted(glob.glob(os.path.join(run, "fakes*.png")))[-1]
     out_png = os.path.join(run, "quality.png")
-    if args.network:            # checkpoint-000400.000.pt: the grid written with it, fakes000400.000.png
-        stem = os.path.basename(args.network).split("-")[-1].rsplit(".", 1)[0]
-        if os.path.exists(os.path.join(run, f"fakes{stem}.png")):
-            fakes_grid = os.path.join(run, f"fakes{stem}.png")
-        out_png = os.path.join(run, f"quality-{stem}.png")
+    if args.network:            # the grid written with this checkpoint, named by the same kimg
+        nimg = round(gen.kimg * 1000)
+        if os.path.exists(os.path.join(run, fakes_name(nimg))):
+            fakes_grid = os.path.join(run, fakes_name(nimg))
+        out_png = os.path.join(run, f"quality-{kimg_tag(nimg)}.png")
     grids.append(Image.open(fakes_grid))
     side = Image.new("RGB", (grids[0].width * 2 + 8, grids[0].height), "white")
     side.paste(grids[0], (0, 0))
