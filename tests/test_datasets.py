@@ -447,3 +447,17 @@ def test_compressed_top_levels_read_back_exactly(tmp_path):
     r = CliRunner().invoke(main, ["dataset", "create", "builtin:shapes", str(tmp_path / "x"), "--resolution", "16",
                                   "--compress-from", "48"])
     assert r.exit_code == 1 and "--compress-from" in r.output
+
+
+def test_builtin_shape_kinds_and_rounded_morphs():
+    from pggan.data.builtin import SHAPE_KINDS, render_shape, shape_kind
+
+    kinds = [shape_kind(0, i) for i in range(300)]
+    assert set(kinds) == set(range(len(SHAPE_KINDS))) and all(60 < kinds.count(k) < 140 for k in range(3))
+    disc, square = kinds.index(0), kinds.index(1)
+    for i in (disc, square):
+        assert np.array_equal(render_shape(0, i, 32), render_shape(0, i, 32, rounding=0.0))
+    # rounding a square's corners changes its silhouette; a disc has no corners to round
+    changed = [np.abs(render_shape(0, i, 32, rounding=0.5).astype(int) - render_shape(0, i, 32)).max()
+               for i in (disc, square)]
+    assert changed[0] <= 2 and changed[1] > 50

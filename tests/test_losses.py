@@ -55,6 +55,22 @@ def test_logistic_r1_value():
     assert torch.allclose(gl.double(), F.softplus(-f).mean())
 
 
+@pytest.mark.parametrize("kind", ["wgangp", "logistic"])
+def test_lazy_penalty_weight(kind):
+    """Lazy regularisation: weight N on every N-th step, none (and no double backward) on the others."""
+    D = LinearD((3, 4, 4), 2.0)
+    cfg = LossConfig(kind=kind)
+    reals, fakes = torch.randn(4, 3, 4, 4, dtype=torch.float64), torch.randn(4, 3, 4, 4, dtype=torch.float64)
+    full, s1 = d_loss(cfg, D, reals, fakes, None, 2, 1.0)
+    lazy, s4 = d_loss(cfg, D, reals, fakes, None, 2, 1.0, penalty_weight=4.0)
+    skipped, s0 = d_loss(cfg, D, reals, fakes, None, 2, 1.0, penalty_weight=0.0)
+    penalty = 10.0 * (2.0 - 1.0) ** 2 if kind == "wgangp" else 5.0 * 2.0 ** 2
+    assert math.isclose(float(full - skipped), penalty, rel_tol=1e-6)
+    assert math.isclose(float(lazy - skipped), 4 * penalty, rel_tol=1e-6)
+    # the logged penalty is weighted too, so its mean over a tick is the penalty's mean, lazy or not
+    assert math.isclose(float(s4["penalty"]), 4 * float(s1["penalty"])) and float(s0["penalty"]) == 0.0
+
+
 def test_lsgan_values_and_noise_schedule():
     D = LinearD((3, 4, 4), 1.0)
     cfg = LossConfig(kind="lsgan")

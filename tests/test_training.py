@@ -77,10 +77,11 @@ def _losses_until(cfg, stop_at=None, resume=None):
     return losses, result
 
 
-@pytest.mark.parametrize("loss", ["wgangp", "lsgan"])
+@pytest.mark.parametrize("loss", ["wgangp", "lsgan", "wgangp-lazy"])
 def test_interrupted_and_resumed_run_repeats_exactly(tmp_path, loss):
     cfg = tiny_config(tmp_path, deterministic=True, mirror=True)
-    cfg.loss.kind = loss
+    cfg.loss.kind = loss.removesuffix("-lazy")
+    cfg.loss.penalty_every = 3 if loss.endswith("-lazy") else 1
     cfg.sched.total_kimg = 0.7
     full, _ = _losses_until(cfg)
     # stop mid-fade (0.2..0.4 kimg is the fade into 8x8): step 30 is at 0.24 kimg
@@ -338,3 +339,14 @@ def test_any_file_that_is_not_a_network_gives_one_line(tmp_path):
             assert "Traceback" not in out and "Could this error message" not in out and len(out.strip().splitlines()) == 1
     code, out = _cli("train", "--resume", str(text))
     assert code == 1 and "not a readable pggan checkpoint" in out
+
+
+def test_lazy_penalty_runs_on_every_nth_d_step(tmp_path):
+    from pggan.data.load import load_images
+    from pggan.training.trainer import Trainer
+
+    cfg = tiny_config(tmp_path)
+    cfg.loss.penalty_every = 4
+    trainer = Trainer(cfg, load_images(cfg.data, 16, 3, 64, 0), torch.device("cpu"))
+    with_penalty = [float(trainer.step().stats["penalty"]) > 0 for _ in range(12)]
+    assert with_penalty == [True, False, False, False] * 3

@@ -84,6 +84,8 @@ class LossConfig:
     wgan_target: float = opt(1.0, "WGAN-GP target gradient norm gamma (750 for CIFAR-10)")
     wgan_epsilon: float = opt(0.001, "drift penalty weight eps_drift")
     r1_gamma: float = opt(10.0, "R1 weight for the logistic loss")
+    penalty_every: int = opt(1, "compute the gradient penalty (WGAN-GP or R1) on every N-th D step only, weighted by "
+                                "N (StyleGAN2's lazy regularisation; not in the paper, which has 1)")
     cond_weight: float = opt(1.0, "weight of the AC-GAN label terms")
     lsgan_noise: bool = opt(True, "LSGAN: adaptive multiplicative noise in D (appendix B)")
 
@@ -323,6 +325,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
     need(loss.kind in ("wgangp", "lsgan", "logistic"), f"loss.kind must be wgangp, lsgan or logistic, got '{loss.kind}'")
     need(loss.wgan_target > 0, "loss.wgan_target must be > 0")
+    need(loss.penalty_every >= 1, f"loss.penalty_every must be >= 1 (1: every D step), got {loss.penalty_every}")
     need(min(loss.wgan_lambda, loss.wgan_epsilon, loss.r1_gamma, loss.cond_weight) >= 0, "loss weights must be >= 0")
 
     need(is_resolution(s.start_resolution, high=n.resolution),

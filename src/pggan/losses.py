@@ -47,33 +47,38 @@ def gradient_penalty(D, reals, fakes, res_log2: int, alpha: float, target: float
 
 
 def d_loss(cfg: LossConfig, D, reals, fakes, labels, res_log2: int, alpha: float, grad_scale: float = 1.0,
-           mix: torch.Tensor | None = None, D_penalty=None, noise: float = 0.0):
+           mix: torch.Tensor | None = None, D_penalty=None, noise: float = 0.0, penalty_weight: float = 1.0):
     """Discriminator loss for one minibatch; ``fakes`` must come from G without a graph.
 
     ``D_penalty``: the D used where a double backward runs (the gradient penalties), when ``D`` is a
-    compiled version that cannot do one; the same module by default. ``noise``: LSGAN's D noise."""
+    compiled version that cannot do one; the same module by default. ``noise``: LSGAN's D noise.
+    ``penalty_weight``: scales the gradient penalty; 0 skips it (lazy regularisation's other steps)."""
     D_penalty = D_penalty or D
-    if cfg.kind == "logistic":
+    if cfg.kind == "logistic" and penalty_weight:
         fake_score, fake_logits = _split(D(fakes, res_log2, alpha, noise=noise))
         norm, real_out = input_gradient_norm(D_penalty, reals, res_log2, alpha, grad_scale)
         real_score, real_logits = _split(real_out)
         penalty = 0.5 * cfg.r1_gamma * norm.square()
-        loss = F.softplus(fake_score) + F.softplus(-real_score) + penalty
+        loss = F.softplus(fake_score) + F.softplus(-real_score) + penalty_weight * penalty
     else:
         # one pass over reals and fakes (bigger convolutions), each half with its own minibatch stddev
         both = D(torch.cat([reals, fakes.to(reals.dtype)]), res_log2, alpha, chunks=2, noise=noise)
         (real_score, real_logits), (fake_score, fake_logits) = _split(both[:len(reals)]), _split(both[len(reals):])
-        if cfg.kind == "wgangp":
-            penalty = gradient_penalty(D_penalty, reals, fakes, res_log2, alpha, cfg.wgan_target, grad_scale, mix)
-            loss = fake_score - real_score + cfg.wgan_lambda * penalty + cfg.wgan_epsilon * real_score.square()
+        penalty = torch.zeros_like(real_score)
+        if cfg.kind == "logistic":
+            loss = F.softplus(fake_score) + F.softplus(-real_score)
+        elif cfg.kind == "wgangp":
+            if penalty_weight:
+                penalty = gradient_penalty(D_penalty, reals, fakes, res_log2, alpha, cfg.wgan_target, grad_scale, mix)
+            loss = (fake_score - real_score + penalty_weight * cfg.wgan_lambda * penalty
+                    + cfg.wgan_epsilon * real_score.square())
         else:  # lsgan: D outputs "fakeness", real -> 0, fake -> 1
-            penalty = torch.zeros_like(real_score)
             loss = real_score.square() + 0.1 * (fake_score - 1.0).square()
     loss = loss.mean()
     if labels is not None:
         loss = loss + cfg.cond_weight * (_label_term(real_logits, labels) + _label_term(fake_logits, labels))
     stats = {"loss_d": loss.detach(), "score_real": real_score.detach().mean(), "score_fake": fake_score.detach().mean(),
-             "penalty": penalty.detach().mean(),
+             "penalty": penalty_weight * penalty.detach().mean(),   # over a tick: the penalty's mean, lazy or not
              # ADA's overfitting heuristic: how often D scores a real above the average fake
              "overfit": torch.sign(real_score.detach() - fake_score.detach().mean()).mean()}
     return loss, stats

@@ -15,6 +15,7 @@ import numpy as np
 from .base import DataError
 
 BUILTIN = ("shapes",)
+SHAPE_KINDS = ("disc", "square", "triangle")
 
 
 def check_builtin(name: str) -> None:
@@ -50,10 +51,16 @@ def _hsv(h: float, s: float, v: float) -> np.ndarray:
     return np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i], dtype=np.float32)
 
 
-def render_shape(seed: int, index: int, resolution: int, channels: int = 3) -> np.ndarray:
-    """One image as uint8 [channels, resolution, resolution]."""
+def shape_kind(seed: int, index: int) -> int:
+    """The index into SHAPE_KINDS of image ``index``'s shape: the first draw of its generator."""
+    return int(np.random.default_rng([seed, index]).integers(0, len(SHAPE_KINDS)))
+
+
+def render_shape(seed: int, index: int, resolution: int, channels: int = 3, rounding: float = 0.0) -> np.ndarray:
+    """One image as uint8 [channels, resolution, resolution]. ``rounding`` > 0 rounds the shape's corners
+    by that share of its size: a morph towards a disc that the data set never shows (tools/shape_score.py)."""
     rng = np.random.default_rng([seed, index])
-    kind = int(rng.integers(0, 3))
+    kind = int(rng.integers(0, len(SHAPE_KINDS)))
     cx, cy = rng.uniform(0.38, 0.62, size=2)
     size = rng.uniform(0.24, 0.34)
     angle = rng.uniform(-0.35, 0.35)
@@ -70,7 +77,8 @@ def render_shape(seed: int, index: int, resolution: int, channels: int = 3) -> n
     u, v = (x - cx) * ca + (y - cy) * sa, -(x - cx) * sa + (y - cy) * ca  # shape-local coordinates
 
     img = bg_top[:, None, None] * (1 - y) + bg_bot[:, None, None] * y     # [3, R, R]
-    d_body = _sd_shape(kind, u, v, size, 0.3 * size)
+    core = size * (1.0 - rounding)
+    d_body = _sd_shape(kind, u, v, core, 0.3 * core) - (size - core)
     shade = 1.0 - 0.25 * np.clip((u + v) / size, -1, 1)                  # soft lighting inside the body
     img = _over(img, body[:, None, None] * shade, _aa(d_body, px))
     outline_w = max(0.012, 0.6 * px)

@@ -154,6 +154,9 @@ class Trainer:
         reals_all, labels_all = minibatch(self.images, self.order, ph.batch, ph.resolution, self.device,
                                           self.dist.rank, self.dist.world)
         z, mix, fake_labels = self._shared_draws(ph.batch, cfg.loss.kind == "wgangp")
+        # lazy regularisation: which D steps carry the penalty follows from cur_nimg, so a resumed run agrees
+        every = cfg.loss.penalty_every
+        penalty_weight = float(every) if (self.cur_nimg // ph.batch) % every == 0 else 0.0
         self.opt_D.zero_grad(set_to_none=True)
         grad_scale = self.scaler_D.get_scale() if self.scaler_D.is_enabled() else 1.0   # one host sync, fp16 only
         stats: dict = {}
@@ -165,7 +168,7 @@ class Trainer:
             with amp:
                 loss, s = d_loss(cfg.loss, self.D_run, reals, fakes, labels, k, alpha,
                                  mix=None if mix is None else mix[sl], grad_scale=grad_scale, D_penalty=self.D,
-                                 noise=noise)
+                                 noise=noise, penalty_weight=penalty_weight)
             self.scaler_D.scale(loss / len(micro)).backward()
             for key, v in s.items():
                 stats[key] = stats.get(key, 0.0) + v / len(micro)
