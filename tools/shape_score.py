@@ -3,7 +3,7 @@
     python tools/shape_score.py runs/00000-shapes-32-cpu-small-demo [more runs or networks ...]
 
 A small CNN learns to tell the built-in set's discs, rounded squares and triangles apart (images of data
-seed 1, not the seed 0 that training uses; about 20 s on two cores) and is checked on held-out images
+seed 1, not the seed 0 that training uses; about a minute on two cores) and is checked on held-out images
 of seed 2. It then classifies --num images of each generator (a run directory's final generator, or a
 checkpoint / .safetensors) and prints:
 - `clear`: the share of images it gives one shape with probability at least 0.9 (real images: about 1),
@@ -54,14 +54,14 @@ def classifier(resolution: int) -> nn.Module:
 
 def train_classifier(resolution: int, count: int = 8192, epochs: int = 8) -> nn.Module:
     torch.manual_seed(0)
-    images, kinds = shapes(count, resolution, seed=1)
+    images, classes = shapes(count, resolution, seed=1)
     net = classifier(resolution)
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     for _ in range(epochs):
         for idx in torch.randperm(count).split(64):
             x = images[idx]
             x = x + 0.1 * torch.randn_like(x)          # generated images are noisy: decide by the silhouette
-            loss = F.cross_entropy(net(x), kinds[idx])
+            loss = F.cross_entropy(net(x), classes[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -98,15 +98,16 @@ def main() -> int:
 
     gens = [(p, load_generator(network_path(p))) for p in args.networks]
     resolution = gens[0][1].resolution
+    for path, gen in gens:
+        if gen.resolution != resolution:
+            raise SystemExit(f"error: {path} is {gen.resolution}x{gen.resolution}; score one resolution at a time")
     net = train_classifier(resolution)
     held_out, classes = shapes(1024, resolution, seed=2)
     with torch.no_grad():
         accuracy = float((net(held_out).argmax(dim=1) == classes).float().mean())
     reals, _ = shapes(1024, resolution, seed=2, blobs=False)
     print(f"classifier: {accuracy:.3f} accuracy on held-out shapes and blobs; the data set: {score(net, reals)}")
-    for path, gen in gens:
-        if gen.resolution != resolution:
-            raise SystemExit(f"error: {path} is {gen.resolution}x{gen.resolution}; score one resolution at a time")
+    for _, gen in gens:
         result = {"network": gen.source, "kimg": gen.kimg,
                   **score(net, gen.generate(seeds=range(args.num)).tensor.clamp(-1, 1))}
         print(json.dumps(result))
@@ -117,5 +118,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     raise SystemExit(main())
