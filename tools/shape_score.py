@@ -12,7 +12,6 @@ A run whose squares and discs come out as the same rounded blob scores a low `cl
 One JSON line per generator goes to --jsonl when given.
 """
 import argparse
-import glob
 import json
 import os
 
@@ -22,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pggan.api import load_generator
+from pggan.checkpoint import list_checkpoints
 from pggan.data.builtin import SHAPE_KINDS, render_shape, shape_kind
 
 CLASSES = SHAPE_KINDS + ("blob",)
@@ -82,7 +82,7 @@ def score(net: nn.Module, images: torch.Tensor) -> dict:
 def network_path(path: str) -> str:
     if os.path.isdir(path):
         final = os.path.join(path, "generator-final.safetensors")
-        found = [final] if os.path.exists(final) else sorted(glob.glob(os.path.join(path, "checkpoint-*.pt")))
+        found = [final] if os.path.exists(final) else list_checkpoints(path)
         if not found:
             raise SystemExit(f"error: {path} has no generator-final.safetensors and no checkpoint")
         return found[-1]
