@@ -224,6 +224,21 @@ def test_a_live_run_gains_points(tmp_path):
         proc.wait()
 
 
+def test_a_run_just_created_is_listed_before_its_log_exists(tmp_path):
+    """The moment between a run's options and its first log line: once answered 400 (an infinite log age)."""
+    run = tmp_path / "00000-new"
+    run.mkdir()
+    (run / "training_options.json").write_text(json.dumps({"sched": {"total_kimg": 6.0}}))
+    with TestClient(create_app(str(tmp_path))) as c:
+        r = c.get("/api/runs")
+        assert r.status_code == 200, r.text
+        (summary,) = r.json()["runs"]
+        assert summary["status"] == "training" and summary["log_age_s"] < 60
+        (run / "stats.jsonl").write_text(json.dumps({"kimg": 0.2, "loss_D": float("nan")}) + "\n")   # diverged
+        r = c.get("/api/runs/00000-new")
+        assert r.status_code == 200 and r.json()["stats"] == [{"kimg": 0.2, "loss_D": None}], r.text
+
+
 def test_serve_command_validates_and_warns(tmp_path, monkeypatch):
     r = CliRunner().invoke(main, ["serve", str(tmp_path / "nope")])
     assert r.exit_code == 1 and "does not exist" in r.output

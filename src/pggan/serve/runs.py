@@ -30,7 +30,7 @@ def _jsonl(path: str) -> list[dict]:
     with open(path) as f:
         for line in f:
             try:
-                out.append(json.loads(line))
+                out.append(json.loads(line, parse_constant=lambda _: None))   # NaN (a diverged loss): JSON has none
             except ValueError:
                 continue                    # a line being written
     return out
@@ -58,7 +58,8 @@ def run_summary(path: str, now: float | None = None) -> dict:
     last = stats[-1] if stats else {}
     total = float(options.get("sched", {}).get("total_kimg", 0))
     log = os.path.join(path, "log.txt")
-    age = now - os.path.getmtime(log) if os.path.isfile(log) else float("inf")
+    # a run just created has its options but no log yet: its age counts from the options (finite, so JSON)
+    age = now - os.path.getmtime(log if os.path.isfile(log) else os.path.join(path, "training_options.json"))
     finished = os.path.isfile(os.path.join(path, "generator-final.safetensors"))
     status = "finished" if finished else "training" if age < GROWING_S else "interrupted"
     rate = last.get("img_per_s")
