@@ -1,5 +1,6 @@
 import gzip
 import io
+import json
 import os
 import pickle
 import struct
@@ -461,3 +462,16 @@ def test_builtin_shape_kinds_and_rounded_morphs():
     changed = [np.abs(render_shape(0, i, 32, rounding=0.5).astype(int) - render_shape(0, i, 32)).max()
                for i in (disc, square)]
     assert changed[0] <= 2 and changed[1] > 50
+
+
+def test_builtin_shapes_are_labelled_with_their_shape(tmp_path):
+    from pggan.data.builtin import SHAPE_KINDS, shape_kind
+    from pggan.data.load import load_images
+
+    images = load_images("builtin:shapes", 16, 3, 30, seed=5)
+    assert images.label_size == 3 and images.labels.tolist() == [shape_kind(5, i) for i in range(30)]
+    create_dataset(open_source("builtin:shapes", count=30, resolution=16, seed=5), str(tmp_path / "ds"),
+                   ConvertOptions(resolution=16).validate())
+    ds = open_dataset(str(tmp_path / "ds"))
+    assert ds.labels.tolist() == images.labels.tolist()
+    assert json.load(open(tmp_path / "ds" / "dataset.json"))["label_names"] == list(SHAPE_KINDS)

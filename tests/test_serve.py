@@ -139,9 +139,9 @@ def test_bad_requests_are_4xx_with_a_message(client, runs, tmp_path):
 def test_memory_bound_scales_with_resolution(runs):
     service = ImageService(runs[0], max_images=1)              # 1 x 256 x 256 pixels: 256 images of 16x16
     network = f"{runs[1]}/generator-final.safetensors"
-    assert service.render(network, np.zeros((256, 16), np.float32), None, 16, "t")[:4] == b"\x89PNG"
+    assert service.render(network, np.zeros((256, 16), np.float32), [0] * 256, None, 16, "t")[:4] == b"\x89PNG"
     with pytest.raises(Exception, match="more than this server makes at once"):
-        service.render(network, np.zeros((257, 16), np.float32), None, 16, "t")
+        service.render(network, np.zeros((257, 16), np.float32), [0] * 257, None, 16, "t")
     service.close()
 
 

@@ -14,9 +14,12 @@ spec.loader.exec_module(shape_score)
 def test_shape_score_separates_shapes_from_blobs_and_smudges():
     torch.set_num_threads(2)
     net = shape_score.train_classifier(32, count=3072, epochs=6)
-    reals, _ = shape_score.shapes(256, 32, seed=2, blobs=False)
+    reals, kinds = shape_score.shapes(256, 32, seed=2, blobs=False)
     real = shape_score.score(net, reals)
     assert real["clear"] > 0.9 and all(0.2 < real[k] < 0.47 for k in ("disc", "square", "triangle"))
+    # a conditional generator is scored on whether it draws the shape asked for
+    assert shape_score.score(net, reals, asked=kinds)["as_asked"] > 0.95
+    assert shape_score.score(net, reals, asked=(kinds + 1) % 3)["as_asked"] < 0.05
     # the same images blurred: the corners go, so no square is clear any more (they pass for discs)
     smudged = F.avg_pool2d(F.pad(reals, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
     assert shape_score.score(net, smudged)["square"] < 0.05

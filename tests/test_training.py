@@ -253,10 +253,16 @@ def test_conditional_training_on_labelled_dataset(tmp_path):
     G = load_generator(ckpt)
     assert G.net.label_size == 3
     assert G.generate(seeds=[1, 2], labels=[0, 2]).images.shape == (2, 4, 4, 3)     # 0.1 kimg: still at 4x4
-    code, out = _cli("generate", "--network", ckpt, "--seeds", "0-1", "--outdir", str(tmp_path / "o"))
-    assert code == 1 and "--class 0..2" in out
-    code, out = _cli("generate", "--network", ckpt, "--seeds", "0-1", "--class", "1", "--outdir", str(tmp_path / "o"))
-    assert code == 0
+    # without --class, seed s draws class s % 3: the same images as asking for those classes
+    assert np.array_equal(G.generate(seeds=[4, 5, 6]).images, G.generate(seeds=[4, 5, 6], labels=[1, 2, 0]).images)
+    assert not np.array_equal(G.generate(seeds=[4]).images, G.generate(seeds=[4], labels=[0]).images)
+    code, out = _cli("generate", "--network", ckpt, "--seeds", "4-5", "--outdir", str(tmp_path / "o"))
+    assert code == 0 and np.array_equal(np.asarray(Image.open(tmp_path / "o" / "seed0005.png")),
+                                        G.generate(seeds=[5], labels=[2]).images[0])
+    code, out = _cli("generate", "--network", ckpt, "--seeds", "0-1", "--class", "3", "--outdir", str(tmp_path / "o"))
+    assert code == 1 and "classes 0..2" in out
+    code, out = _cli("project", "--network", ckpt, "--image", str(root / "a" / "0.png"), "--outdir", str(tmp_path / "p"))
+    assert code == 1 and "--class 0..2" in out          # a photo has no seed to take its class from
     # unconditional by default, even on labelled data
     cfg = tiny_config(tmp_path, data=str(tmp_path / "ds"))
     cfg.sched.total_kimg = 0.02

@@ -7,7 +7,9 @@ seed 1, not the seed 0 that training uses; about a minute on two cores) and is c
 of seed 2. It then classifies --num images of each generator (a run directory's final generator, or a
 checkpoint / .safetensors) and prints:
 - `clear`: the share of images it gives one shape with probability at least 0.9 (real images: about 1),
-- the shares of discs, squares and triangles among the clear ones (the data: a third each).
+- the shares of discs, squares and triangles among the clear ones (the data: a third each),
+- for a conditional generator (asked for each shape in turn), `as_asked`: the share of the clear images
+  that show the shape asked for.
 A run whose squares and discs come out as the same rounded blob scores a low `clear` and few squares.
 One JSON line per generator goes to --jsonl when given.
 """
@@ -69,14 +71,29 @@ def train_classifier(resolution: int, count: int = 8192, epochs: int = 8) -> nn.
 
 
 @torch.no_grad()
-def score(net: nn.Module, images: torch.Tensor) -> dict:
+def score(net: nn.Module, images: torch.Tensor, asked: torch.Tensor | None = None) -> dict:
+    """``asked``: the class each image was generated for (a conditional generator), else None."""
     p = torch.cat([F.softmax(net(x), dim=1) for x in images.split(256)])
     conf, kind = p.max(dim=1)
     clear = (conf >= CONFIDENT) & (kind != BLOB)
     counts = torch.bincount(kind[clear], minlength=len(CLASSES)).float()[:BLOB]
     shares = (counts / counts.sum().clamp(min=1)).tolist()
-    return {"clear": round(float(clear.float().mean()), 3), "blob": round(float((kind == BLOB).float().mean()), 3),
-            **{k: round(s, 3) for k, s in zip(SHAPE_KINDS, shares)}}
+    out = {"clear": round(float(clear.float().mean()), 3), "blob": round(float((kind == BLOB).float().mean()), 3),
+           **{k: round(s, 3) for k, s in zip(SHAPE_KINDS, shares)}}
+    if asked is not None:       # the share of the clear images that show the shape asked for
+        out["as_asked"] = round(float((kind[clear] == asked[clear]).float().mean()) if clear.any() else 0.0, 3)
+    return out
+
+
+def generated(gen, num: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``num`` images of ``gen`` (seeds 0..num-1); a conditional one is asked for class ``seed % 3`` in
+    turn, its classes taken to be SHAPE_KINDS in order (as builtin:shapes and sorted folder names give)."""
+    if not gen.net.label_size:
+        return gen.generate(seeds=range(num)).tensor.clamp(-1, 1), None
+    if gen.net.label_size != len(SHAPE_KINDS):
+        raise SystemExit(f"error: {gen.source} has {gen.net.label_size} classes, not the {len(SHAPE_KINDS)} shapes")
+    asked = torch.arange(num) % len(SHAPE_KINDS)
+    return gen.generate(seeds=range(num), labels=asked).tensor.clamp(-1, 1), asked
 
 
 def network_path(path: str) -> str:
@@ -108,8 +125,7 @@ def main() -> int:
     reals, _ = shapes(1024, resolution, seed=2, blobs=False)
     print(f"classifier: {accuracy:.3f} accuracy on held-out shapes and blobs; the data set: {score(net, reals)}")
     for _, gen in gens:
-        result = {"network": gen.source, "kimg": gen.kimg,
-                  **score(net, gen.generate(seeds=range(args.num)).tensor.clamp(-1, 1))}
+        result = {"network": gen.source, "kimg": gen.kimg, **score(net, *generated(gen, args.num))}
         print(json.dumps(result))
         if args.jsonl:
             with open(args.jsonl, "a") as f:

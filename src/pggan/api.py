@@ -78,15 +78,23 @@ class LoadedGenerator:
         """The resolution of the images ``generate`` returns."""
         return 2 ** self.res_log2
 
-    def class_labels(self, class_idx: int | None, n: int) -> list[int] | None:
-        """``n`` copies of a command line's --class, checked against the generator."""
-        if not self.net.label_size:
+    def class_labels(self, class_idx: int | None, seeds) -> list[int] | None:
+        """The class of each image of ``seeds`` (one entry per image: its seed, or None where it has none,
+        as a projected latent): a command line's --class, checked against the generator; without one, a
+        conditional generator draws seed ``s`` as class ``s % label_size`` (as the training grids do)."""
+        C = self.net.label_size
+        if not C:
             if class_idx is not None:
                 raise UsageError("--class: this generator is not conditional; drop --class")
             return None
-        if class_idx is None or not 0 <= class_idx < self.net.label_size:
-            raise UsageError(f"this generator is conditional: pass --class 0..{self.net.label_size - 1}")
-        return [class_idx] * n
+        if class_idx is not None and not 0 <= class_idx < C:
+            raise UsageError(f"--class {class_idx}: this generator has classes 0..{C - 1}")
+        if class_idx is not None:
+            return [class_idx] * len(seeds)
+        if any(s is None for s in seeds):
+            raise UsageError(f"this generator is conditional and an image has no seed to take its class from: "
+                             f"pass --class 0..{C - 1}")
+        return [int(s) % C for s in seeds]
 
     def project(self, image, steps: int = 300, class_idx: int | None = None, progress=None, **options):
         """The latent whose image is closest to ``image`` (a path, PIL image or uint8 [H, W, C] array, resized
@@ -95,7 +103,7 @@ class LoadedGenerator:
         from .project import ProjectOptions, load_target, project
 
         target = load_target(image, 2 ** self.res_log2, self.net.channels)
-        labels = self.class_labels(class_idx, 1)
+        labels = self.class_labels(class_idx, [None])
         lab = one_hot(torch.as_tensor(labels), self.net.label_size).float().to(self.device) if labels else None
         opts = ProjectOptions(steps=steps, **options)
         with torch.enable_grad():
@@ -113,8 +121,10 @@ class LoadedGenerator:
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise UsageError(f"z must have shape [N, {self.z_dim}], got {tuple(z.shape)}")
         if self.net.label_size:
-            if labels is None:
+            if labels is None and seeds is None:
                 raise UsageError(f"this generator is conditional on {self.net.label_size} classes: pass labels")
+            if labels is None:
+                labels = self.class_labels(None, list(seeds))
             labels = torch.as_tensor(labels)
             if labels.ndim == 1:
                 labels = one_hot(labels, self.net.label_size)

@@ -53,7 +53,7 @@ def interpolation_video(gen: LoadedGenerator, out: str, duration: float = 10.0, 
         raise UsageError(f"{frames} frames x {cols * rows} streams of {gen.z_dim}-d latents do not fit in memory; "
                          f"lower --duration, --fps or --grid")
     z = smooth_latent_path(frames, cols * rows, gen.z_dim, sigma, seed)
-    labels = gen.class_labels(class_idx, cols * rows)
+    labels = gen.class_labels(class_idx, range(cols * rows))          # stream i: class i % C
     def grids():
         for t in range(frames):
             images = gen.generate(z=z[t], labels=labels).images
@@ -84,7 +84,8 @@ def interpolation_strip(gen: LoadedGenerator, seed_a, seed_b, steps: int, out: s
         raise UsageError("--steps must be at least 2")
     za, zb = latent_of(seed_a, gen.z_dim), latent_of(seed_b, gen.z_dim)
     z = np.stack([slerp(za, zb, t) for t in np.linspace(0.0, 1.0, steps)])
-    images = gen.generate(z=z, labels=gen.class_labels(class_idx, steps)).images
+    start = int(seed_a) if str(seed_a).strip().isdigit() else None        # the strip keeps its start's class
+    images = gen.generate(z=z, labels=gen.class_labels(class_idx, [start] * steps)).images
     strip = make_grid(images, steps)
     save_png(out, strip)
     return strip
@@ -178,7 +179,7 @@ def find_neighbors(gen: LoadedGenerator, data: str, seeds: list[int], k: int, sp
     res = gen.resolution
     images = load_images(data, gen.net.resolution, gen.net.channels, data_count)
     level = images.levels[res]
-    fakes = gen.generate(seeds=seeds, labels=gen.class_labels(class_idx, len(seeds))).images      # [Q, H, W, C]
+    fakes = gen.generate(seeds=seeds, labels=gen.class_labels(class_idx, seeds)).images      # [Q, H, W, C]
     fakes_chw = torch.from_numpy(fakes).permute(0, 3, 1, 2).float()
     if space == "inception":
         from .metrics.inception import load_inception
@@ -204,7 +205,7 @@ def find_neighbors(gen: LoadedGenerator, data: str, seeds: list[int], k: int, sp
 def write_images(gen: LoadedGenerator, seeds: list[int], outdir: str, grid: bool = False,
                  class_idx: int | None = None, truncate: float | None = None) -> list[str]:
     """``pggan generate``: one PNG per seed (seedNNNN.png), or one grid of them; returns the paths."""
-    labels = gen.class_labels(class_idx, len(seeds))
+    labels = gen.class_labels(class_idx, seeds)
     os.makedirs(outdir, exist_ok=True)
     out = gen.generate(seeds=seeds, labels=labels, truncate=truncate)
     if grid:

@@ -29,7 +29,8 @@ def _parse_grid(text: str) -> tuple[int, int]:
 @click.option("--outdir", default="out", show_default=True, type=click.Path(file_okay=False))
 @click.option("--grid", is_flag=True, help="write one grid image instead of one file per seed")
 @click.option("--truncate", type=float, default=None, help="redraw latent components beyond +-T")
-@click.option("--class", "class_idx", type=int, default=None, help="class index for a conditional generator")
+@click.option("--class", "class_idx", type=int, default=None,
+              help="class of a conditional generator (default: seed s draws class s mod the classes)")
 @click.option("--raw", is_flag=True, help="use G instead of G_ema (checkpoints only)")
 @click.option("--device", default="cpu", show_default=True)
 @friendly_errors
@@ -62,7 +63,9 @@ def generate(network, seeds, outdir, grid, truncate, class_idx, raw, device):
 @click.option("--strip", help="A,B: a still strip along the great circle between two latents, each a seed or a .npy "
               "latent (a projection's z.npy)")
 @click.option("--steps", default=8, show_default=True, help="images in the strip")
-@click.option("--class", "class_idx", type=int, help="class of a conditional generator")
+@click.option("--class", "class_idx", type=int,
+              help="class of a conditional generator (default: a stream's number or the strip's first seed, "
+                   "mod the classes)")
 @click.option("--device", default="cpu", show_default=True)
 @friendly_errors
 def interpolate(network, out, duration, fps, sigma, grid, size, seed, strip, steps, class_idx, device):
@@ -90,7 +93,7 @@ def interpolate(network, out, duration, fps, sigma, grid, size, seed, strip, ste
     if frames < 2 or fps <= 0:
         raise click.ClickException("the video needs at least 2 frames: raise --duration or --fps")
     gen = load_network(network, device)
-    gen.class_labels(class_idx, 1)                     # a --class mismatch fails before any work
+    gen.class_labels(class_idx, [0])                   # a --class mismatch fails before any work
     bar = progress_bar(frames, "frame")
     try:
         r = interpolation_video(gen, out, duration, fps, sigma, cols_rows, size, seed, class_idx, progress=bar.update)
@@ -133,7 +136,8 @@ def training_video_cmd(run_dir, out, fps, size):
               help="distance in pixels, or between Inception pool3 features (needs --inception)")
 @click.option("--inception", type=click.Path(dir_okay=False), help="Inception weights for --space inception")
 @click.option("--data-count", default=10000, show_default=True, help="builtin data / folders: images to use")
-@click.option("--class", "class_idx", type=int, help="class of a conditional generator")
+@click.option("--class", "class_idx", type=int,
+              help="class of a conditional generator (default: seed s draws class s mod the classes)")
 @click.option("--out", default="neighbors.png", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--device", default="cpu", show_default=True)
 @friendly_errors

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..util.errors import first_line
 from .base import IMAGE_EXTENSIONS, DataError
-from .builtin import check_builtin, render_shape
+from .builtin import SHAPE_KINDS, check_builtin, render_shape, shape_kind
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
@@ -435,12 +435,14 @@ class CelebAHQSource(FolderSource):
 # ---- builtin -----------------------------------------------------------------------------
 
 class BuiltinSource(Source):
-    """Rendered images: items are final pixels ({"pixels": uint8 [C, R, R]}), nothing to decode."""
+    """Rendered images: items are final pixels ({"pixels": uint8 [C, R, R]}), nothing to decode; each
+    labelled with its shape (as MNIST with its digit), used only by a conditional run."""
 
     def __init__(self, name: str, count: int, resolution: int, seed: int, channels: int = 3):
         check_builtin(name)
         self.kind, self.name, self.count, self.seed = "builtin", name, count, seed
         self.resolution, self.channels = resolution, channels
+        self.label_names = list(SHAPE_KINDS)
 
     def keys(self):
         return list(range(self.count))
@@ -448,7 +450,8 @@ class BuiltinSource(Source):
     def read(self, keys):
         for i in range(self.count):
             if i in keys:
-                yield i, None, {"pixels": render_shape(self.seed, i, self.resolution, self.channels)}
+                pixels = render_shape(self.seed, i, self.resolution, self.channels)
+                yield i, shape_kind(self.seed, i), {"pixels": pixels}
 
     def describe(self):
         return f"builtin:{self.name} (seed {self.seed})"

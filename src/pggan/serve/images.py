@@ -92,14 +92,16 @@ class ImageService:
             raise UsageError("truncate must be in (0, 10]")
         return latents_for_seeds(seeds, gen.z_dim, truncate).numpy()
 
-    def render(self, rel: str, z: np.ndarray, class_idx, cols: int, what: str) -> bytes:
-        """PNG of G(z) (a grid when several), cached by (network, latents, class, layout)."""
+    def render(self, rel: str, z: np.ndarray, seeds, class_idx, cols: int, what: str) -> bytes:
+        """PNG of G(z) (a grid when several), cached by (network, latents, classes, layout). ``seeds``: the
+        seed each image comes from, whose class a conditional generator draws when no class is given."""
         gen, key = self.generator(rel)
         if len(z) * gen.resolution ** 2 > self.max_pixels:
             raise UsageError(f"{len(z)} images of {gen.resolution}x{gen.resolution} are more than this server makes "
                              f"at once ({self.max_pixels // gen.resolution ** 2} at this resolution)")
-        labels = gen.class_labels(class_idx, len(z))
-        ckey = (key, hashlib.sha1(np.ascontiguousarray(z, np.float32).tobytes()).hexdigest(), class_idx, cols, what)
+        labels = gen.class_labels(class_idx, seeds)
+        ckey = (key, hashlib.sha1(np.ascontiguousarray(z, np.float32).tobytes()).hexdigest(),
+                tuple(labels or ()), cols, what)
         data = self.cache.get(ckey)
         if data is None:
             images = gen.generate(z=z, labels=labels).images
@@ -109,14 +111,14 @@ class ImageService:
 
     def seeds_grid(self, rel, seeds, truncate, class_idx, cols):
         gen, _ = self.generator(rel)
-        return self.render(rel, self.latents(gen, seeds, truncate), class_idx, cols, "grid")
+        return self.render(rel, self.latents(gen, seeds, truncate), seeds, class_idx, cols, "grid")
 
     def interpolation(self, rel, a, b, t, truncate, class_idx):
         gen, _ = self.generator(rel)
         if not 0 <= t <= 1:
             raise UsageError("t must be in [0, 1]")
         za, zb = self.latents(gen, [a, b], truncate)
-        return self.render(rel, slerp(za, zb, t)[None], class_idx, 1, "interp")
+        return self.render(rel, slerp(za, zb, t)[None], [a], class_idx, 1, "interp")
 
     def nearby(self, rel, seed, strength, count, truncate, class_idx):
         """'More like this': the seed's latent and ``count - 1`` small perturbations of it (seeded)."""
@@ -128,7 +130,7 @@ class ImageService:
         z0 = self.latents(gen, [seed], truncate)[0]
         noise = np.random.default_rng(seed).standard_normal((count - 1, gen.z_dim)).astype(np.float32)
         z = np.concatenate([z0[None], z0[None] + strength * noise])
-        return self.render(rel, z, class_idx, int(np.ceil(np.sqrt(count))), "nearby")
+        return self.render(rel, z, [seed] * count, class_idx, int(np.ceil(np.sqrt(count))), "nearby")
 
     def directions(self, rel, kind: str, count: int = 3, seed: int = 0) -> np.ndarray:
         """Unit directions in z [count, z_dim]: 'random' (seeded), or 'principal': the right singular
@@ -154,7 +156,7 @@ class ImageService:
         z = self.latents(gen, [seed], truncate)[0]
         d = self.directions(rel, kind, len(amounts), seed=0)
         z = z + np.sqrt(gen.z_dim) * (np.asarray(amounts, np.float32)[:, None] * d).sum(0)
-        return self.render(rel, z[None].astype(np.float32), class_idx, 1, f"along-{kind}")
+        return self.render(rel, z[None].astype(np.float32), [seed], class_idx, 1, f"along-{kind}")
 
     def latent(self, rel, seed, truncate):
         gen, _ = self.generator(rel)
