@@ -1,3 +1,4 @@
+import io
 import json
 import os
 import signal
@@ -262,7 +263,14 @@ def test_conditional_training_on_labelled_dataset(tmp_path):
     code, out = _cli("generate", "--network", ckpt, "--seeds", "0-1", "--class", "3", "--outdir", str(tmp_path / "o"))
     assert code == 1 and "classes 0..2" in out
     code, out = _cli("project", "--network", ckpt, "--image", str(root / "a" / "0.png"), "--outdir", str(tmp_path / "p"))
-    assert code == 1 and "--class 0..2" in out          # a photo has no seed to take its class from
+    assert code == 1 and "--class 0..2" in out and not (tmp_path / "p").exists()   # a photo has no seed for a class
+    from pggan.serve.images import ImageService  # the explorer's grids take the same classes
+    service = ImageService(os.path.dirname(ckpt))
+    try:
+        png = service.seeds_grid(os.path.basename(ckpt), [5], None, None, 1)
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), G.generate(seeds=[5], labels=[2]).images[0])
+    finally:
+        service.close()
     # unconditional by default, even on labelled data
     cfg = tiny_config(tmp_path, data=str(tmp_path / "ds"))
     cfg.sched.total_kimg = 0.02

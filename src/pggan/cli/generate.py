@@ -215,7 +215,7 @@ def convert_official(pkl, out):
 @click.option("--noise", default=0.05, show_default=True, help="latent noise at the start, ramped to 0 (0 = none)")
 @click.option("--inception", type=click.Path(dir_okay=False), help="add the Inception-feature distance (FID's weights)")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--class", "class_idx", type=int, help="class of a conditional generator")
+@click.option("--class", "class_idx", type=int, help="class of a conditional generator (required for one)")
 @click.option("--device", default="cpu", show_default=True)
 @friendly_errors
 def project(network, images, outdir, steps, lr, starts, noise, inception, seed, class_idx, device):
@@ -225,6 +225,7 @@ def project(network, images, outdir, steps, lr, starts, noise, inception, seed, 
 
     ProjectOptions(steps=steps, lr=lr, starts=starts, noise=noise).validate()
     gen = load_network(network, device)
+    gen.class_labels(class_idx, [None])                # a conditional generator needs --class: fail before any work
     stems = [os.path.splitext(os.path.basename(p))[0] for p in images]
     if len(set(stems)) < len(stems):
         raise click.ClickException("two --image files share a name; their outputs would collide")

@@ -319,10 +319,9 @@ def image_sources(gen, level, seed: int, progress=None):
 
     def fake_fn(indices):
         seeds = [seed * 1_000_000 + i for i in indices]
-        labels = [s % gen.net.label_size for s in seeds] if gen.net.label_size else None
         if progress:
             progress(len(seeds))
-        return torch.from_numpy(gen.generate(seeds=seeds, labels=labels).images).permute(0, 3, 1, 2).float()
+        return torch.from_numpy(gen.generate(seeds=seeds).images).permute(0, 3, 1, 2).float()   # classes: seed % C
 
     def real_fn(idx):
         return fade_images(torch.from_numpy(np.asarray(level[np.asarray(idx)])).float(), gen.alpha).round()
