@@ -63,10 +63,15 @@ def interpolation_video(gen: LoadedGenerator, out: str, duration: float = 10.0, 
     return {"path": out, "frames": frames, "latents": z}
 
 
+def seed_of(item) -> int | None:
+    """The seed ``item`` names (an int or digits), or None (a path to a saved latent)."""
+    return int(item) if isinstance(item, int) or str(item).strip().isdigit() else None
+
+
 def latent_of(item, z_dim: int) -> np.ndarray:
     """A seed (int or digits) or a saved latent (.npy, e.g. a projection's z.npy) -> [z_dim]."""
-    if isinstance(item, int) or str(item).strip().isdigit():
-        return latents_for_seeds([int(item)], z_dim).numpy()[0]
+    if (seed := seed_of(item)) is not None:
+        return latents_for_seeds([seed], z_dim).numpy()[0]
     try:
         z = np.load(str(item).strip(), allow_pickle=False)
     except (OSError, ValueError) as e:
@@ -84,8 +89,8 @@ def interpolation_strip(gen: LoadedGenerator, seed_a, seed_b, steps: int, out: s
         raise UsageError("--steps must be at least 2")
     za, zb = latent_of(seed_a, gen.z_dim), latent_of(seed_b, gen.z_dim)
     z = np.stack([slerp(za, zb, t) for t in np.linspace(0.0, 1.0, steps)])
-    start = int(seed_a) if str(seed_a).strip().isdigit() else None        # the strip keeps its start's class
-    images = gen.generate(z=z, labels=gen.class_labels(class_idx, [start] * steps)).images
+    labels = gen.class_labels(class_idx, [seed_of(seed_a)] * steps)        # the strip keeps its start's class
+    images = gen.generate(z=z, labels=labels).images
     strip = make_grid(images, steps)
     save_png(out, strip)
     return strip
