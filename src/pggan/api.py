@@ -87,9 +87,9 @@ class LoadedGenerator:
             if class_idx is not None:
                 raise UsageError("--class: this generator is not conditional; drop --class")
             return None
-        if class_idx is not None and not 0 <= class_idx < C:
-            raise UsageError(f"--class {class_idx}: this generator has classes 0..{C - 1}")
         if class_idx is not None:
+            if not 0 <= class_idx < C:
+                raise UsageError(f"--class {class_idx}: this generator has classes 0..{C - 1}")
             return [class_idx] * len(seeds)
         if any(s is None for s in seeds):
             raise UsageError(f"this generator is conditional and an image has no seed to take its class from: "
