@@ -260,6 +260,9 @@ def test_conditional_training_on_labelled_dataset(tmp_path):
     code, out = _cli("generate", "--network", ckpt, "--seeds", "4-5", "--outdir", str(tmp_path / "o"))
     assert code == 0 and np.array_equal(np.asarray(Image.open(tmp_path / "o" / "seed0005.png")),
                                         G.generate(seeds=[5], labels=[2]).images[0])
+    code, out = _cli("generate", "--network", ckpt, "--seeds", "0-1", "--class", "1", "--outdir", str(tmp_path / "c"))
+    assert code == 0 and np.array_equal(np.asarray(Image.open(tmp_path / "c" / "seed0000.png")),
+                                        G.generate(seeds=[0], labels=[1]).images[0])    # --class overrides seed % 3
     code, out = _cli("generate", "--network", ckpt, "--seeds", "0-1", "--class", "3", "--outdir", str(tmp_path / "o"))
     assert code == 1 and "classes 0..2" in out
     code, out = _cli("project", "--network", ckpt, "--image", str(root / "a" / "0.png"), "--outdir", str(tmp_path / "p"))
