@@ -71,6 +71,13 @@ def test_gradients_flow_through_every_transform():
     assert torch.equal(x.grad, (y != 0).float())                        # d cutout / dx: the kept pixels
 
 
+def test_overfit_signal_counts_reals_above_the_average_fake():
+    real = torch.tensor([3.0, 2.0, -1.0, 1.0])
+    assert float(A.overfit_signal(real, torch.tensor([0.0, -2.0, 2.0, 0.0]))) == 0.5    # 3 above 0, 1 below
+    assert float(A.overfit_signal(real, torch.tensor([-5.0]))) == 1.0                    # D tells every real
+    assert float(A.overfit_signal(real, torch.tensor([5.0]))) == -1.0
+
+
 def test_adjust_p_follows_the_heuristic_and_stays_in_range():
     assert A.adjust_p(0.5, 0.9, 0.6, 1000, 100.0) == pytest.approx(0.51)
     assert A.adjust_p(0.5, 0.1, 0.6, 1000, 100.0) == pytest.approx(0.49)

@@ -26,11 +26,15 @@ def test_quality_budget_trains_measures_and_remeasures_a_checkpoint(tmp_path):
     first = json.loads((out / "quality.jsonl").read_text().splitlines()[0])
     assert first["kimg"] == 0.064 and first["images"] == 24 and (run / "quality.png").exists()
     assert first["floor"]["avg"] > 0 and first["half_over_floor"] == first["half"]["avg"] / first["floor"]["avg"]
+    overfit = first["d_overfit"]            # from the last checkpoint's D and G, over one batch of 16 reals
+    assert overfit["network"] == str(run / "checkpoint-000000.064.pt") and -1 <= overfit["signal"] <= 1
+    assert overfit["signal"] * 16 % 2 == 0      # a mean of 16 signs: an even count of sixteenths
 
     ckpt = run / "checkpoint-000000.032.pt"
     subprocess.run(common + ["--run", str(run), "--network", str(ckpt)], check=True, capture_output=True, text=True)
     again = json.loads((out / "quality.jsonl").read_text().splitlines()[1])
     assert again["kimg"] == 0.032 and again["network"] == str(ckpt) and (run / "quality-000000.032.png").exists()
     assert again["fake_vs_real"] != first["fake_vs_real"]       # another network, another distance
+    assert again["d_overfit"]["network"] == str(ckpt) and again["d_overfit"]["real_score"] != overfit["real_score"]
     r = subprocess.run(common + ["--network", str(ckpt), "--kimg", "1"], capture_output=True, text=True)
     assert r.returncode == 2 and "--network needs --run" in r.stderr

@@ -11,7 +11,9 @@ the final G_ema with SWD (x1e3; the levels and their average):
 - `half`: a random half of the real set against as many generated images, and `floor`: that half against
   the other half (two samples of the same data: what no generator can beat at this sample size),
 each the mean of --swd-repeats SWDs with different random descriptors,
-and writes quality.png (real grid left, the final grid right) into the run directory. One JSON line per
+and, from the run's last checkpoint (or --network's), `d_overfit`: how well its D tells the real images
+from its G's, with ADA's overfitting heuristic (0: D cannot tell them apart, 1: it has memorised the
+reals); and writes quality.png (real grid left, the final grid right) into the run directory. One JSON line per
 run is appended to OUTDIR/quality.jsonl.
 """
 import argparse
@@ -24,11 +26,15 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
-from pggan.api import load_generator
+from pggan.api import checkpoint_level, load_generator
+from pggan.augment import overfit_signal
+from pggan.checkpoint import checkpoint_config, list_checkpoints, load_checkpoint, load_state
 from pggan.data.load import load_images
 from pggan.metrics.swd import swd
+from pggan.networks import Discriminator, Generator
 from pggan.training.rundir import fakes_name
 from pggan.util.files import kimg_tag
 
@@ -96,6 +102,9 @@ def main() -> int:
         "floor": mean_swd(reals[half_a], reals[half_b]),
     }
     result["half_over_floor"] = result["half"]["avg"] / result["floor"]["avg"]
+    ckpt_path = args.network if str(args.network).endswith(".pt") else (list_checkpoints(run) or [None])[-1]
+    if ckpt_path:
+        result["d_overfit"] = d_overfit(ckpt_path, reals, args.seed)
     grids = [Image.open(os.path.join(run, "reals.png"))]
     fakes_grid = sorted(glob.glob(os.path.join(run, "fakes*.png")))[-1]
     out_png = os.path.join(run, "quality.png")
@@ -115,7 +124,35 @@ def main() -> int:
           f"half {result['half']['avg']:.2f}, real-vs-real floor {result['floor']['avg']:.2f} "
           f"(ratio {result['half_over_floor']:.2f}); levels {_levels(result['half'])} vs floor {_levels(result['floor'])}; "
           f"{out_png}")
+    if "d_overfit" in result:
+        print(f"D's overfitting heuristic (ADA's, 1 = memorised) on all real images: {result['d_overfit']['signal']:.2f}")
     return 0
+
+
+@torch.no_grad()
+def d_overfit(ckpt_path: str, reals: torch.Tensor, seed: int, batch: int = 16) -> dict:
+    """How well the checkpoint's D tells every real image from as many images of its G (not G_ema: the
+    pairing D is trained against), scored as in the D step: reals and fakes in one pass, each minibatch
+    with its own statistics. ``signal`` is ADA's overfitting heuristic (pggan.augment.overfit_signal)."""
+    ckpt = load_checkpoint(ckpt_path)
+    cfg = checkpoint_config(ckpt)
+    res_log2, alpha = checkpoint_level(ckpt, cfg)
+    G, D = Generator(cfg.net).eval(), Discriminator(cfg.net).eval()
+    load_state(G, ckpt["G"], "G", ckpt_path)
+    load_state(D, ckpt["D"], "D", ckpt_path)
+    reals = F.interpolate(reals / 127.5 - 1.0, size=2 ** res_log2, mode="area")   # uint8 range -> [-1, 1]
+    draw = torch.Generator().manual_seed(seed)
+    real_scores, fake_scores = [], []
+    for i in range(0, len(reals) - batch + 1, batch):
+        C = cfg.net.label_size          # conditional: fake i is of class i mod C, as the grids draw them
+        labels = F.one_hot(torch.arange(i, i + batch) % C, C).float() if C else None
+        fakes = G(torch.randn(batch, cfg.net.latent_size, generator=draw), labels, res_log2, alpha)
+        scores = D(torch.cat([reals[i:i + batch], fakes]), res_log2, alpha, chunks=2)[:, 0]   # [2 * batch]
+        real_scores.append(scores[:batch])
+        fake_scores.append(scores[batch:])
+    r, f = torch.cat(real_scores), torch.cat(fake_scores)
+    return {"network": ckpt_path, "signal": float(overfit_signal(r, f)), "real_score": [float(r.mean()), float(r.std())],
+            "fake_score": [float(f.mean()), float(f.std())]}
 
 
 def _levels(r: dict) -> str:

@@ -81,6 +81,12 @@ def augment(x: torch.Tensor, policy: tuple[str, ...], p: float) -> torch.Tensor:
     return x
 
 
+def overfit_signal(real_score: torch.Tensor, fake_score: torch.Tensor) -> torch.Tensor:
+    """ADA's overfitting heuristic for a critic with no fixed zero (WGAN): E[sign(D(real) - mean D(fake))],
+    0 when D cannot tell the reals from the fakes, 1 when it scores every real above the average fake."""
+    return torch.sign(real_score - fake_score.mean()).mean()
+
+
 def adjust_p(p: float, signal: float, target: float, nimg: int, speed_kimg: float) -> float:
     """ADA's update: ``signal`` (the overfitting heuristic, averaged over the last ``nimg`` real images)
     above ``target`` raises p, below lowers it, by at most 1 per ``speed_kimg`` kimg; p stays in [0, 1]."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .augment import overfit_signal
 from .config import LossConfig
 from .conv import double_backward_convs
 from .layers import at_least_fp32
@@ -79,8 +80,7 @@ def d_loss(cfg: LossConfig, D, reals, fakes, labels, res_log2: int, alpha: float
         loss = loss + cfg.cond_weight * (_label_term(real_logits, labels) + _label_term(fake_logits, labels))
     stats = {"loss_d": loss.detach(), "score_real": real_score.detach().mean(), "score_fake": fake_score.detach().mean(),
              "penalty": penalty_weight * penalty.detach().mean(),   # over a tick: the penalty's mean, lazy or not
-             # ADA's overfitting heuristic: how often D scores a real above the average fake
-             "overfit": torch.sign(real_score.detach() - fake_score.detach().mean()).mean()}
+             "overfit": overfit_signal(real_score.detach(), fake_score.detach())}
     return loss, stats
 
 
