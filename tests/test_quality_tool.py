@@ -28,7 +28,7 @@ def test_quality_budget_trains_measures_and_remeasures_a_checkpoint(tmp_path):
     assert first["floor"]["avg"] > 0 and first["half_over_floor"] == first["half"]["avg"] / first["floor"]["avg"]
     overfit = first["d_overfit"]            # from the last checkpoint's D and G, over one batch of 16 reals
     assert overfit["network"] == str(run / "checkpoint-000000.064.pt") and -1 <= overfit["signal"] <= 1
-    assert overfit["signal"] * 16 % 2 == 0      # a mean of 16 signs: an even count of sixteenths
+    assert overfit["signal"] * 16 % 2 == 0      # the mean of 16 signs of +-1: k/8 for an integer k
 
     ckpt = run / "checkpoint-000000.032.pt"
     subprocess.run(common + ["--run", str(run), "--network", str(ckpt)], check=True, capture_output=True, text=True)

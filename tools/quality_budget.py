@@ -33,6 +33,7 @@ from pggan.api import checkpoint_level, load_generator
 from pggan.augment import overfit_signal
 from pggan.checkpoint import checkpoint_config, list_checkpoints, load_checkpoint, load_state
 from pggan.data.load import load_images
+from pggan.layers import fade_images
 from pggan.metrics.swd import swd
 from pggan.networks import Discriminator, Generator
 from pggan.training.rundir import fakes_name
@@ -141,10 +142,11 @@ def d_overfit(ckpt_path: str, reals: torch.Tensor, seed: int, batch: int = 16) -
     load_state(G, ckpt["G"], "G", ckpt_path)
     load_state(D, ckpt["D"], "D", ckpt_path)
     reals = F.interpolate(reals / 127.5 - 1.0, size=2 ** res_log2, mode="area")   # uint8 range -> [-1, 1]
+    reals = fade_images(reals, alpha)   # mid-fade, as the D step shows them
     draw = torch.Generator().manual_seed(seed)
+    C = cfg.net.label_size              # conditional: fake i is of class i mod C, as the grids draw them
     real_scores, fake_scores = [], []
     for i in range(0, len(reals) - batch + 1, batch):
-        C = cfg.net.label_size          # conditional: fake i is of class i mod C, as the grids draw them
         labels = F.one_hot(torch.arange(i, i + batch) % C, C).float() if C else None
         fakes = G(torch.randn(batch, cfg.net.latent_size, generator=draw), labels, res_log2, alpha)
         scores = D(torch.cat([reals[i:i + batch], fakes]), res_log2, alpha, chunks=2)[:, 0]   # [2 * batch]
