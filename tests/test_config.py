@@ -33,6 +33,7 @@ def test_presets_are_valid_and_round_trip(name):
     ("device", "tpu", "auto, cpu"),
     ("net.use_wscale", "maybe", "cannot read"),
     ("optim.n_critic", "0", "n_critic"),
+    ("sched.lr_rampdown", "1", "lr_rampdown must be in"),
 ])
 def test_invalid_values_give_clear_errors(key, value, msg):
     with pytest.raises(ConfigError, match=msg):

@@ -63,6 +63,18 @@ def test_v2_table_and_lr_overrides():
     assert phase_at(0, cfg, 1024).g_lr == 0.001
 
 
+def test_lr_rampdown_falls_linearly_to_zero_at_the_end():
+    sched = ScheduleConfig(lod_training_kimg=10, lod_transition_kimg=10, total_kimg=100, lr_base=0.004,
+                           d_lr_table={32: 0.002}, lr_rampdown=0.2)
+    lrs = {k: phase_at(k * 1000, sched, 32) for k in (0, 50, 80, 85, 90, 99, 100, 120)}
+    assert [lrs[k].g_lr for k in (0, 50, 80)] == [0.004] * 3          # constant before the last 20 kimg
+    assert lrs[85].g_lr == pytest.approx(0.003) and lrs[90].g_lr == pytest.approx(0.002)
+    assert lrs[90].d_lr == pytest.approx(0.001)                        # the tables are scaled alike
+    assert lrs[99].g_lr == pytest.approx(0.0002) and lrs[100].g_lr == 0.0 and lrs[120].g_lr == 0.0
+    sched.lr_rampdown = 0.0                                            # the paper: constant
+    assert phase_at(99_000, sched, 32).g_lr == 0.004
+
+
 def test_device_cap():
     cfg = paper(32)
     cfg.device_batch_cap = {4: 4}

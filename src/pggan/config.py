@@ -108,6 +108,8 @@ class ScheduleConfig:
     auto_batch: bool = opt(False, "CUDA: before training, find per resolution the largest per-device batch that fits "
                                   "in memory and accumulate gradients over it")
     lr_base: float = opt(0.001, "Adam learning rate of G and D")
+    lr_rampdown: float = opt(0.0, "share of total_kimg at the end of the run over which both learning rates fall "
+                                  "linearly to 0 (not in the paper, which keeps them constant: 0)")
     g_lr_table: dict = opt(help="G learning rate per resolution {res: lr}", factory=dict)
     d_lr_table: dict = opt(help="D learning rate per resolution {res: lr}", factory=dict)
 
@@ -344,6 +346,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             need(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and (kind is float or float(v).is_integer()),
                  f"sched.{name}[{res}] must be a positive {kind.__name__}, got {v!r}")
     need(s.lr_base > 0, "sched.lr_base must be > 0")
+    need(0 <= s.lr_rampdown < 1, f"sched.lr_rampdown must be in [0, 1) (a share of total_kimg), got {s.lr_rampdown}")
 
     need(0 <= o.beta1 < 1 and 0 <= o.beta2 < 1 and o.eps > 0, "Adam betas must be in [0, 1) and eps > 0")
     need(o.n_critic >= 1, "optim.n_critic must be >= 1")

@@ -100,11 +100,20 @@ def lod_to_level(lod: float, max_log2: int) -> tuple[int, float]:
     return k, alpha
 
 
+def lr_scale(kimg: float, sched: ScheduleConfig) -> float:
+    """The learning rates' multiplier: 1, falling linearly to 0 over the last ``lr_rampdown`` share of
+    ``total_kimg`` (a budgeted run moves total_kimg in its last phase, and the ramp's end with it)."""
+    span = sched.lr_rampdown * sched.total_kimg
+    if span <= 0:
+        return 1.0
+    return min(1.0, max(0.0, (sched.total_kimg - kimg) / span))
+
+
 def _phase(kimg: float, lod: float, res_log2: int, alpha: float, batch: int, sched: ScheduleConfig) -> Phase:
-    res = 2 ** res_log2
+    res, scale = 2 ** res_log2, lr_scale(kimg, sched)
     return Phase(kimg=kimg, lod=lod, res_log2=res_log2, alpha=alpha, batch=batch,
-                 g_lr=float(sched.g_lr_table.get(res, sched.lr_base)),
-                 d_lr=float(sched.d_lr_table.get(res, sched.lr_base)))
+                 g_lr=scale * float(sched.g_lr_table.get(res, sched.lr_base)),
+                 d_lr=scale * float(sched.d_lr_table.get(res, sched.lr_base)))
 
 
 def phase_at(cur_nimg: int, sched: ScheduleConfig, resolution: int, num_devices: int = 1) -> Phase:
