@@ -200,3 +200,33 @@ def test_tensorboard_events_and_a_resume_without_duplicates(tmp_path):
     assert "fakes" in acc.Tags()["images"] and "reals" in acc.Tags()["images"]
     fakes = [e.step for e in acc.Images("fakes")]
     assert fakes == sorted(set(fakes)) and fakes[-1] == resumed.cur_nimg
+
+
+def test_a_failing_tensorboard_writer_thread_prints_no_traceback(tmp_path, monkeypatch):
+    """A full disk under the event file: the writer thread's error reaches the training thread (where it
+    becomes one line) and Python prints no thread traceback beside it (CI once saw one after the Error line)."""
+    pytest.importorskip("tensorboard")
+    import errno
+    import threading
+
+    from pggan.training.tensorboard import Events
+
+    printed = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: printed.append(args.exc_type))
+    events = Events(str(tmp_path), None)
+    worker = events.writer.file_writer.event_writer._async_writer._worker
+
+    def full_disk(data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    worker._record_writer.write = full_disk
+    with pytest.raises(OSError, match="No space left"):
+        for i in range(100):
+            events.stats(i, {"loss_d": 1.0})
+    worker.join(5)
+    assert not worker.is_alive() and printed == []
+
+    other = threading.Thread(target=lambda: 1 / 0)        # any other thread's error is still printed
+    other.start()
+    other.join()
+    assert printed == [ZeroDivisionError]

@@ -7,6 +7,8 @@ without duplicates.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from ..util.errors import UsageError
@@ -48,10 +50,29 @@ def metric_scalars(name: str, value) -> dict[str, float]:
     return {f"Metrics/{name}": float(value)}
 
 
+def quiet_writer_thread_errors() -> None:
+    """Keep Python from printing a traceback when TensorBoard's writer thread fails to write (a full disk).
+    The thread keeps its error and the writer raises it again in the training thread at its next call,
+    where it becomes pggan's one-line message; other threads' errors are printed as before."""
+    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+
+    previous = threading.excepthook
+    if getattr(previous, "pggan_quiet", False):
+        return
+
+    def hook(args):
+        if not (isinstance(args.thread, _AsyncWriterThread) and issubclass(args.exc_type, OSError)):
+            previous(args)
+
+    hook.pggan_quiet = True
+    threading.excepthook = hook
+
+
 class Events:
     def __init__(self, run_path: str, purge_nimg: int | None):
         from torch.utils.tensorboard import SummaryWriter
 
+        quiet_writer_thread_errors()
         self.writer = SummaryWriter(run_path, purge_step=purge_nimg, flush_secs=30)
 
     def stats(self, nimg: int, record: dict) -> None:
