@@ -213,3 +213,30 @@ def test_budget_network_auto_picks_the_widest_that_stabilises_long_enough(monkey
     for kept in (cfg.replace(budget_network="fixed"), cfg.replace(init="/some/checkpoint.pt")):
         calls.clear()
         assert budget.choose_network(kept, None, None, None, LEVELS, lambda: seconds)[0].net == cfg.net and calls == [1]
+
+
+@pytest.mark.parametrize("user_ramp, budget_ramp, expected", [(0.0, 0.25, 0.25), (0.1, 0.25, 0.1), (0.0, 0.0, 0.0)])
+def test_a_budgeted_run_ramps_its_learning_rates_down_unless_told_otherwise(monkeypatch, user_ramp, budget_ramp,
+                                                                              expected):
+    """--budget sets sched.lr_rampdown from budget_lr_rampdown when the user set none, into the saved
+    plan, so that the learning rates reach 0 at the planned end; a user's own ramp, or 0, is kept."""
+    import time
+
+    from pggan.training import budget
+    from pggan.util.dist import DistInfo
+
+    cfg = get_preset("cpu-small").replace(budget="25m", budget_network="fixed", budget_lr_rampdown=budget_ramp)
+    cfg.sched.lr_rampdown = user_ramp
+    monkeypatch.setattr(budget, "measure_costs", lambda *a, **k: costs())
+    lines = []
+    out, _ = budget.plan_budget(validate(cfg), None, None, DistInfo(), time.time(), lines.append)
+    assert out.sched.lr_rampdown == expected
+    (plan_line,) = [line for line in lines if line.startswith("budget 25m")]
+    assert ("ramp down to 0 over the last 25%" in plan_line) == (expected == 0.25)
+    total, res = out.sched.total_kimg, out.net.resolution
+    lr = out.sched.lr_base
+    assert phase_at(int(total * 1000 * (1 - expected)) - 1000, out.sched, res).g_lr == pytest.approx(lr)
+    assert phase_at(int(total * 1000), out.sched, res).g_lr == pytest.approx(lr if expected == 0 else 0.0)
+    if expected:
+        half_way = int(total * 1000 * (1 - expected / 2))
+        assert phase_at(half_way, out.sched, res).d_lr == pytest.approx(lr / 2, rel=1e-3)

@@ -475,3 +475,14 @@ def test_builtin_shapes_are_labelled_with_their_shape(tmp_path):
     ds = open_dataset(str(tmp_path / "ds"))
     assert ds.labels.tolist() == images.labels.tolist()
     assert json.load(open(tmp_path / "ds" / "dataset.json"))["label_names"] == list(SHAPE_KINDS)
+
+
+def test_real_grids_show_a_seeded_random_sample_in_data_order():
+    """reals.png and `dataset show` draw their images at random (a folder sorted by name starts with
+    look-alikes), the same ones for the same seed."""
+    from pggan.util.grids import sample_indices
+
+    assert sample_indices(10, 64, 0).tolist() == list(range(10))        # fewer images than the grid: all
+    idx = sample_indices(4000, 64, 0)
+    assert len(set(idx.tolist())) == 64 and (np.diff(idx) > 0).all() and idx[-1] > 1000
+    assert (idx == sample_indices(4000, 64, 0)).all() and not (idx == sample_indices(4000, 64, 1)).all()

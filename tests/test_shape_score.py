@@ -13,7 +13,9 @@ spec.loader.exec_module(shape_score)
 
 def test_shape_score_separates_shapes_from_blobs_and_smudges():
     torch.set_num_threads(2)
-    net = shape_score.train_classifier(32, count=3072, epochs=6)
+    # the tool's own training (about 2 minutes on two cores): a shorter one (3,072 images, 6 epochs) passed
+    # on a CPU with AVX-512 and, trained from the same seed, called only half the real shapes clear on an AVX2 one
+    net = shape_score.train_classifier(32)
     reals, kinds = shape_score.shapes(256, 32, seed=2, blobs=False)
     real = shape_score.score(net, reals)
     assert real["clear"] > 0.9 and all(0.2 < real[k] < 0.47 for k in ("disc", "square", "triangle"))

@@ -10,12 +10,11 @@ and 64x64. Nobody drew these images for this purpose: they are a stand-in for a 
 colourful object set.
 """
 import argparse
-import hashlib
 import os
 import re
 import sys
 
-import numpy as np
+from image_sets import write_datasets, write_images
 from PIL import Image
 
 THEMES = ("oxygen", "Faenza", "gnome-colors-common", "gnome", "gnome-brave", "gnome-dust", "gnome-human",
@@ -40,20 +39,13 @@ def candidates(root: str, min_size: int) -> dict:
     return best
 
 
-def on_white(path: str, size: int) -> np.ndarray | None:
+def load(path: str) -> Image.Image | None:
     try:
         im = Image.open(path)
         im.load()
     except OSError:
         return None
-    im = im.convert("RGBA")
-    box = im.getbbox()
-    if box is None:
-        return None
-    side = max(im.width, im.height)
-    canvas = Image.new("RGBA", (side, side), (255, 255, 255, 255))
-    canvas.alpha_composite(im, ((side - im.width) // 2, (side - im.height) // 2))
-    return np.asarray(canvas.convert("RGB").resize((size, size), Image.LANCZOS))
+    return im if im.convert("RGBA").getbbox() else None
 
 
 def main() -> int:
@@ -70,27 +62,11 @@ def main() -> int:
               file=sys.stderr)
         return 1
     folder = os.path.join(args.out, "images")
-    os.makedirs(folder, exist_ok=True)
-    seen, kept = set(), 0
-    for (theme, name), (_, path) in sorted(found.items()):
-        img = on_white(path, args.size)
-        if img is None or img.min() > 250:                 # unreadable, or blank on white
-            continue
-        digest = hashlib.sha256(np.asarray(Image.fromarray(img).resize((32, 32), Image.BOX)).tobytes()).hexdigest()
-        if digest in seen:
-            continue
-        seen.add(digest)
-        Image.fromarray(img).save(os.path.join(folder, f"{theme}-{name}.png"))
-        kept += 1
+    kept = write_images(((f"{theme}-{name}", load(path)) for (theme, name), (_, path) in sorted(found.items())),
+                        folder, args.size)
     print(f"wrote {kept} icons of {len(found)} candidates to {folder}")
     if not args.no_datasets:
-        from pggan.data.create import ConvertOptions, create_dataset
-        from pggan.data.sources import open_source
-
-        for res in (32, 64):
-            dest = os.path.join(args.out, f"ds{res}")
-            create_dataset(open_source(folder), dest, ConvertOptions(resolution=res), overwrite=True, progress=False)
-            print(f"wrote {dest}")
+        write_datasets(folder, args.out)
     return 0
 
 

@@ -164,6 +164,8 @@ class TrainConfig:
                                        "the earlier phases share the rest, equal in images (docs/budget.md)")
     budget_network: str = opt("auto", "auto: a --budget run on cpu-small's network (no net.* option set) scales its "
                                       "feature maps and latent size to the budget (docs/budget.md); fixed: keep it")
+    budget_lr_rampdown: float = opt(0.25, "a --budget run's sched.lr_rampdown when that is not set (0): its learning "
+                                          "rates fall to 0 over this last share of the run (docs/budget.md); 0 = off")
     tick_kimg: float = opt(4.0, "kimg between log/stats lines")
     image_kimg: float = opt(20.0, "kimg between image grids (0 = only at the end)")
     checkpoint_kimg: float = opt(100.0, "kimg between checkpoints (0 = only at the end)")
@@ -368,6 +370,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(0 < a.target < 1 and a.speed_kimg > 0, "aug.target must be in (0, 1) and aug.speed_kimg > 0")
     need(cfg.budget_network in ("auto", "fixed"), f"budget_network must be auto or fixed, got '{cfg.budget_network}'")
     need(0 < cfg.budget_top_share < 1, f"budget_top_share must be between 0 and 1, got {cfg.budget_top_share}")
+    need(0 <= cfg.budget_lr_rampdown < 1, f"budget_lr_rampdown must be in [0, 1) (a share of the run), "
+                                           f"got {cfg.budget_lr_rampdown}")
     need(cfg.tick_kimg > 0, "tick_kimg must be > 0")
     need(cfg.image_kimg >= 0 and cfg.checkpoint_kimg >= 0, "image_kimg and checkpoint_kimg must be >= 0")
     need(cfg.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")

@@ -98,13 +98,13 @@ def dataset_show(path, level, count, seed, out):
     import numpy as np
 
     from ..data.dataset import open_dataset
-    from ..util.grids import make_grid, save_png
+    from ..util.grids import make_grid, sample_indices, save_png
 
     ds = open_dataset(path)
     level = level or ds.resolution
     if level not in ds.levels:
         raise click.ClickException(f"level {level} is not in this dataset; levels: {', '.join(map(str, sorted(ds.levels)))}")
-    idx = np.sort(np.random.default_rng(seed).choice(len(ds), size=min(count, len(ds)), replace=False))
+    idx = sample_indices(len(ds), count, seed)
     images = np.asarray(ds.levels[level][idx]).transpose(0, 2, 3, 1)
     save_png(out, make_grid(images, max(1, int(round(len(idx) ** 0.5))), size=max(level, 64)))
     click.echo(f"wrote {out}")

@@ -167,8 +167,12 @@ def plan_budget(cfg: TrainConfig, images: ImageSet, device: torch.device, info: 
         cfg.sched.stabilise_kimg_table = {r: _round(k) for r, k in plan.stabilise_kimg.items() if r < res}
         cfg.sched.fade_kimg_table = {r: _round(k) for r, k in plan.fade_kimg.items()}
     cfg.sched.total_kimg = _round(plan.total_kimg)
+    if not cfg.sched.lr_rampdown:          # a run that knows its end lands its G there (docs/budget.md)
+        cfg.sched.lr_rampdown = cfg.budget_lr_rampdown
+    ramp = (f"; learning rates ramp down to 0 over the last {cfg.sched.lr_rampdown:.0%} of it"
+            if cfg.sched.lr_rampdown else "")
     log(f"budget {cfg.budget}: {time.time() - started:.0f} s of set-up and measurement; the plan "
-        f"(each earlier phase {plan.fade_kimg.get(res, 0):.1f} kimg, the rest stabilising {res}x{res}):")
+        f"(each earlier phase {plan.fade_kimg.get(res, 0):.1f} kimg, the rest stabilising {res}x{res}{ramp}):")
     for line in plan.lines(costs):
         log("  " + line)
     return cfg, costs.grid + costs.checkpoint + (costs.metrics if cfg.metrics.strip() else 0.0)

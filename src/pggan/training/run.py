@@ -16,6 +16,7 @@ from ..config import TrainConfig
 from ..schedule import Phase
 from ..util.device import peak_memory_mb, precision_note, resolve_device
 from ..util.dist import DistInfo, ProcessGroupError, all_mean, all_min, any_rank, check_identical, init_from_env, shutdown
+from ..util.grids import sample_indices
 from .budget import EndPace, budget_seconds, plan_budget
 from .rundir import RunDir, fakes_name
 from .setup import check_init_labels, load_training_data, resolve_config
@@ -134,7 +135,8 @@ class Run:
 
     def _describe_new_run(self, images) -> None:
         cfg, t = self.cfg, self.trainer
-        reals = images.levels[cfg.net.resolution][: cfg.grid_size ** 2].transpose(0, 2, 3, 1)   # [N, H, W, C]
+        idx = sample_indices(len(images), cfg.grid_size ** 2, cfg.seed)
+        reals = images.levels[cfg.net.resolution][idx].transpose(0, 2, 3, 1)   # [N, H, W, C]
         self.run_dir.write_grid("reals.png", reals, cfg.grid_size)
         self.log(f"run directory {self.run_dir.path}")
         procs = f"; {self.info.world} processes ({'nccl' if self.device.type == 'cuda' else 'gloo'})" if self.info.enabled else ""

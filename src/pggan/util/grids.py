@@ -30,6 +30,12 @@ def make_grid(images: np.ndarray, cols: int, size: int | None = None) -> np.ndar
     return grid.reshape(rows * h, cols * w, c)
 
 
+def sample_indices(total: int, count: int, seed: int) -> np.ndarray:
+    """Which images a grid of ``count`` reals shows: a seeded random sample, in data order (the first
+    images of a folder sorted by name are often alike: one icon theme, one emoji's skin tones)."""
+    return np.sort(np.random.default_rng(seed).choice(total, size=min(count, total), replace=False))
+
+
 def png_bytes(image: np.ndarray) -> bytes:
     """uint8 [H, W, C] (C = 1 or 3) as a PNG file's bytes."""
     from PIL import Image
