@@ -16,7 +16,7 @@ import io
 import os
 import sys
 
-from image_sets import write_datasets, write_images
+from image_sets import build
 from PIL import Image
 
 FONT = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
@@ -58,11 +58,8 @@ def main() -> int:
     except KeyError:
         print(f"{args.font} has no colour bitmaps (CBDT table): use Noto Color Emoji", file=sys.stderr)
         return 1
-    folder = os.path.join(args.out, "images")
-    kept = write_images(((name, decode(png)) for name, png in sorted(found.items())), folder, args.size)
-    print(f"wrote {kept} emoji of {len(found)} bitmaps to {folder}")
-    if not args.no_datasets:
-        write_datasets(folder, args.out)
+    kept = build(((name, decode(png)) for name, png in sorted(found.items())), args.out, args.size, not args.no_datasets)
+    print(f"{kept} emoji of {len(found)} bitmaps")
     return 0
 
 

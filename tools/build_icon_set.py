@@ -14,7 +14,7 @@ import os
 import re
 import sys
 
-from image_sets import write_datasets, write_images
+from image_sets import build
 from PIL import Image
 
 THEMES = ("oxygen", "Faenza", "gnome-colors-common", "gnome", "gnome-brave", "gnome-dust", "gnome-human",
@@ -61,12 +61,9 @@ def main() -> int:
         print(f"no icons under {args.icons}: apt-get install oxygen-icon-theme faenza-icon-theme gnome-colors",
               file=sys.stderr)
         return 1
-    folder = os.path.join(args.out, "images")
-    kept = write_images(((f"{theme}-{name}", load(path)) for (theme, name), (_, path) in sorted(found.items())),
-                        folder, args.size)
-    print(f"wrote {kept} icons of {len(found)} candidates to {folder}")
-    if not args.no_datasets:
-        write_datasets(folder, args.out)
+    named = ((f"{theme}-{name}", load(path)) for (theme, name), (_, path) in sorted(found.items()))
+    kept = build(named, args.out, args.size, not args.no_datasets)
+    print(f"{kept} icons of {len(found)} candidates")
     return 0
 
 

@@ -35,6 +35,17 @@ def write_images(named_images, folder: str, size: int) -> int:
     return kept
 
 
+def build(named_images, out: str, size: int, datasets: bool = True) -> int:
+    """``out/images/*.png`` from ``(name, PIL image or None)`` pairs (:func:`write_images`), then, with
+    ``datasets``, ``out/ds32`` and ``out/ds64``. Returns how many images were written."""
+    folder = os.path.join(out, "images")
+    kept = write_images(named_images, folder, size)
+    print(f"wrote {kept} images to {folder}")
+    if datasets:
+        write_datasets(folder, out)
+    return kept
+
+
 def write_datasets(folder: str, out: str, resolutions=(32, 64)) -> None:
     from pggan.data.create import ConvertOptions, create_dataset
     from pggan.data.sources import open_source
