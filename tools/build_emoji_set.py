@@ -16,8 +16,7 @@ import io
 import os
 import sys
 
-from image_sets import build
-from PIL import Image
+from image_sets import build, open_image
 
 FONT = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
 
@@ -29,15 +28,6 @@ def bitmaps(font_path: str) -> dict:
     strikes = TTFont(font_path)["CBDT"].strikeData
     largest = max(strikes, key=lambda s: max((g.metrics.height for g in s.values()), default=0))
     return {name: glyph.imageData for name, glyph in largest.items()}
-
-
-def decode(png: bytes) -> Image.Image | None:
-    try:
-        im = Image.open(io.BytesIO(png))
-        im.load()
-    except OSError:
-        return None
-    return im
 
 
 def main() -> int:
@@ -58,7 +48,8 @@ def main() -> int:
     except KeyError:
         print(f"{args.font} has no colour bitmaps (CBDT table): use Noto Color Emoji", file=sys.stderr)
         return 1
-    kept = build(((name, decode(png)) for name, png in sorted(found.items())), args.out, args.size, not args.no_datasets)
+    named = ((name, open_image(io.BytesIO(png))) for name, png in sorted(found.items()))
+    kept = build(named, args.out, args.size, not args.no_datasets)
     print(f"{kept} emoji of {len(found)} bitmaps")
     return 0
 

@@ -14,8 +14,7 @@ import os
 import re
 import sys
 
-from image_sets import build
-from PIL import Image
+from image_sets import build, open_image
 
 THEMES = ("oxygen", "Faenza", "gnome-colors-common", "gnome", "gnome-brave", "gnome-dust", "gnome-human",
           "gnome-illustrious", "gnome-noble", "gnome-wine", "gnome-wise")
@@ -39,15 +38,6 @@ def candidates(root: str, min_size: int) -> dict:
     return best
 
 
-def load(path: str) -> Image.Image | None:
-    try:
-        im = Image.open(path)
-        im.load()
-    except OSError:
-        return None
-    return im if im.convert("RGBA").getbbox() else None
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--icons", default="/usr/share/icons")
@@ -61,7 +51,7 @@ def main() -> int:
         print(f"no icons under {args.icons}: apt-get install oxygen-icon-theme faenza-icon-theme gnome-colors",
               file=sys.stderr)
         return 1
-    named = ((f"{theme}-{name}", load(path)) for (theme, name), (_, path) in sorted(found.items()))
+    named = ((f"{theme}-{name}", open_image(path)) for (theme, name), (_, path) in sorted(found.items()))
     kept = build(named, args.out, args.size, not args.no_datasets)
     print(f"{kept} icons of {len(found)} candidates")
     return 0

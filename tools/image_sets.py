@@ -8,6 +8,16 @@ import numpy as np
 from PIL import Image
 
 
+def open_image(source) -> Image.Image | None:
+    """A decoded image from a path or a file object; None when it cannot be read."""
+    try:
+        im = Image.open(source)
+        im.load()
+    except OSError:
+        return None
+    return im
+
+
 def on_white(im: Image.Image, size: int) -> np.ndarray:
     """[size, size, 3] uint8: ``im`` composited on white, centred on a square canvas, Lanczos-resized."""
     im = im.convert("RGBA")
