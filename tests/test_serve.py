@@ -178,24 +178,35 @@ def test_load_50_concurrent_image_requests_and_a_page_stays_fast(runs):
     while not server.started and time.time() < deadline:
         time.sleep(0.05)
     network = f"{runs[1]}/generator-final.safetensors"
+    # one pooled client for the load and one for the pages: a client per request would spend the test's
+    # CPU (and the GIL this in-process server shares) on TLS contexts and measure the test, not the server
+    images = httpx.Client(base_url=base, limits=httpx.Limits(max_connections=64), timeout=60)
+    pages = httpx.Client(base_url=base, timeout=10)
     try:
         def one(i):
+            seeds = f"{100 + 64 * i}-{163 + 64 * i}"                  # distinct seeds: nothing comes from the cache
             start = time.time()
-            r = httpx.get(f"{base}/api/image/grid", params={"network": network, "seeds": f"{100 + 16 * i}-{115 + 16 * i}"},
-                          timeout=60)
-            return r.status_code, time.time() - start
+            return images.get("/api/image/grid", params={"network": network, "seeds": seeds}).status_code, time.time() - start
 
+        assert pages.get("/api/runs").status_code == 200
+        during = []                                                 # (status, seconds) of pages served mid-load
         with ThreadPoolExecutor(50) as pool:
             futures = [pool.submit(one, i) for i in range(50)]
-            time.sleep(0.2)                                        # the image requests are queued by now
-            start = time.time()
-            page = httpx.get(f"{base}/api/runs", timeout=10)
-            page_s = time.time() - start
+            while not all(f.done() for f in futures):
+                start = time.time()
+                code = pages.get("/api/runs").status_code
+                if not all(f.done() for f in futures):
+                    during.append((code, time.time() - start))
+                time.sleep(0.02)
             results = [f.result() for f in futures]
-        assert page.status_code == 200 and page_s < 1.0, page_s
+        assert during, "the image requests ended before a page was asked for: make them heavier"
+        assert all(code == 200 and s < 0.25 for code, s in during), during
         assert all(code == 200 for code, _ in results), results
-        print(f"50 image requests: max {max(s for _, s in results):.2f} s; page during the load {page_s * 1000:.0f} ms")
+        print(f"50 image requests: max {max(s for _, s in results):.2f} s; {len(during)} pages during the load, "
+              f"slowest {max(s for _, s in during) * 1000:.0f} ms")
     finally:
+        images.close()
+        pages.close()
         server.should_exit = True
         thread.join(timeout=10)
 
