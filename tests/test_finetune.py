@@ -61,7 +61,9 @@ def test_fine_tuning_starts_from_the_networks_weights_at_its_level(tmp_path, sou
     z, labels = grid_latents(cfg, 0)
     want = make_grid(to_uint8(src.G(z, None, 4, 1.0)), cfg.grid_size, cfg.net.resolution)
     got = np.asarray(Image.open(os.path.join(run, "fakes000000.000.png")))
-    assert np.array_equal(got, want)
+    # the same network; the run's kernels may round a pixel differently (seen on a CPU with AVX-512: 1 of 12,288)
+    diff = np.abs(got.astype(int) - want.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).sum())
     stats = [json.loads(line) for line in open(os.path.join(run, "stats.jsonl"))]
     assert stats[0]["kimg"] < 0.2 and {s["resolution"] for s in stats} == {16} and all(s["alpha"] == 1 for s in stats)
     assert result.cur_nimg < 1000                                     # counters start at 0, not at the source's
