@@ -200,7 +200,11 @@ def test_load_50_concurrent_image_requests_and_a_page_stays_fast(runs):
                 time.sleep(0.02)
             results = [f.result() for f in futures]
         assert during, "the image requests ended before a page was asked for: make them heavier"
-        assert all(code == 200 and s < 0.25 for code, s in during), during
+        # a page served beside the images takes milliseconds; one queued behind them takes a share of the
+        # load's time (0.15-0.40 s when api_runs was sent through the image pool); the median keeps one
+        # hiccup of a busy CI machine from deciding, the maximum bounds the worst
+        seconds = sorted(s for _, s in during)
+        assert all(code == 200 for code, _ in during) and seconds[len(seconds) // 2] < 0.1 and seconds[-1] < 1.0, during
         assert all(code == 200 for code, _ in results), results
         print(f"50 image requests: max {max(s for _, s in results):.2f} s; {len(during)} pages during the load, "
               f"slowest {max(s for _, s in during) * 1000:.0f} ms")
