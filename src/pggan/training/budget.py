@@ -184,7 +184,7 @@ def choose_network(cfg: TrainConfig, images: ImageSet, device: torch.device, inf
     for TOP_KIMG_WANTED kimg in the time left (the smallest when none does), with its costs and plan;
     ``cfg`` as it is when its network is not cpu-small's, is fine-tuned (``init``) or ``budget_network``
     is fixed. Scales are measured smallest first, and the next only while this one's plan leaves room
-    for a network at least twice as slow (each doubling of the maps is 3x the time on a CPU)."""
+    for a network at least twice as slow (each doubling of the maps costs 1.8-3x the time per image on a CPU)."""
     top = levels[-1]
     auto = cfg.budget_network == "auto" and not cfg.init          # a fine-tuned network keeps its shape
     nets = [scaled_cpu_small(cfg.net, s) for s in WIDTH_SCALES] if auto else [None]
