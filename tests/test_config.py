@@ -34,6 +34,7 @@ def test_presets_are_valid_and_round_trip(name):
     ("net.use_wscale", "maybe", "cannot read"),
     ("optim.n_critic", "0", "n_critic"),
     ("sched.lr_rampdown", "1", "lr_rampdown must be in"),
+    ("clusters", "1", "at least 2"),
 ])
 def test_invalid_values_give_clear_errors(key, value, msg):
     with pytest.raises(ConfigError, match=msg):
@@ -45,3 +46,9 @@ def test_unknown_option():
         set_option(TrainConfig(), "net.foo", 1)
     with pytest.raises(ConfigError, match="unknown option"):
         TrainConfig.from_dict({"nett": {}})
+
+
+def test_clusters_and_the_datasets_labels_are_one_or_the_other():
+    cfg = set_option(set_option(TrainConfig(), "clusters", "8"), "conditional", "true")
+    with pytest.raises(ConfigError, match="cannot be combined with conditional=true"):
+        validate(cfg)

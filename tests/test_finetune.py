@@ -107,6 +107,10 @@ def test_a_conditional_network_fine_tunes_without_its_classes_only_when_asked(tm
     src = list_checkpoints(run_training(cfg, progress=False, echo=lambda m: None).run_dir)[-1]
     with pytest.raises(ConfigError, match="--set conditional=false to drop them"):
         init_config(src, None, None, _flags(tmp_path, squares), SETS)
+    # or its classes learn as many clusters of the new images
+    assert init_config(src, None, None, _flags(tmp_path, squares), SETS + ["clusters=2"]).net.label_size == 2
+    with pytest.raises(ConfigError, match="cannot learn 3 clusters; use --set clusters=2"):
+        init_config(src, None, None, _flags(tmp_path, squares), SETS + ["clusters=3"])
     ft = init_config(src, None, None, _flags(tmp_path, squares, **{"sched.total_kimg": 0.05}), SETS + ["conditional=false"])
     assert ft.net.label_size == 0
     run = run_training(ft, progress=False, echo=lambda m: None).run_dir
@@ -134,6 +138,8 @@ def test_bad_inits_fail_with_one_line(tmp_path, source, squares):
     assert "convert the source again with --channels 3" in train("--init", source, "--data", str(gray))
     assert "drop net.fmap_base" in train("--init", source, "--data", squares, "--set", "net.fmap_base=128")
     assert "cannot go below" in train("--init", source, "--data", squares, "--resolution", "8")
+    assert "has no classes, so it cannot learn 2 clusters" in train("--init", source, "--data", squares,
+                                                                     "--set", "clusters=2")
     assert "use one" in train("--init", source, "--resume", "latest")
     labelled = _labelled(tmp_path, squares)
     assert "cannot learn the data's classes" in train("--init", source, "--data", labelled, "--set", "conditional=true")

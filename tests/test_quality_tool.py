@@ -38,3 +38,9 @@ def test_quality_budget_trains_measures_and_remeasures_a_checkpoint(tmp_path):
     assert again["d_overfit"]["network"] == str(ckpt) and again["d_overfit"]["real_score"] != overfit["real_score"]
     r = subprocess.run(common + ["--network", str(ckpt), "--kimg", "1"], capture_output=True, text=True)
     assert r.returncode == 2 and "--network needs --run" in r.stderr
+
+    # a run conditioned on clusters is measured with fakes drawn from the real images' clusters
+    subprocess.run(common + train + ["--set", "clusters=2", "--desc", "clusters"], check=True, capture_output=True,
+                   text=True)
+    third = json.loads((out / "quality.jsonl").read_text().splitlines()[2])
+    assert third["run"].endswith("-clusters") and third["kimg"] == 0.064

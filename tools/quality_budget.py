@@ -32,6 +32,7 @@ from PIL import Image
 from pggan.api import checkpoint_level, load_generator
 from pggan.augment import overfit_signal
 from pggan.checkpoint import checkpoint_config, list_checkpoints, load_checkpoint, load_state
+from pggan.data.clusters import cluster_labels
 from pggan.data.load import load_images
 from pggan.layers import fade_images
 from pggan.metrics.swd import swd
@@ -71,23 +72,32 @@ def main() -> int:
     if args.run:
         run = args.run
     else:
-        before = set(glob.glob(os.path.join(args.outdir, "0*")))
-        start = time.time()
-        code = subprocess.call(cmd)
+        start, run = time.time(), None
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, bufsize=1) as proc:
+            for line in proc.stdout:        # shown as it comes; the run's own line names its directory
+                print(line, end="", flush=True)
+                if run is None and line.startswith("run directory "):
+                    run = line[len("run directory "):].strip()
         wall = time.time() - start
-        if code:
-            return code
-        (run,) = set(glob.glob(os.path.join(args.outdir, "0*"))) - before
+        if proc.returncode:
+            return proc.returncode
 
     gen = load_generator(args.network or os.path.join(run, "generator-final.safetensors"))
     if args.run:                # the wall time the run had taken when it wrote this network
         stats = [json.loads(line) for line in open(os.path.join(run, "stats.jsonl"))]
         wall = [s for s in stats if not args.network or s["kimg"] <= gen.kimg + 1e-6][-1]["wall_s"]
-    real = np.asarray(load_images(args.data, args.resolution, gen.net.channels, 10 ** 9).levels[args.resolution])
+    real_set = load_images(args.data, args.resolution, gen.net.channels, 10 ** 9)
+    real = np.asarray(real_set.levels[args.resolution])
+    # a run conditioned on clusters draws its fakes with the real images' clusters, so both have one distribution
+    opts = json.load(open(os.path.join(run, "training_options.json")))
+    classes = cluster_labels(real_set, opts["clusters"], opts["seed"]) if opts.get("clusters") else None
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(real))
     half_a, half_b = order[: len(real) // 2], order[len(real) // 2: 2 * (len(real) // 2)]
-    fakes = torch.cat([torch.from_numpy(gen.generate(seeds=range(i, min(i + 256, len(real)))).images)
+    if classes is not None:     # fake i of real order[i]'s cluster: the first half's clusters are a random half's
+        classes = classes[order]
+    fakes = torch.cat([torch.from_numpy(gen.generate(seeds=range(i, min(i + 256, len(real))),
+                                                     labels=None if classes is None else classes[i:i + 256]).images)
                        for i in range(0, len(real), 256)]).permute(0, 3, 1, 2).float()
     reals = torch.from_numpy(real.copy()).float()
     def mean_swd(a, b):

@@ -148,6 +148,8 @@ class TrainConfig:
     freeze_d: int = opt(0, "FreezeD (beyond the paper): keep D's N highest-resolution blocks fixed (N < 0: the -N "
                            "lowest-resolution ones), e.g. when fine-tuning on little data")
     conditional: bool = opt(False, "condition on the dataset's labels (one-hot into G, AC-GAN terms in D)")
+    clusters: int = opt(0, "beyond the paper: condition on K clusters of the images (k-means of their 8x8 colours) as "
+                           "labels, for data without any; 0 = off")
     seed: int = opt(0, "seed of initialisation, latents and data order")
     device: str = opt("auto", "auto, cpu, cuda, cuda:N or mps")
     precision: str = opt("auto", "auto (bf16 where the hardware computes it natively, else fp32), fp32, bf16 (CPU and GPU) "
@@ -166,6 +168,8 @@ class TrainConfig:
                                       "feature maps and latent size to the budget (docs/budget.md); fixed: keep it")
     budget_lr_rampdown: float = opt(0.25, "a --budget run's sched.lr_rampdown when that is not set (0): its learning "
                                           "rates fall to 0 over this last share of the run (docs/budget.md); 0 = off")
+    budget_clusters: int = opt(16, "a --budget run on cpu-small's network whose data gives it no labels conditions on "
+                                   "this many clusters of its images (at most one per 100 images; docs/budget.md); 0 = off")
     tick_kimg: float = opt(4.0, "kimg between log/stats lines")
     image_kimg: float = opt(20.0, "kimg between image grids (0 = only at the end)")
     checkpoint_kimg: float = opt(100.0, "kimg between checkpoints (0 = only at the end)")
@@ -356,6 +360,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(o.ema_rampup >= 0, "optim.ema_rampup must be >= 0")
 
     need(cfg.data_count > 0, "data_count must be > 0")
+    need(cfg.clusters == 0 or cfg.clusters >= 2, f"clusters must be 0 (off) or at least 2, got {cfg.clusters}")
+    need(not (cfg.clusters and cfg.conditional),
+         "clusters gives the run labels of its own; it cannot be combined with conditional=true (the dataset's labels)")
     need(cfg.precision in PRECISION_CHOICES, f"precision must be {or_list(PRECISION_CHOICES)}, got '{cfg.precision}'")
     dev = cfg.device
     need(dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit()),
@@ -369,6 +376,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(0 <= a.p <= 1, f"aug.p must be in [0, 1], got {a.p}")
     need(0 < a.target < 1 and a.speed_kimg > 0, "aug.target must be in (0, 1) and aug.speed_kimg > 0")
     need(cfg.budget_network in ("auto", "fixed"), f"budget_network must be auto or fixed, got '{cfg.budget_network}'")
+    need(cfg.budget_clusters >= 0, f"budget_clusters must be >= 0 (0 = off), got {cfg.budget_clusters}")
     need(0 < cfg.budget_top_share < 1, f"budget_top_share must be between 0 and 1, got {cfg.budget_top_share}")
     need(0 <= cfg.budget_lr_rampdown < 1, f"budget_lr_rampdown must be in [0, 1) (a share of the run), "
                                            f"got {cfg.budget_lr_rampdown}")

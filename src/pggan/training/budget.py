@@ -215,6 +215,20 @@ def choose_network(cfg: TrainConfig, images: ImageSet, device: torch.device, inf
     return cand, costs, plan_schedule(time_left(), costs, levels, cand)
 
 
+IMAGES_PER_CLUSTER = 100       # a budgeted run's clusters hold this many images or more on average
+
+
+def clusters_for_budget(cfg: TrainConfig, n_images: int) -> int:
+    """How many clusters of its images a new --budget run conditions on (``clusters``; 0 = none): up to
+    ``budget_clusters``, at most one per IMAGES_PER_CLUSTER images, where nothing else decides its labels
+    or its network (no ``clusters`` or ``conditional`` set, no --init, cpu-small's network as for
+    ``budget_network``)."""
+    if not cfg.budget or cfg.clusters or cfg.conditional or cfg.init or scaled_cpu_small(cfg.net, 1) is None:
+        return 0
+    k = min(cfg.budget_clusters, n_images // IMAGES_PER_CLUSTER)
+    return k if k >= 2 else 0
+
+
 def _time_left(cfg: TrainConfig, started: float, info: DistInfo, device: torch.device) -> float:
     """Seconds of the budget left; in a multi-process run the least of any rank, so that all plan alike."""
     left = budget_seconds(cfg) - (time.time() - started)

@@ -119,12 +119,15 @@ def _check_init_data(cfg: TrainConfig, net, conditional_given: bool):
             raise ConfigError(f"--init: '{cfg.data}' is {h['resolution']}x{h['resolution']}, below the run's "
                               f"{net.resolution}x{net.resolution}")
         labels = h.get("label_size", 0)
-    if net.label_size and not cfg.conditional:
+    if cfg.clusters and cfg.clusters != net.label_size:
+        raise ConfigError(f"--init: the network has {net.label_size or 'no'} classes, so it cannot learn "
+                          f"{cfg.clusters} clusters" + (f"; use --set clusters={net.label_size}" if net.label_size else ""))
+    if net.label_size and not cfg.conditional and not cfg.clusters:
         if conditional_given:
             return replace(net, label_size=0)         # its class inputs and outputs are dropped (Trainer.load_init)
         raise ConfigError(f"--init: the network is conditional ({net.label_size} classes); train it with "
-                          f"--set conditional=true on data with those classes, or say --set conditional=false "
-                          f"to drop them")
+                          f"--set conditional=true on data with those classes or --set clusters={net.label_size} "
+                          f"on clusters of the images, or say --set conditional=false to drop them")
     if not net.label_size and cfg.conditional:
         raise ConfigError("--init: the network is unconditional and cannot learn the data's classes; "
                           "use --set conditional=false")

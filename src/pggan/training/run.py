@@ -13,11 +13,12 @@ import torch
 
 from ..checkpoint import load_checkpoint
 from ..config import TrainConfig
+from ..data.clusters import with_clusters
 from ..schedule import Phase
 from ..util.device import peak_memory_mb, precision_note, resolve_device
 from ..util.dist import DistInfo, ProcessGroupError, all_mean, all_min, any_rank, check_identical, init_from_env, shutdown
 from ..util.grids import sample_indices
-from .budget import EndPace, budget_seconds, plan_budget
+from .budget import EndPace, budget_seconds, clusters_for_budget, plan_budget
 from .rundir import RunDir, fakes_name
 from .setup import check_init_labels, load_training_data, resolve_config
 from .trainer import Step, Trainer, grid_latents
@@ -89,8 +90,15 @@ class Run:
         init = load_checkpoint(cfg.init) if cfg.init and ckpt is None else None
         if init is not None:
             check_init_labels(cfg, images)
-        request = cfg
-        cfg, notes = resolve_config(cfg, images, device, info)
+        request, notes = cfg, []
+        clusters = clusters_for_budget(cfg, len(images)) if ckpt is None else 0
+        if clusters:
+            cfg = cfg.replace(clusters=clusters)
+            images = with_clusters(images, clusters, cfg.seed)
+            notes.append(f"budget: conditioned on {clusters} clusters of the images (budget_clusters; "
+                         f"--set budget_clusters=0 for an unconditional generator)")
+        cfg, more = resolve_config(cfg, images, device, info)
+        notes += more
         end_s = 0.0
         if cfg.budget and ckpt is None:            # a resumed run follows the plan saved with it
             cfg, end_s = plan_budget(cfg, images, device, info, started, log=notes.append)

@@ -13,14 +13,17 @@ import torch
 
 from ..config import TrainConfig
 from ..data.base import DataError, ImageSet
+from ..data.clusters import with_clusters
 from ..data.load import load_images
 from ..util.device import resolve_precision
 from ..util.dist import DistInfo
 
 
 def load_training_data(cfg: TrainConfig) -> ImageSet:
-    """The run's images; labels kept only for a conditional run."""
+    """The run's images; labels kept only for a conditional run, or made from clusters."""
     images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)
+    if cfg.clusters:
+        return with_clusters(images, cfg.clusters, cfg.seed)
     if cfg.conditional and not images.label_size:
         raise DataError(f"--set conditional=true needs labels, but {images.description} has none")
     if not cfg.conditional:

@@ -281,7 +281,8 @@ class Trainer:
         """G_ema's images (uint8 [N, H, W, C]) for fixed latents, at the schedule's current level."""
         ph = self.phase()
         with autocast_for(self.device, self.cfg.precision):
-            return to_uint8(self.G_ema(z.to(self.device), labels, ph.res_log2, ph.alpha))
+            return to_uint8(self.G_ema(z.to(self.device), None if labels is None else labels.to(self.device),
+                                       ph.res_log2, ph.alpha))
 
 
 def _without_classes(state: dict, own: dict) -> dict:

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The CUDA paths, end to end, on a machine with one GPU: training in fp32/bf16/fp16, kill -9 and
+# --resume, auto_batch, generate and metrics, a budgeted run on real images, torch.compile and the bench.
+# Each step runs under its own time limit and the script goes on after a failure; every step's output
+# goes to OUT/log.txt and one line a step (exit code, seconds) to OUT/summary.txt.
+#
+#   bash tools/gpu_check.sh OUT [DATASET32]     # DATASET32: e.g. emoji/ds32 (tools/build_emoji_set.py)
+#
+# Needs only PyTorch with CUDA, numpy, Pillow, click, tqdm and safetensors: pggan runs from src/, nothing
+# is installed. DEVICE=cpu (and a short BUDGET, default 3m) runs the same steps on a CPU, to check the script
+# itself. Every step should end with rc=0 but `kill`, which is killed on purpose (rc=137).
+set -u
+out=${1:?usage: gpu_check.sh OUT [DATASET32]}
+data=${2:-}
+device=${DEVICE:-cuda}
+budget=${BUDGET:-3m}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$out"
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 PGGAN_DEBUG=1
+py=${PYTHON:-python3}
+pg=("$py" -m pggan)
+train=("$py" -m pggan train --device "$device" --no-progress)
+
+step() {    # step NAME SECONDS CMD...: run CMD with a time limit, log it, record its exit code
+  local name=$1 limit=$2 start rc
+  shift 2
+  echo "=== $name: $*" >>"$out/log.txt"
+  start=$(date +%s)
+  timeout -k 5 "$limit" "$@" >>"$out/log.txt" 2>&1
+  rc=$?
+  echo "$name rc=$rc $(( $(date +%s) - start ))s" | tee -a "$out/summary.txt"
+}
+
+step info 60 bash -c "nvidia-smi -L 2>/dev/null; $py -c 'import torch; print(torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(0))'"
+
+# plain training in the three precisions, cpu-small on the built-in shapes (conditional on their labels in fp16)
+step fp32 90 "${train[@]}" --outdir "$work/runs" --desc fp32 --precision fp32 --kimg 4
+step fp16-conditional 90 "${train[@]}" --outdir "$work/runs" --desc fp16 --precision fp16 --kimg 4 --set conditional=true
+
+# kill -9 in the middle of an auto-precision run, then continue it from its newest checkpoint
+step kill 60 timeout -s KILL 20 "${train[@]}" --outdir "$work/kill" \
+  --kimg 60 --set checkpoint_kimg=2 --set image_kimg=10
+step resume 120 "${train[@]}" --outdir "$work/kill" --resume latest
+step resumed-to-end 10 bash -c "ls $work/kill/*/ && test -f $work/kill/*/generator-final.safetensors"
+
+net=$(ls "$work"/kill/*/generator-final.safetensors 2>/dev/null | head -n 1)
+step generate 60 "${pg[@]}" generate --network "${net:-missing}" --seeds 0-63 --grid --device "$device" --outdir "$work/gen"
+step metrics 120 "${pg[@]}" metrics --network "${net:-missing}" --data builtin:shapes --num 1024 --pairs 1000 --device "$device"
+
+# the largest batch that fits, probed per resolution, with section 6.1's 128x128 network
+step auto_batch 120 "${train[@]}" --outdir "$work/runs" --desc autobatch --preset lowcap-128 --resolution 128 \
+  --set sched.auto_batch=true --kimg 1
+
+# a budgeted run on real images: the planner on this device (which width does it pick?) and its SWD
+if [ -n "$data" ]; then
+  step budget 400 "$py" tools/quality_budget.py --data "$data" --resolution 32 --budget "$budget" --swd-repeats 1 --outdir "$work/q"
+  cp "$work"/q/0*/quality.png "$work"/q/quality.jsonl "$out/" 2>/dev/null
+  cp "$work"/q/0*/log.txt "$out/budget-run-log.txt" 2>/dev/null
+fi
+
+step compile 100 "${train[@]}" --outdir "$work/runs" --desc compile --set compile=true --kimg 2
+step bench 100 "${pg[@]}" bench --device "$device" --precision fp32,bf16 --paper-max-res 256 --resolutions 32 \
+  --seconds 1 --json "$out/bench.json"
+cat "$out/summary.txt"
