@@ -18,7 +18,7 @@ def test_quality_budget_trains_measures_and_remeasures_a_checkpoint(tmp_path):
         Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(data / f"{i}.png")
     out = tmp_path / "q"
     common = [sys.executable, str(TOOL), "--data", str(data), "--resolution", "8", "--outdir", str(out),
-              "--swd-repeats", "1"]
+              "--swd-repeats", "1", "--splits", "2"]
     train = ["--kimg", "0.064", "--set", "sched.growing=false", "--set", "tick_kimg=0.032",
              "--set", "checkpoint_kimg=0.032", "--set", "image_kimg=0.032", "--set", "grid_size=2"]
     subprocess.run(common + train, check=True, capture_output=True, text=True)
@@ -26,6 +26,9 @@ def test_quality_budget_trains_measures_and_remeasures_a_checkpoint(tmp_path):
     first = json.loads((out / "quality.jsonl").read_text().splitlines()[0])
     assert first["kimg"] == 0.064 and first["images"] == 24 and (run / "quality.png").exists()
     assert first["floor"]["avg"] > 0 and first["half_over_floor"] == first["half"]["avg"] / first["floor"]["avg"]
+    per_split = first["half_over_floor_per_split"]       # two random halves, two ratios; the mean's lies between
+    assert len(per_split) == 2 and per_split[0] != per_split[1]
+    assert min(per_split) - 1e-9 <= first["half_over_floor"] <= max(per_split) + 1e-9
     overfit = first["d_overfit"]            # from the last checkpoint's D and G, over one batch of 16 reals
     assert overfit["network"] == str(run / "checkpoint-000000.064.pt") and -1 <= overfit["signal"] <= 1
     assert overfit["signal"] * 16 % 2 == 0      # the mean of 16 signs of +-1: k/8 for an integer k

@@ -8,9 +8,12 @@
 Runs `pggan train` as a user would (a new process, its wall time measured from outside), then measures
 the final G_ema with SWD (x1e3; the levels and their average):
 - `fake_vs_real`: all the set's images against as many generated ones,
-- `half`: a random half of the real set against as many generated images, and `floor`: that half against
-  the other half (two samples of the same data: what no generator can beat at this sample size),
-each the mean of --swd-repeats SWDs with different random descriptors,
+- `half`: the generated images paired with a random half of the real set against the other half, and
+  `floor`: the two halves against each other (two samples of the same data: what no generator can beat
+  at this sample size),
+`fake_vs_real` the mean of --swd-repeats SWDs with different random descriptors, `half` and `floor` the
+means over --splits random halves (one split alone moves the ratio by about 0.1: the 16x16 level of a
+half is noisy),
 and, from the run's last checkpoint (or --network's), `d_overfit`: how well its D tells the real images
 from its G's, with ADA's overfitting heuristic (0: D cannot tell them apart, 1: it has memorised the
 reals); and writes quality.png (real grid left, the final grid right) into the run directory. One JSON line per
@@ -56,6 +59,7 @@ def main() -> int:
     ap.add_argument("--init", help="fine-tune this network (pggan train --init)")
     ap.add_argument("--seed", type=int, default=0, help="of the SWD halves and draws")
     ap.add_argument("--swd-repeats", type=int, default=3, help="SWDs with other descriptor draws, averaged")
+    ap.add_argument("--splits", type=int, default=5, help="random halves the half comparison and floor average over")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to pggan train")
     args = ap.parse_args()
     if args.network and not args.run:
@@ -91,26 +95,28 @@ def main() -> int:
     # a run conditioned on clusters draws its fakes with the real images' clusters, so both have one distribution
     opts = json.load(open(os.path.join(run, "training_options.json")))
     classes = cluster_labels(real_set, opts["clusters"], opts["seed"]) if opts.get("clusters") else None
-    rng = np.random.default_rng(args.seed)
-    order = rng.permutation(len(real))
-    half_a, half_b = order[: len(real) // 2], order[len(real) // 2: 2 * (len(real) // 2)]
-    if classes is not None:     # fake i of real order[i]'s cluster: the first half's clusters are a random half's
-        classes = classes[order]
+    # fake i is drawn as real image i's partner: for a clustered run with its cluster, so that the fakes
+    # paired with a random half of the reals have that half's clusters, as the floor's half has
     fakes = torch.cat([torch.from_numpy(gen.generate(seeds=range(i, min(i + 256, len(real))),
                                                      labels=None if classes is None else classes[i:i + 256]).images)
                        for i in range(0, len(real), 256)]).permute(0, 3, 1, 2).float()
     reals = torch.from_numpy(real.copy()).float()
-    def mean_swd(a, b):
-        runs = [swd(a, b, seed=args.seed + i) for i in range(args.swd_repeats)]
+
+    def mean(runs):
         levels = {r: sum(x["levels"][r] for x in runs) / len(runs) for r in runs[0]["levels"]}
         return {"levels": levels, "avg": sum(levels.values()) / len(levels)}
 
+    rng = np.random.default_rng(args.seed)
+    n = len(real) // 2
+    halves = [rng.permutation(len(real))[: 2 * n].reshape(2, n) for _ in range(args.splits)]
+    half = [swd(fakes[a], reals[b], seed=args.seed + i) for i, (a, b) in enumerate(halves)]
+    floor = [swd(reals[a], reals[b], seed=args.seed + i) for i, (a, b) in enumerate(halves)]
     result = {
         "run": run, "network": gen.source, "kimg": gen.kimg, "command": "" if args.run else " ".join(cmd[2:]),
         "wall_s": round(wall, 1), "images": len(real),
-        "fake_vs_real": mean_swd(fakes, reals),
-        "half": mean_swd(fakes[: len(half_b)], reals[half_b]),
-        "floor": mean_swd(reals[half_a], reals[half_b]),
+        "fake_vs_real": mean([swd(fakes, reals, seed=args.seed + i) for i in range(args.swd_repeats)]),
+        "half": mean(half), "floor": mean(floor),
+        "half_over_floor_per_split": [h["avg"] / f["avg"] for h, f in zip(half, floor)],
     }
     result["half_over_floor"] = result["half"]["avg"] / result["floor"]["avg"]
     ckpt_path = args.network if str(args.network).endswith(".pt") else (list_checkpoints(run) or [None])[-1]
@@ -133,7 +139,8 @@ def main() -> int:
         f.write(json.dumps(result) + "\n")
     print(f"{run}: {wall / 60:.1f} min; SWD x1e3 avg: all {result['fake_vs_real']['avg']:.2f}, "
           f"half {result['half']['avg']:.2f}, real-vs-real floor {result['floor']['avg']:.2f} "
-          f"(ratio {result['half_over_floor']:.2f}); levels {_levels(result['half'])} vs floor {_levels(result['floor'])}; "
+          f"(ratio {result['half_over_floor']:.2f}, per split {_ratios(result)}); "
+          f"levels {_levels(result['half'])} vs floor {_levels(result['floor'])}; "
           f"{out_png}")
     if "d_overfit" in result:
         print(f"D's overfitting heuristic (ADA's, 1 = memorised) on all real images: {result['d_overfit']['signal']:.2f}")
@@ -165,6 +172,10 @@ def d_overfit(ckpt_path: str, reals: torch.Tensor, seed: int, batch: int = 16) -
     r, f = torch.cat(real_scores), torch.cat(fake_scores)
     return {"network": ckpt_path, "signal": float(overfit_signal(r, f)), "real_score": [float(r.mean()), float(r.std())],
             "fake_score": [float(f.mean()), float(f.std())]}
+
+
+def _ratios(r: dict) -> str:
+    return "/".join(f"{v:.2f}" for v in r["half_over_floor_per_split"])
 
 
 def _levels(r: dict) -> str:
