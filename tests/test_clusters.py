@@ -44,6 +44,20 @@ def test_kmeans_reseeds_an_emptied_cluster():
     assert sorted(centres[:, 0].tolist()) == [0.0, 10.0]
 
 
+def test_an_outlier_does_not_keep_a_cluster_of_its_own():
+    # k-means++ draws a far outlier as a seed almost surely; left alone it keeps a cluster of one while
+    # two of the three groups share one cluster
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(3), 60)
+    x = np.concatenate([groups[:, None] * 4.0 + rng.normal(0, 0.3, (180, 2)), [[100.0, 100.0]]]).astype(np.float32)
+    for seed in range(5):
+        centres = kmeans(x, 3, seed=seed)
+        labels = ((x[:, None] - centres[None]) ** 2).sum(-1).argmin(1)
+        assert np.bincount(labels, minlength=3).min() >= 7          # a tenth of the mean size, rounded up
+        assert all(len(set(labels[:180][groups == g].tolist())) == 1 for g in range(3))
+        assert len(set(labels[:180].tolist())) == 3
+
+
 def test_too_many_clusters_is_one_clear_error():
     images, _ = coloured_set([3, 3])
     with pytest.raises(DataError, match="no more than the 6 images"):

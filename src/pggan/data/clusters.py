@@ -36,9 +36,30 @@ def _nearest(x: np.ndarray, centres: np.ndarray, chunk: int = 65536) -> tuple[np
     return np.concatenate(idx), np.concatenate(dist)
 
 
-def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 50) -> np.ndarray:
-    """Centres [k, D] by k-means++ seeding and Lloyd's iterations; an emptied cluster is re-seeded at the
-    point furthest from its centre."""
+def _lloyd(x: np.ndarray, centres: np.ndarray, iters: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lloyd's iterations until the assignment stops changing: (centres, assignment, squared distances).
+    An emptied cluster is re-seeded at the point furthest from its centre."""
+    assign = None
+    for _ in range(iters):
+        new, dist = _nearest(x, centres)
+        if assign is not None and np.array_equal(new, assign):
+            break
+        assign = new
+        for j in range(len(centres)):
+            members = x[assign == j]
+            if len(members):
+                centres[j] = members.mean(0)
+            else:
+                far = int(dist.argmax())
+                centres[j], dist[far] = x[far], 0.0
+    return centres, assign, dist
+
+
+def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 50, rounds: int = 4) -> np.ndarray:
+    """Centres [k, D] by k-means++ seeding and Lloyd's iterations. A cluster that ends with under a tenth
+    of the mean cluster size (typically an outlier that k-means++ drew as a seed, keeping a cluster of
+    its own while two groups share one) is re-seeded at a random member of the cluster with the largest
+    squared error, and Lloyd's iterations run again (at most ``rounds`` times in all)."""
     rng = np.random.default_rng(seed)
     centres = [x[rng.integers(len(x))]]
     dist = ((x - centres[0]) ** 2).sum(1)
@@ -47,19 +68,18 @@ def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 50) -> np.ndarray:
         centres.append(x[rng.choice(len(x), p=p)])
         dist = np.minimum(dist, ((x - centres[-1]) ** 2).sum(1))
     centres = np.stack(centres)
-    assign = None
-    for _ in range(iters):
-        new, dist = _nearest(x, centres)
-        if assign is not None and np.array_equal(new, assign):
+    min_size = int(np.ceil(len(x) / k / 10))
+    for _ in range(rounds):
+        centres, assign, dist = _lloyd(x, centres, iters)
+        sizes = np.bincount(assign, minlength=k)
+        error = np.bincount(assign, weights=dist, minlength=k)
+        small = np.flatnonzero(sizes < min_size)
+        if not len(small):
             break
-        assign = new
-        for j in range(k):
-            members = x[assign == j]
-            if len(members):
-                centres[j] = members.mean(0)
-            else:
-                far = int(dist.argmax())
-                centres[j], dist[far] = x[far], 0.0
+        for j in small:
+            worst = int(error.argmax())
+            centres[j] = x[rng.choice(np.flatnonzero(assign == worst))]
+            error[worst] = 0.0        # the next small cluster splits another one
     return centres
 
 
