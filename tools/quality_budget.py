@@ -12,8 +12,8 @@ the final G_ema with SWD (x1e3; the levels and their average):
   `floor`: the two halves against each other (two samples of the same data: what no generator can beat
   at this sample size),
 `fake_vs_real` the mean of --swd-repeats SWDs with different random descriptors, `half` and `floor` the
-means over --splits random halves (one split alone moves the ratio by about 0.1: the 16x16 level of a
-half is noisy),
+means over --splits random halves (the ratio of one network moved from 0.93 to 1.61 between splits of
+the emoji: the 16x16 level of a half is noisy),
 and, from the run's last checkpoint (or --network's), `d_overfit`: how well its D tells the real images
 from its G's, with ADA's overfitting heuristic (0: D cannot tell them apart, 1: it has memorised the
 reals); and writes quality.png (real grid left, the final grid right) into the run directory. One JSON line per
@@ -92,10 +92,9 @@ def main() -> int:
         wall = [s for s in stats if not args.network or s["kimg"] <= gen.kimg + 1e-6][-1]["wall_s"]
     real_set = load_images(args.data, args.resolution, gen.net.channels, 10 ** 9)
     real = np.asarray(real_set.levels[args.resolution])
-    # a run conditioned on clusters draws its fakes with the real images' clusters, so both have one distribution
     opts = json.load(open(os.path.join(run, "training_options.json")))
     classes = cluster_labels(real_set, opts["clusters"], opts["seed"]) if opts.get("clusters") else None
-    # fake i is drawn as real image i's partner: for a clustered run with its cluster, so that the fakes
+    # fake i is real image i's partner: a clustered run draws it with that image's cluster, so the fakes
     # paired with a random half of the reals have that half's clusters, as the floor's half has
     fakes = torch.cat([torch.from_numpy(gen.generate(seeds=range(i, min(i + 256, len(real))),
                                                      labels=None if classes is None else classes[i:i + 256]).images)
