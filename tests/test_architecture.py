@@ -11,7 +11,7 @@ SRC = pathlib.Path(__file__).resolve().parents[1] / "src"
 LAYERS = [
     ("pggan.util", 0),
     ("pggan.config", 1),
-    ("pggan.schedule", 2), ("pggan.presets", 2),
+    ("pggan.schedule", 2), ("pggan.presets", 2), ("pggan.classes", 2),
     ("pggan.conv", 3), ("pggan.layers", 3), ("pggan.networks", 3), ("pggan.losses", 3), ("pggan.flops", 3),
     ("pggan.checkpoint", 3), ("pggan.video", 3), ("pggan.plot", 3), ("pggan.augment", 3),
     ("pggan.data.base", 3), ("pggan.data.builtin", 4), ("pggan.data.sources", 5), ("pggan.data.dataset", 5),

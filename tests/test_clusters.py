@@ -83,27 +83,6 @@ def test_a_run_with_clusters_trains_a_generator_conditional_on_them(tmp_path):
     assert saved["clusters"] == 3 and saved["net"]["label_size"] == 3
 
 
-def test_metric_fakes_of_a_conditional_generator_take_the_real_images_classes():
-    from types import SimpleNamespace
-
-    from pggan.metrics.evaluate import image_sources
-
-    class Stub:
-        net, alpha, asked = SimpleNamespace(label_size=3), 1.0, []
-
-        def generate(self, seeds, labels=None):
-            self.asked.append(None if labels is None else list(labels))
-            return SimpleNamespace(images=np.zeros((len(seeds), 4, 4, 3), np.uint8))
-
-    level = np.zeros((4, 3, 4, 4), np.uint8)
-    gen = Stub()
-    fake_fn, _ = image_sources(gen, level, 0, labels=np.array([2, 0, 1, 1]))
-    fake_fn([1, 2, 5])
-    fake_fn, _ = image_sources(gen, level, 0)
-    fake_fn([1, 2])
-    assert gen.asked == [[0, 1, 0], None]          # real image i's class (i mod the count); else seed % C
-
-
 def test_grid_labels_reach_the_networks_device(tmp_path):
     """The grid's one-hot labels are made on the CPU; sample() moved only z to the device, so every
     conditional run on CUDA stopped at its first grid (found on an H200). Here a stand-in for a tensor on
@@ -117,7 +96,7 @@ def test_grid_labels_reach_the_networks_device(tmp_path):
     images = load_training_data(cfg)
     cfg, _ = resolve_config(cfg, images, torch.device("cpu"))
     trainer = Trainer(cfg, images, torch.device("cpu"))
-    z, labels = grid_latents(cfg, images.label_size)
+    z, labels = grid_latents(cfg, trainer.classes)
 
     class Elsewhere:
         def to(self, target):

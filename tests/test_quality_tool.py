@@ -42,8 +42,9 @@ def test_quality_budget_trains_measures_and_remeasures_a_checkpoint(tmp_path):
     r = subprocess.run(common + ["--network", str(ckpt), "--kimg", "1"], capture_output=True, text=True)
     assert r.returncode == 2 and "--network needs --run" in r.stderr
 
-    # a run conditioned on clusters is measured with fakes drawn from the real images' clusters
+    # a run conditioned on clusters is measured as pggan generate draws it, beside the old paired draw
     subprocess.run(common + train + ["--set", "clusters=2", "--desc", "clusters"], check=True, capture_output=True,
                    text=True)
     third = json.loads((out / "quality.jsonl").read_text().splitlines()[2])
     assert third["run"].endswith("-clusters") and third["kimg"] == 0.064
+    assert third["fake_vs_real_paired"]["avg"] > 0 and third["fake_vs_real_paired"] != third["fake_vs_real"]

@@ -120,6 +120,7 @@ def test_bad_requests_are_4xx_with_a_message(client, runs, tmp_path):
                                  ({"seeds": "0-999"}, 400, "at most 16"),
                                  ({"seeds": "0", "truncate": "-1"}, 400, "truncate"),
                                  ({"seeds": "0", "class": "2"}, 400, "not conditional"),
+                                 ({"seeds": "0", "class": "cats"}, 400, "class number"),
                                  ({"seeds": "0", "cols": "x"}, 400, "whole number")):
         r = client.get("/api/image/grid", params=dict(params, network=network))
         assert r.status_code == status and text in r.json()["error"], (params, r.text)
@@ -139,9 +140,9 @@ def test_bad_requests_are_4xx_with_a_message(client, runs, tmp_path):
 def test_memory_bound_scales_with_resolution(runs):
     service = ImageService(runs[0], max_images=1)              # 1 x 256 x 256 pixels: 256 images of 16x16
     network = f"{runs[1]}/generator-final.safetensors"
-    assert service.render(network, np.zeros((256, 16), np.float32), [0] * 256, None, 16, "t")[:4] == b"\x89PNG"
+    assert service.render(network, np.zeros((256, 16), np.float32), None, 16, "t")[:4] == b"\x89PNG"
     with pytest.raises(Exception, match="more than this server makes at once"):
-        service.render(network, np.zeros((257, 16), np.float32), [0] * 257, None, 16, "t")
+        service.render(network, np.zeros((257, 16), np.float32), None, 16, "t")
     service.close()
 
 

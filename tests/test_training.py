@@ -254,24 +254,31 @@ def test_conditional_training_on_labelled_dataset(tmp_path):
     G = load_generator(ckpt)
     assert G.net.label_size == 3
     assert G.generate(seeds=[1, 2], labels=[0, 2]).images.shape == (2, 4, 4, 3)     # 0.1 kimg: still at 4x4
-    # without --class, seed s draws class s % 3: the same images as asking for those classes
-    assert np.array_equal(G.generate(seeds=[4, 5, 6]).images, G.generate(seeds=[4, 5, 6], labels=[1, 2, 0]).images)
-    assert not np.array_equal(G.generate(seeds=[4]).images, G.generate(seeds=[4], labels=[0]).images)
+    # the data's labels, in the data's shares (4 images each): the prior saved with the network
+    assert G.classes.freqs == (1 / 3, 1 / 3, 1 / 3) and not G.classes.implicit
+    # without --class, seed s draws its class from the prior: the same images as asking for those classes
+    drawn = G.classes.draw([4, 5, 6])
+    assert np.array_equal(G.generate(seeds=[4, 5, 6]).images, G.generate(seeds=[4, 5, 6], labels=drawn).images)
+    assert not np.array_equal(G.generate(seeds=[4]).images, G.generate(seeds=[4], labels=[(drawn[0] + 1) % 3]).images)
     code, out = _cli("generate", "--network", ckpt, "--seeds", "4-5", "--outdir", str(tmp_path / "o"))
     assert code == 0 and np.array_equal(np.asarray(Image.open(tmp_path / "o" / "seed0005.png")),
-                                        G.generate(seeds=[5], labels=[2]).images[0])
+                                        G.generate(seeds=[5], labels=drawn[1:2]).images[0])
+    code, out = _cli("generate", "--network", ckpt, "--seeds", "4-5", "--class", "turn", "--outdir", str(tmp_path / "t"))
+    assert code == 0 and np.array_equal(np.asarray(Image.open(tmp_path / "t" / "seed0005.png")),
+                                        G.generate(seeds=[5], labels=[2]).images[0])     # seed 5: class 5 % 3
     code, out = _cli("generate", "--network", ckpt, "--seeds", "0-1", "--class", "1", "--outdir", str(tmp_path / "c"))
     assert code == 0 and np.array_equal(np.asarray(Image.open(tmp_path / "c" / "seed0000.png")),
                                         G.generate(seeds=[0], labels=[1]).images[0])    # --class overrides seed % 3
     code, out = _cli("generate", "--network", ckpt, "--seeds", "0-1", "--class", "3", "--outdir", str(tmp_path / "o"))
     assert code == 1 and "classes 0..2" in out
-    code, out = _cli("project", "--network", ckpt, "--image", str(root / "a" / "0.png"), "--outdir", str(tmp_path / "p"))
-    assert code == 1 and "--class 0..2" in out and not (tmp_path / "p").exists()   # a photo has no seed for a class
+    code, out = _cli("project", "--network", ckpt, "--image", str(root / "a" / "0.png"), "--outdir", str(tmp_path / "p"),
+                     "--class", "5")
+    assert code == 1 and "classes 0..2" in out and not (tmp_path / "p").exists()
     from pggan.serve.images import ImageService  # the explorer's grids take the same classes
     service = ImageService(os.path.dirname(ckpt))
     try:
         png = service.seeds_grid(os.path.basename(ckpt), [5], None, None, 1)
-        assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), G.generate(seeds=[5], labels=[2]).images[0])
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), G.generate(seeds=[5]).images[0])
     finally:
         service.close()
     # unconditional by default, even on labelled data

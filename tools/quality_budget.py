@@ -6,9 +6,13 @@
     python tools/quality_budget.py --data icons/ds32 --resolution 32 --run RUN --network RUN/checkpoint-000400.000.pt
 
 Runs `pggan train` as a user would (a new process, its wall time measured from outside), then measures
-the final G_ema with SWD (x1e3; the levels and their average):
-- `fake_vs_real`: all the set's images against as many generated ones,
-- `half`: the generated images paired with a random half of the real set against the other half, and
+what `pggan generate --seeds 0-(N-1)` writes from the final G_ema (N: the set's size; a clustered
+network draws each seed's cluster from its prior, as for every user) with SWD (x1e3; the levels and
+their average):
+- `fake_vs_real`: all the set's images against the N generated ones,
+- `fake_vs_real_paired` (clustered runs only, for comparison): the same network with fake i drawn in
+  real image i's cluster, an internal draw that no command makes,
+- `half`: the generated images of a random half of the seeds against the other half of the real set, and
   `floor`: the two halves against each other (two samples of the same data: what no generator can beat
   at this sample size),
 `fake_vs_real` the mean of --swd-repeats SWDs with different random descriptors, `half` and `floor` the
@@ -25,6 +29,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -32,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pggan.api import checkpoint_level, load_generator
+from pggan.api import checkpoint_level, load_generator, stored_classes
 from pggan.augment import overfit_signal
 from pggan.checkpoint import checkpoint_config, list_checkpoints, load_checkpoint, load_state
 from pggan.data.clusters import cluster_labels
@@ -92,13 +97,15 @@ def main() -> int:
         wall = [s for s in stats if not args.network or s["kimg"] <= gen.kimg + 1e-6][-1]["wall_s"]
     real_set = load_images(args.data, args.resolution, gen.net.channels, 10 ** 9)
     real = np.asarray(real_set.levels[args.resolution])
+    # the fakes are what a user gets: the files `pggan generate --seeds 0-(N-1)` writes
+    fakes = generated_files(gen.source, len(real))
     opts = json.load(open(os.path.join(run, "training_options.json")))
-    classes = cluster_labels(real_set, opts["clusters"], opts["seed"]) if opts.get("clusters") else None
-    # fake i is real image i's partner: a clustered run draws it with that image's cluster, so the fakes
-    # paired with a random half of the reals have that half's clusters, as the floor's half has
-    fakes = torch.cat([torch.from_numpy(gen.generate(seeds=range(i, min(i + 256, len(real))),
-                                                     labels=None if classes is None else classes[i:i + 256]).images)
-                       for i in range(0, len(real), 256)]).permute(0, 3, 1, 2).float()
+    paired = None
+    if opts.get("clusters"):   # the old internal draw, for comparison: fake i with real image i's cluster
+        classes = cluster_labels(real_set, opts["clusters"], opts["seed"])
+        paired = torch.cat([torch.from_numpy(gen.generate(seeds=range(i, min(i + 256, len(real))),
+                                                          labels=classes[i:i + 256]).images)
+                            for i in range(0, len(real), 256)]).permute(0, 3, 1, 2).float()
     reals = torch.from_numpy(real.copy()).float()
 
     def mean(runs):
@@ -118,6 +125,8 @@ def main() -> int:
         "half_over_floor_per_split": [h["avg"] / f["avg"] for h, f in zip(half, floor)],
     }
     result["half_over_floor"] = result["half"]["avg"] / result["floor"]["avg"]
+    if paired is not None:
+        result["fake_vs_real_paired"] = mean([swd(paired, reals, seed=args.seed + i) for i in range(args.swd_repeats)])
     ckpt_path = args.network if str(args.network).endswith(".pt") else (list_checkpoints(run) or [None])[-1]
     if ckpt_path:
         result["d_overfit"] = d_overfit(ckpt_path, reals, args.seed)
@@ -141,9 +150,24 @@ def main() -> int:
           f"(ratio {result['half_over_floor']:.2f}, per split {_ratios(result)}); "
           f"levels {_levels(result['half'])} vs floor {_levels(result['floor'])}; "
           f"{out_png}")
+    if paired is not None:
+        p = result["fake_vs_real_paired"]["avg"]
+        print(f"the same network with fake i drawn in real image i's cluster (not what any command writes): all "
+              f"{p:.2f}; pggan generate / paired = {result['fake_vs_real']['avg'] / p:.3f}")
     if "d_overfit" in result:
         print(f"D's overfitting heuristic (ADA's, 1 = memorised) on all real images: {result['d_overfit']['signal']:.2f}")
     return 0
+
+
+def generated_files(network: str, n: int) -> torch.Tensor:
+    """Runs `pggan generate --network NETWORK --seeds 0-(n-1)` into a temporary folder and reads the PNGs
+    back: float [n, C, H, W] in 0..255."""
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "pggan", "generate", "--network", network, "--seeds", f"0-{n - 1}",
+                        "--outdir", tmp], check=True, stdout=subprocess.DEVNULL)
+        images = [np.asarray(Image.open(os.path.join(tmp, f"seed{s:04d}.png"))) for s in range(n)]
+    x = torch.from_numpy(np.stack(images)).float()
+    return (x[..., None] if x.ndim == 3 else x).permute(0, 3, 1, 2)
 
 
 @torch.no_grad()
@@ -160,10 +184,10 @@ def d_overfit(ckpt_path: str, reals: torch.Tensor, seed: int, batch: int = 16) -
     reals = F.interpolate(reals / 127.5 - 1.0, size=2 ** res_log2, mode="area")   # uint8 range -> [-1, 1]
     reals = fade_images(reals, alpha)   # mid-fade, as the D step shows them
     draw = torch.Generator().manual_seed(seed)
-    C = cfg.net.label_size              # conditional: fake i is of class i mod C, as the grids draw them
+    prior = stored_classes(ckpt.get("classes"), cfg.net, "clusters" if cfg.clusters else "labels", ckpt_path)
     real_scores, fake_scores = [], []
-    for i in range(0, len(reals) - batch + 1, batch):
-        labels = F.one_hot(torch.arange(i, i + batch) % C, C).float() if C else None
+    for i in range(0, len(reals) - batch + 1, batch):     # a conditional G's classes drawn as pggan generate does
+        labels = F.one_hot(torch.from_numpy(prior.draw(range(i, i + batch))), prior.size).float() if prior else None
         fakes = G(torch.randn(batch, cfg.net.latent_size, generator=draw), labels, res_log2, alpha)
         scores = D(torch.cat([reals[i:i + batch], fakes]), res_log2, alpha, chunks=2)[:, 0]   # [2 * batch]
         real_scores.append(scores[:batch])

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from .checkpoint import CheckpointError, checkpoint_config, load_checkpoint, load_state, read_generator
+from .classes import ClassPrior, ClassPriorError, parse_class
 from .config import NetworkConfig, TrainConfig
 from .networks import Generator
 from .schedule import phase_at
@@ -60,14 +61,16 @@ class Generated:
 class LoadedGenerator:
     """A generator at the level of detail it was trained to: the full resolution for a finished run or
     an exported file; for a checkpoint from the middle of the growing, the resolution (and fade) the
-    run had reached, as in its image grids."""
+    run had reached, as in its image grids. ``classes``: the prior of a conditional one (pggan.classes)."""
 
     def __init__(self, G: Generator, net: NetworkConfig, device: torch.device, source: str,
-                 res_log2: int | None = None, alpha: float = 1.0, kimg: float = float("nan")):
+                 res_log2: int | None = None, alpha: float = 1.0, kimg: float = float("nan"),
+                 classes: ClassPrior | None = None):
         self.G, self.net, self.device, self.source = G, net, device, source
         self.res_log2 = net.resolution_log2 if res_log2 is None else res_log2
         self.alpha = alpha
         self.kimg = kimg          # the training progress it was saved at (nan when unknown)
+        self.classes = classes if classes is not None or not net.label_size else ClassPrior.uniform(net.label_size)
 
     @property
     def z_dim(self) -> int:
@@ -78,41 +81,59 @@ class LoadedGenerator:
         """The resolution of the images ``generate`` returns."""
         return 2 ** self.res_log2
 
-    def class_labels(self, class_idx: int | None, seeds) -> list[int] | None:
-        """The class of each image of ``seeds`` (one entry per image: its seed, or None where it has none,
-        as a projected latent): a command line's --class, checked against the generator; without one, a
-        conditional generator draws seed ``s`` as class ``s % label_size`` (as the training grids do)."""
-        C = self.net.label_size
-        if not C:
+    def class_labels(self, class_idx: int | str | None, seeds) -> np.ndarray | None:
+        """The class of each image of ``seeds`` (int64 [N], or None for an unconditional generator).
+        ``class_idx``: a class number (--class K), 'turn' (seed s: class s mod C), or 'prior' (the default):
+        drawn from the training data's shares by the seed's own random stream (pggan.classes), so that the
+        images have the data's mix of classes. An entry of ``seeds`` may be None (a projected latent) only
+        with a class number."""
+        prior = self.classes
+        class_idx = parse_class_option(class_idx)
+        if prior is None:
             if class_idx is not None:
                 raise UsageError("--class: this generator is not conditional; drop --class")
             return None
-        if class_idx is not None:
-            if not 0 <= class_idx < C:
-                raise UsageError(f"--class {class_idx}: this generator has classes 0..{C - 1}")
-            return [class_idx] * len(seeds)
+        if isinstance(class_idx, int):
+            if not 0 <= class_idx < prior.size:
+                raise UsageError(f"--class {class_idx}: this generator has classes 0..{prior.size - 1}")
+            return np.full(len(seeds), class_idx, np.int64)
         if any(s is None for s in seeds):
-            raise UsageError(f"this generator is conditional and an image has no seed to take its class from: "
-                             f"pass --class 0..{C - 1}")
-        return [int(s) % C for s in seeds]
+            raise UsageError(f"an image has no seed to draw its class from: pass --class 0..{prior.size - 1}")
+        if class_idx in (None, "prior"):
+            return prior.draw(seeds)
+        return np.asarray([int(s) % prior.size for s in seeds], np.int64)
+
+    def one_hot(self, classes) -> torch.Tensor | None:
+        """Class numbers [N] (or soft class vectors [N, C], e.g. a blend of two) -> float [N, C] for G."""
+        if classes is None:
+            return None
+        t = torch.as_tensor(np.asarray(classes))
+        return (one_hot(t, self.net.label_size) if t.ndim == 1 else t).float()
 
     def project(self, image, steps: int = 300, class_idx: int | None = None, progress=None, **options):
         """The latent whose image is closest to ``image`` (a path, PIL image or uint8 [H, W, C] array, resized
-        to this generator's level): a :class:`pggan.project.Projection` with ``z``, ``image`` and ``distances``.
-        ``options``: the fields of :class:`pggan.project.ProjectOptions` (lr, starts, noise, inception, ...)."""
+        to this generator's level): a :class:`pggan.project.Projection` with ``z``, ``image``, ``label`` (the
+        class it settled on) and ``distances``. Without ``class_idx`` a conditional generator's random starts
+        take its classes in turn and the closest start's class is kept (raise ``starts`` to at least the
+        number of classes to try them all). ``options``: the fields of :class:`pggan.project.ProjectOptions`."""
         from .project import ProjectOptions, load_target, project
 
         target = load_target(image, 2 ** self.res_log2, self.net.channels)
-        labels = self.class_labels(class_idx, [None])
-        lab = one_hot(torch.as_tensor(labels), self.net.label_size).float().to(self.device) if labels else None
         opts = ProjectOptions(steps=steps, **options)
+        opts.validate()
+        classes = None
+        if self.classes is not None:
+            classes = (self.class_labels(class_idx, [None]) if class_idx is not None
+                       else np.arange(opts.starts) % self.classes.size)
         with torch.enable_grad():
             return project(lambda z, labels: self.G(z, labels, self.res_log2, self.alpha), self.z_dim, target, opts,
-                           self.device, lab, progress)
+                           self.device, self.one_hot(classes), progress)
 
     @torch.no_grad()
     def generate(self, seeds=None, z=None, labels=None, truncate: float | None = None,
-                 batch: int = 16) -> Generated:
+                 batch: int = 16, class_idx: int | str | None = None) -> Generated:
+        """Images for ``seeds`` (or latents ``z`` [N, z_dim] with ``labels``: class numbers [N] or class
+        vectors [N, C]). A conditional generator draws each seed's class as :meth:`class_labels` says."""
         if (seeds is None) == (z is None):
             raise UsageError("pass exactly one of seeds or z")
         if z is None:
@@ -121,20 +142,39 @@ class LoadedGenerator:
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise UsageError(f"z must have shape [N, {self.z_dim}], got {tuple(z.shape)}")
         if self.net.label_size:
-            if labels is None and seeds is None:
+            if labels is None and seeds is None and not isinstance(class_idx, int):
                 raise UsageError(f"this generator is conditional on {self.net.label_size} classes: pass labels")
             if labels is None:
-                labels = self.class_labels(None, list(seeds))
-            labels = torch.as_tensor(labels)
-            if labels.ndim == 1:
-                labels = one_hot(labels, self.net.label_size)
-            labels = labels.float()
+                labels = self.class_labels(class_idx, list(seeds) if seeds is not None else [None] * len(z))
+            labels = self.one_hot(labels)
+        elif labels is not None:
+            raise UsageError("this generator is unconditional: it takes no labels")
         outs = []
         for i in range(0, len(z), batch):
             lab = None if labels is None else labels[i:i + batch].to(self.device)
             outs.append(self.G(z[i:i + batch].to(self.device), lab, self.res_log2, self.alpha).float().cpu())
         t = torch.cat(outs)
         return Generated(to_uint8(t), t)
+
+
+def parse_class_option(value) -> int | str | None:
+    try:
+        return parse_class(value)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def stored_classes(text: str | None, net: NetworkConfig, source_if_absent: str, path: str) -> ClassPrior | None:
+    """The class prior saved with a network; one saved before priors were stored gets a uniform prior,
+    its classes pggan's own when it came from a clustered run, the user's otherwise."""
+    if not net.label_size:
+        return None
+    if text is None:
+        return ClassPrior.uniform(net.label_size, source_if_absent)
+    try:
+        return ClassPrior.from_json(text, net.label_size)
+    except ClassPriorError as e:
+        raise CheckpointError(f"'{path}': {e}") from None
 
 
 def checkpoint_level(ckpt: dict, cfg: TrainConfig) -> tuple[int, float]:
@@ -155,6 +195,7 @@ def load_generator(path: str, device: str | torch.device = "cpu", use_ema: bool 
         what, kimg = "generator", float(meta.get("kimg", "nan"))
         if "resolution" in meta:
             res_log2, alpha = int(meta["resolution"]).bit_length() - 1, float(meta.get("alpha", 1.0))
+        classes = stored_classes(meta.get("classes"), net, "labels", path)
     else:
         ckpt = load_checkpoint(path)
         cfg = checkpoint_config(ckpt)
@@ -163,10 +204,11 @@ def load_generator(path: str, device: str | torch.device = "cpu", use_ema: bool 
         state = ckpt[what]
         kimg = ckpt["cur_nimg"] / 1000.0 if "cur_nimg" in ckpt else float("nan")
         res_log2, alpha = checkpoint_level(ckpt, cfg)
+        classes = stored_classes(ckpt.get("classes"), net, "clusters" if cfg.clusters else "labels", path)
     G = Generator(net)
     load_state(G, state, what, path)
     G = G.eval().requires_grad_(False).to(device)
-    return LoadedGenerator(G, net, device, str(path), res_log2, alpha, kimg)
+    return LoadedGenerator(G, net, device, str(path), res_log2, alpha, kimg, classes)
 
 
 __all__ = ["load_generator", "parse_seeds", "latents_for_seeds", "LoadedGenerator", "Generated", "CheckpointError"]

@@ -9,11 +9,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .api import LoadedGenerator, latents_for_seeds
+from .api import LoadedGenerator, latents_for_seeds, parse_class_option
+from .classes import CLASS_STREAM
 from .util.errors import UsageError
 from .util.files import tagged_files
 from .util.grids import make_grid, save_png
-from .video import VideoWriter, available_memory, check_frames_fit, slerp, smooth_latent_path, video_output
+from .video import VideoWriter, available_memory, blur_over_time, check_frames_fit, slerp, smooth_latent_path, video_output
 
 
 def _resize(frame: np.ndarray, size: int | None) -> np.ndarray:
@@ -40,7 +41,7 @@ def write_video(out: str, fps: float, kind: str, frames, progress=None) -> None:
 
 def interpolation_video(gen: LoadedGenerator, out: str, duration: float = 10.0, fps: float = 60.0,
                         sigma: float = 45.0, grid: tuple[int, int] = (1, 1), size: int | None = None,
-                        seed: int = 0, class_idx: int | None = None, progress=None) -> dict:
+                        seed: int = 0, class_idx: int | str | None = None, progress=None) -> dict:
     """The paper's latent walk: ``grid`` = (columns, rows) streams, ``size`` = height of one stream."""
     out, kind = video_output(out)
     frames = int(round(duration * fps))
@@ -53,14 +54,35 @@ def interpolation_video(gen: LoadedGenerator, out: str, duration: float = 10.0, 
         raise UsageError(f"{frames} frames x {cols * rows} streams of {gen.z_dim}-d latents do not fit in memory; "
                          f"lower --duration, --fps or --grid")
     z = smooth_latent_path(frames, cols * rows, gen.z_dim, sigma, seed)
-    labels = gen.class_labels(class_idx, range(cols * rows))          # stream i: class i % C
+    labels = class_path(gen, frames, cols * rows, sigma, seed, class_idx)
+
     def grids():
         for t in range(frames):
-            images = gen.generate(z=z[t], labels=labels).images
+            images = gen.generate(z=z[t], labels=None if labels is None else labels[t]).images
             yield make_grid(np.stack([_resize(im, cell) for im in images]), cols)
 
     write_video(out, fps, kind, grids(), progress)
-    return {"path": out, "frames": frames, "latents": z}
+    return {"path": out, "frames": frames, "latents": z, "labels": labels}
+
+
+def class_path(gen: LoadedGenerator, frames: int, streams: int, sigma: float, seed: int,
+               class_idx: int | str | None = None) -> np.ndarray | None:
+    """Each stream's class vector over time, float32 [frames, streams, C] (None when unconditional). A class
+    number, or classes in turn (stream i: class i mod C), hold for the whole stream; classes drawn from the
+    prior (the default) change every 8 sigma frames, cross-faded by the latents' own blur, so that no
+    frame jumps."""
+    if gen.classes is None:
+        return None
+    C = gen.classes.size
+    if parse_class_option(class_idx) not in (None, "prior"):
+        fixed = gen.class_labels(class_idx, range(streams))
+        return np.repeat(np.eye(C, dtype=np.float32)[fixed][None], frames, axis=0)
+    hold = max(1, int(round(8 * sigma))) if sigma > 0 else frames
+    keys = -(-frames // hold)
+    rng = np.random.default_rng([seed, CLASS_STREAM])
+    drawn = gen.classes.sample(rng, keys * streams).reshape(keys, streams)
+    hard = np.eye(C)[np.repeat(drawn, hold, axis=0)[:frames]]                       # [frames, streams, C]
+    return blur_over_time(hard, sigma).astype(np.float32)
 
 
 def seed_of(item) -> int | None:
@@ -81,15 +103,37 @@ def latent_of(item, z_dim: int) -> np.ndarray:
     return z.reshape(z_dim).astype(np.float32)
 
 
+def class_of(gen: LoadedGenerator, item, class_idx: int | str | None = None) -> int | None:
+    """The class of one end of a strip: a seed's draw, or for a saved latent the class saved beside it
+    (a projection's class.npy) unless --class names one."""
+    if gen.classes is None:
+        return None
+    if (seed := seed_of(item)) is not None or isinstance(parse_class_option(class_idx), int):
+        return int(gen.class_labels(class_idx, [seed])[0])
+    saved = os.path.join(os.path.dirname(str(item).strip()), "class.npy")
+    if not os.path.isfile(saved):
+        raise UsageError(f"'{item}' has no class.npy beside it and this generator is conditional: "
+                         f"pass --class 0..{gen.classes.size - 1}")
+    k = int(np.load(saved, allow_pickle=False))
+    if not 0 <= k < gen.classes.size:
+        raise UsageError(f"'{saved}' holds class {k}; this generator has classes 0..{gen.classes.size - 1}")
+    return k
+
+
 def interpolation_strip(gen: LoadedGenerator, seed_a, seed_b, steps: int, out: str,
-                        class_idx: int | None = None) -> np.ndarray:
+                        class_idx: int | str | None = None) -> np.ndarray:
     """Images along the great circle from seed_a's latent to seed_b's, in one row; each end is a seed or
-    a .npy latent (a projected image's z.npy)."""
+    a .npy latent (a projected image's z.npy). A conditional generator's class vector moves linearly from
+    one end's class to the other's along the same path, so the strip has no jump where the class changes."""
     if steps < 2:
         raise UsageError("--steps must be at least 2")
     za, zb = latent_of(seed_a, gen.z_dim), latent_of(seed_b, gen.z_dim)
-    z = np.stack([slerp(za, zb, t) for t in np.linspace(0.0, 1.0, steps)])
-    labels = gen.class_labels(class_idx, [seed_of(seed_a)] * steps)        # the strip keeps its start's class
+    ts = np.linspace(0.0, 1.0, steps)
+    z = np.stack([slerp(za, zb, t) for t in ts])
+    labels = None
+    if gen.classes is not None:
+        ca, cb = (np.eye(gen.classes.size, dtype=np.float32)[class_of(gen, e, class_idx)] for e in (seed_a, seed_b))
+        labels = ((1 - ts)[:, None] * ca + ts[:, None] * cb).astype(np.float32)
     images = gen.generate(z=z, labels=labels).images
     strip = make_grid(images, steps)
     save_png(out, strip)
@@ -172,7 +216,7 @@ def neighbors_grid(generated: np.ndarray, level, idx: np.ndarray, gap: int = 4) 
 
 
 def find_neighbors(gen: LoadedGenerator, data: str, seeds: list[int], k: int, space: str = "pixel",
-                   inception: str | None = None, class_idx: int | None = None, data_count: int = 100000,
+                   inception: str | None = None, class_idx: int | str | None = None, data_count: int = 100000,
                    batch: int = 256, progress=None) -> dict:
     """The k nearest training images of each generated image, in pixel space or Inception pool3 space."""
     from .data.load import load_images
@@ -184,7 +228,7 @@ def find_neighbors(gen: LoadedGenerator, data: str, seeds: list[int], k: int, sp
     res = gen.resolution
     images = load_images(data, gen.net.resolution, gen.net.channels, data_count)
     level = images.levels[res]
-    fakes = gen.generate(seeds=seeds, labels=gen.class_labels(class_idx, seeds)).images      # [Q, H, W, C]
+    fakes = gen.generate(seeds=seeds, class_idx=class_idx).images      # [Q, H, W, C]
     fakes_chw = torch.from_numpy(fakes).permute(0, 3, 1, 2).float()
     if space == "inception":
         from .metrics.inception import load_inception
@@ -208,9 +252,9 @@ def find_neighbors(gen: LoadedGenerator, data: str, seeds: list[int], k: int, sp
 
 
 def write_images(gen: LoadedGenerator, seeds: list[int], outdir: str, grid: bool = False,
-                 class_idx: int | None = None, truncate: float | None = None) -> list[str]:
+                 class_idx: int | str | None = None, truncate: float | None = None) -> list[str]:
     """``pggan generate``: one PNG per seed (seedNNNN.png), or one grid of them; returns the paths."""
-    labels = gen.class_labels(class_idx, seeds)
+    labels = gen.class_labels(class_idx, seeds)          # a bad --class fails before the folder is made
     os.makedirs(outdir, exist_ok=True)
     out = gen.generate(seeds=seeds, labels=labels, truncate=truncate)
     if grid:

@@ -15,6 +15,7 @@ import torch
 
 from .api import LoadedGenerator, latents_for_seeds
 from .checkpoint import save_generator
+from .classes import class_uniforms
 from .config import TrainConfig
 from .util.checks import is_resolution, one_hot
 from .util.errors import UsageError
@@ -32,13 +33,33 @@ class FixedResolution(torch.nn.Module):
         return self.G(z, labels, self.res_log2, self.alpha)
 
 
+class DrawnClasses(FixedResolution):
+    """A generator whose classes pggan made (clusters), used as an unconditional one:
+    ``forward(z, class_u)`` with class_u [N] uniform in [0, 1) picks each image's class from the prior by
+    its inverse CDF, as ``pggan generate`` does (seed s: pggan.classes.class_uniforms([s]))."""
+
+    def __init__(self, G: torch.nn.Module, res_log2: int, alpha: float, cumulative: np.ndarray):
+        super().__init__(G, res_log2, alpha)
+        self.register_buffer("cumulative", torch.as_tensor(cumulative, dtype=torch.float32))
+        self.classes = len(cumulative) + 1
+
+    def forward(self, z, class_u):
+        k = (class_u[:, None] >= self.cumulative[None, :]).sum(1)                     # [N]
+        labels = (k[:, None] == torch.arange(self.classes, device=z.device)[None, :]).to(z.dtype)
+        return self.G(z, labels, self.res_log2, self.alpha)
+
+
 def export_safetensors(gen: LoadedGenerator, out_dir: str, extra: dict) -> list[str]:
     path = os.path.join(out_dir, "generator.safetensors")
     extra = dict(extra, resolution=gen.resolution, alpha=gen.alpha)
+    if gen.classes is not None:
+        extra["classes"] = gen.classes.to_json()
     save_generator(path, gen.G, gen.net, extra)
     meta = {"format": "pggan-generator", "net": TrainConfig(net=gen.net).to_dict()["net"], "z_dim": gen.z_dim,
             "label_size": gen.net.label_size, "source": os.path.abspath(gen.source),
             "images": "float [N, C, R, R], about [-1, 1]; uint8 = clip(round((x + 1) * 127.5), 0, 255)", **extra}
+    if gen.classes is not None:
+        meta["classes"] = json.loads(extra["classes"])
     json_path = os.path.join(out_dir, "generator.json")
     atomic_write(json_path, lambda f: f.write((json.dumps(meta, indent=2) + "\n").encode()))
     return [path, json_path]
@@ -46,7 +67,10 @@ def export_safetensors(gen: LoadedGenerator, out_dir: str, extra: dict) -> list[
 
 def export_onnx(gen: LoadedGenerator, out_dir: str, resolution: int, opset: int = 18, check_seeds=range(8)) -> dict:
     """Writes generator-<R>.onnx (batch size free) and returns its path and the largest absolute
-    difference from PyTorch on the latents of ``check_seeds``."""
+    difference from PyTorch on the images ``generate`` makes for ``check_seeds``. Its inputs: ``z``; a
+    generator of the user's classes also ``labels`` (one-hot [N, C]); one of pggan's clusters, used as
+    unconditional, ``class_u`` (uniform [N] in [0, 1): the class is drawn from the prior in the graph).
+    The class prior is in the model's metadata (``pggan.classes``)."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -54,12 +78,14 @@ def export_onnx(gen: LoadedGenerator, out_dir: str, resolution: int, opset: int 
     if not is_resolution(resolution, high=gen.net.resolution):
         raise UsageError(f"--resolution must be a power of two from 4 to the generator's {gen.net.resolution}")
     alpha = gen.alpha if resolution == gen.resolution else 1.0      # a mid-fade generator keeps its blend
-    model = FixedResolution(gen.G.float().cpu().eval(), int(math.log2(resolution)), alpha)
-    z = latents_for_seeds(list(check_seeds), gen.z_dim)
-    args, names = (z,), ["z"]
-    if gen.net.label_size:
-        labels = one_hot(torch.arange(len(z)) % gen.net.label_size, gen.net.label_size)
-        args, names = (z, labels), ["z", "labels"]
+    G, res_log2, seeds = gen.G.float().cpu().eval(), int(math.log2(resolution)), list(check_seeds)
+    z = latents_for_seeds(seeds, gen.z_dim)
+    model, args, names = FixedResolution(G, res_log2, alpha), (z,), ["z"]
+    if gen.classes is not None and gen.classes.implicit:
+        model = DrawnClasses(G, res_log2, alpha, gen.classes.cumulative())
+        args, names = (z, torch.from_numpy(class_uniforms(seeds)).float()), ["z", "class_u"]
+    elif gen.classes is not None:
+        args, names = (z, one_hot(torch.from_numpy(gen.class_labels(None, seeds)), gen.classes.size)), ["z", "labels"]
     batch = torch.export.Dim("batch", min=1, max=4096)
     path = os.path.join(out_dir, f"generator-{resolution}.onnx")
     tmp = path + ".tmp"
@@ -77,9 +103,21 @@ def export_onnx(gen: LoadedGenerator, out_dir: str, resolution: int, opset: int 
         got = session.run(None, {n: a.numpy() for n, a in zip(names, args)})[0]
         with torch.no_grad():
             want = model(*args).numpy()
+        if gen.classes is not None:
+            _add_metadata(tmp, {"pggan.classes": gen.classes.to_json()})
         os.replace(tmp, path)
     finally:
         for leftover in (tmp, tmp + ".data"):
             if os.path.exists(leftover):
                 os.unlink(leftover)
     return {"path": path, "max_abs_diff": float(np.abs(got - want).max()), "shape": list(got.shape)}
+
+
+def _add_metadata(path: str, props: dict) -> None:
+    import onnx
+
+    model = onnx.load(path)
+    for k, v in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+    onnx.save(model, path)

@@ -54,6 +54,7 @@ class Projection:
     target: np.ndarray                  # uint8 [C, H, W]: the image as projected (at G's resolution)
     history: list[tuple[int, float]] = field(default_factory=list)      # (step, total distance)
     frames: list[np.ndarray] = field(default_factory=list)             # uint8 [H, W, C] snapshots
+    label: int | None = None            # a conditional generator's class the projection kept
 
 
 def _on_sphere(z: torch.Tensor) -> torch.Tensor:
@@ -95,7 +96,8 @@ class Distance:
 def project(G, z_dim: int, target: np.ndarray, opts: ProjectOptions, device="cpu", labels=None,
             progress=None) -> Projection:
     """``G(z, labels)``: images [N, C, H, W] in [-1, 1]; ``target``: uint8 [C, H, W] at G's resolution.
-    ``progress(step)`` is called after every step."""
+    ``labels``: None, one class vector [1, C] for every start, or one per start [starts, C] (the closest
+    start's class is kept). ``progress(step)`` is called after every step."""
     opts.validate()
     device = torch.device(device)
     t = torch.from_numpy(np.asarray(target, np.float32))[None] / 127.5 - 1
@@ -103,16 +105,19 @@ def project(G, z_dim: int, target: np.ndarray, opts: ProjectOptions, device="cpu
     g = torch.Generator().manual_seed(opts.seed)
     with torch.no_grad():
         starts = _on_sphere(torch.randn(opts.starts, z_dim, generator=g)).to(device)
-        best = int(torch.argmin(torch.cat([dist(G(starts[i:i + 8], _rep(labels, len(starts[i:i + 8]))))[0]
+        if labels is not None:
+            labels = labels.to(device).expand(opts.starts, -1) if len(labels) == 1 else labels.to(device)
+        best = int(torch.argmin(torch.cat([dist(G(starts[i:i + 8], _rows(labels, i, i + 8)))[0]
                                            for i in range(0, len(starts), 8)])))
     z = starts[best:best + 1].clone().requires_grad_(True)
+    labels = _rows(labels, best, best + 1)
     adam = torch.optim.Adam([z], lr=opts.lr, betas=(0.9, 0.999))
     history, frames = [], []
     keep = set(np.linspace(0, opts.steps, opts.snapshots).round().astype(int).tolist())
     for step in range(opts.steps + 1):
         ramp = max(0.0, 1.0 - step / (0.75 * opts.steps)) ** 2
         z_in = z + opts.noise * ramp * torch.randn(z.shape, generator=g).to(device) if step < opts.steps else z
-        x = G(_on_sphere(z_in), _rep(labels, 1))
+        x = G(_on_sphere(z_in), labels)
         total, parts = dist(x)
         history.append((step, float(total.detach())))
         if step in keep:
@@ -129,7 +134,8 @@ def project(G, z_dim: int, target: np.ndarray, opts: ProjectOptions, device="cpu
     distances = {k: float(v.detach()) for k, v in parts.items()}
     distances["total"] = float(total.detach())
     return Projection(_on_sphere(z.detach())[0].cpu().numpy(), frames[-1], distances, dist.terms,
-                      np.asarray(target, np.uint8), history, frames)
+                      np.asarray(target, np.uint8), history, frames,
+                      None if labels is None else int(labels[0].argmax()))
 
 
 def load_target(image, resolution: int, channels: int) -> np.ndarray:
@@ -161,8 +167,9 @@ def load_target(image, resolution: int, channels: int) -> np.ndarray:
 
 
 def write_projection(p: Projection, outdir: str) -> dict:
-    """proj.png, target.png, z.npy, progress.png (snapshots left to right, the target last) and
-    distances.json in ``outdir``; returns the paths."""
+    """proj.png, target.png, z.npy, progress.png (snapshots left to right, the target last),
+    distances.json and, for a conditional generator, class.npy (the class z goes with) in ``outdir``;
+    returns the paths."""
     os.makedirs(outdir, exist_ok=True)
     paths = {k: os.path.join(outdir, n) for k, n in (("proj", "proj.png"), ("target", "target.png"), ("z", "z.npy"),
                                                       ("progress", "progress.png"), ("distances", "distances.json"))}
@@ -170,17 +177,24 @@ def write_projection(p: Projection, outdir: str) -> dict:
     save_png(paths["proj"], p.image)
     save_png(paths["target"], hwc)
     save_png(paths["progress"], make_grid(np.stack(p.frames + [hwc]), len(p.frames) + 1))
-    buf = io.BytesIO()
-    np.save(buf, p.z.astype(np.float32))
-    atomic_write(paths["z"], lambda f: f.write(buf.getvalue()))
-    record = {"terms": p.terms, "final": p.distances, "initial_total": p.history[0][1],
+    _save_npy(paths["z"], p.z.astype(np.float32))
+    if p.label is not None:
+        paths["class"] = os.path.join(outdir, "class.npy")
+        _save_npy(paths["class"], np.int64(p.label))
+    record = {"terms": p.terms, "class": p.label, "final": p.distances, "initial_total": p.history[0][1],
               "history": [{"step": s, "total": d} for s, d in p.history[:: max(1, len(p.history) // 50)]]}
     atomic_write(paths["distances"], lambda f: f.write(json.dumps(record, indent=1).encode()))
     return paths
 
 
-def _rep(labels, n: int):
-    return None if labels is None else labels.expand(n, -1)
+def _save_npy(path: str, array) -> None:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def _rows(labels, lo: int, hi: int):
+    return None if labels is None else labels[lo:hi]
 
 
 def _uint8(x: torch.Tensor) -> np.ndarray:

@@ -21,15 +21,23 @@ def smooth_latent_path(frames: int, streams: int, dim: int, sigma: float, seed: 
     around), then each latent scaled to norm sqrt(dim)."""
     if frames < 1 or streams < 1:
         raise UsageError("a latent path needs at least one frame and one stream")
-    z = np.random.default_rng(seed).standard_normal((frames, streams, dim))
-    if sigma > 0:
-        t = np.arange(frames)
-        d = np.minimum(t, frames - t).astype(np.float64)            # circular distance from frame 0
-        kernel = np.exp(-0.5 * (d / sigma) ** 2)
-        kernel /= kernel.sum()
-        z = np.fft.irfft(np.fft.rfft(z, axis=0) * np.fft.rfft(kernel)[:, None, None], n=frames, axis=0)
+    z = blur_over_time(np.random.default_rng(seed).standard_normal((frames, streams, dim)), sigma)
     z *= np.sqrt(dim) / np.linalg.norm(z, axis=2, keepdims=True)
     return z.astype(np.float32)
+
+
+def blur_over_time(x: np.ndarray, sigma: float) -> np.ndarray:
+    """[frames, ...] blurred along the first axis by a Gaussian of ``sigma`` frames, wrapping around (so
+    that the video loops without a seam); sigma 0 leaves it as it is."""
+    if sigma <= 0:
+        return x
+    frames = len(x)
+    t = np.arange(frames)
+    d = np.minimum(t, frames - t).astype(np.float64)            # circular distance from frame 0
+    kernel = np.exp(-0.5 * (d / sigma) ** 2)
+    kernel /= kernel.sum()
+    k = np.fft.rfft(kernel).reshape((-1,) + (1,) * (x.ndim - 1))
+    return np.fft.irfft(np.fft.rfft(x, axis=0) * k, n=frames, axis=0)
 
 
 def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:

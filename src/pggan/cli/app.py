@@ -49,7 +49,7 @@ def load_network(network: str, device: str, use_ema: bool = True):
 def progress_bar(total: int, unit: str, **kwargs):
     from tqdm import tqdm
 
-    return tqdm(total=total, unit=unit, dynamic_ncols=True, leave=False, **kwargs)
+    return tqdm(total=total, unit=unit, dynamic_ncols=True, leave=False, disable=None, **kwargs)   # None: terminals only
 
 
 def mib(n: int) -> str:

@@ -7,6 +7,8 @@ import click
 
 from .app import friendly_errors, load_network, main, progress_bar
 
+CLASS_HELP = ("class of a conditional generator: K, 'turn' (seed s: class s mod the classes) or 'prior' "
+              "(default: each seed draws its class from the training data's shares)")
 
 def _fallback_note(asked: str, written: str) -> None:
     if written != asked:
@@ -29,8 +31,7 @@ def _parse_grid(text: str) -> tuple[int, int]:
 @click.option("--outdir", default="out", show_default=True, type=click.Path(file_okay=False))
 @click.option("--grid", is_flag=True, help="write one grid image instead of one file per seed")
 @click.option("--truncate", type=float, default=None, help="redraw latent components beyond +-T")
-@click.option("--class", "class_idx", type=int, default=None,
-              help="class of a conditional generator (default: seed s draws class s mod the classes)")
+@click.option("--class", "class_idx", default=None, help=CLASS_HELP)
 @click.option("--raw", is_flag=True, help="use G instead of G_ema (checkpoints only)")
 @click.option("--device", default="cpu", show_default=True)
 @friendly_errors
@@ -63,9 +64,7 @@ def generate(network, seeds, outdir, grid, truncate, class_idx, raw, device):
 @click.option("--strip", help="A,B: a still strip along the great circle between two latents, each a seed or a .npy "
               "latent (a projection's z.npy)")
 @click.option("--steps", default=8, show_default=True, help="images in the strip")
-@click.option("--class", "class_idx", type=int,
-              help="class of a conditional generator (default: a stream's number or the strip's first seed, "
-                   "mod the classes)")
+@click.option("--class", "class_idx", help=CLASS_HELP + "; a strip's saved latent takes its class.npy")
 @click.option("--device", default="cpu", show_default=True)
 @friendly_errors
 def interpolate(network, out, duration, fps, sigma, grid, size, seed, strip, steps, class_idx, device):
@@ -136,8 +135,7 @@ def training_video_cmd(run_dir, out, fps, size):
               help="distance in pixels, or between Inception pool3 features (needs --inception)")
 @click.option("--inception", type=click.Path(dir_okay=False), help="Inception weights for --space inception")
 @click.option("--data-count", default=10000, show_default=True, help="builtin data / folders: images to use")
-@click.option("--class", "class_idx", type=int,
-              help="class of a conditional generator (default: seed s draws class s mod the classes)")
+@click.option("--class", "class_idx", help=CLASS_HELP)
 @click.option("--out", default="neighbors.png", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--device", default="cpu", show_default=True)
 @friendly_errors
@@ -215,7 +213,8 @@ def convert_official(pkl, out):
 @click.option("--noise", default=0.05, show_default=True, help="latent noise at the start, ramped to 0 (0 = none)")
 @click.option("--inception", type=click.Path(dir_okay=False), help="add the Inception-feature distance (FID's weights)")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--class", "class_idx", type=int, help="class of a conditional generator (required for one)")
+@click.option("--class", "class_idx", type=int, help="class of a conditional generator (default: its random starts "
+              "take the classes in turn and the closest start's class is kept, saved as class.npy)")
 @click.option("--device", default="cpu", show_default=True)
 @friendly_errors
 def project(network, images, outdir, steps, lr, starts, noise, inception, seed, class_idx, device):
@@ -225,7 +224,8 @@ def project(network, images, outdir, steps, lr, starts, noise, inception, seed, 
 
     ProjectOptions(steps=steps, lr=lr, starts=starts, noise=noise).validate()
     gen = load_network(network, device)
-    gen.class_labels(class_idx, [None])                # a conditional generator needs --class: fail before any work
+    if class_idx is not None:
+        gen.class_labels(class_idx, [None])            # a wrong --class fails before any work
     stems = [os.path.splitext(os.path.basename(p))[0] for p in images]
     if len(set(stems)) < len(stems):
         raise click.ClickException("two --image files share a name; their outputs would collide")
@@ -239,5 +239,5 @@ def project(network, images, outdir, steps, lr, starts, noise, inception, seed, 
             bar.close()
         out = write_projection(p, os.path.join(outdir, stem))
         terms = " + ".join(p.terms)
-        click.echo(f"{path}: distance {p.distances['total']:.4f} ({terms}; from {p.history[0][1]:.4f}) -> "
-                   f"{os.path.dirname(out['z'])}")
+        click.echo(f"{path}: distance {p.distances['total']:.4f} ({terms}; from {p.history[0][1]:.4f})"
+                   + ("" if p.label is None else f", class {p.label}") + f" -> {os.path.dirname(out['z'])}")

@@ -37,12 +37,14 @@ from .app import friendly_errors, main
 @click.option("--help-options", is_flag=True, help="list every option with its default and exit")
 @click.option("--nproc", type=int, default=1, show_default=True,
               help="processes on this machine (one per GPU; gloo on CPU), started through torchrun")
-@click.option("--progress/--no-progress", default=True)
+@click.option("--progress/--no-progress", default=None,
+              help="the progress bar (default: only when stderr is a terminal; redirected, one line per tick)")
 @friendly_errors(interrupted="checkpoints already written are complete; continue with --resume auto (or latest)")
 def train(preset, config_file, sets, resume, init, dry_run, help_options, nproc, progress, **flags):
     """Train a progressive GAN; writes runs/NNNNN-<desc>/."""
     from ..config import options_markdown
     from ..training.launch import auto_config, build_config, init_config, relaunch_with_torchrun, resume_config
+    from ..training.progress import wanted
     from ..training.run import run_training
 
     if help_options:
@@ -69,7 +71,7 @@ def train(preset, config_file, sets, resume, init, dry_run, help_options, nproc,
     if dry_run:
         click.echo(cfg.to_json())
         return
-    result = run_training(cfg, resume=resume, progress=progress, started=time.time() - process_age())
+    result = run_training(cfg, resume=resume, progress=wanted(progress), started=time.time() - process_age())
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from ..util.dist import exit_now
         exit_now(result.exit_code)        # skip the interpreter teardown that gloo's threads can abort

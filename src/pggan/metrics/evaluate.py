@@ -311,20 +311,19 @@ class Evaluator:
 
 # ---- a saved network against its data (``pggan metrics``) --------------------------------------
 
-def image_sources(gen, level, seed: int, progress=None, labels=None):
+def image_sources(gen, level, seed: int, progress=None):
     """``fake_fn`` and ``real_fn`` for :meth:`Evaluator.evaluate`: generated image ``i`` is seed
-    ``1,000,000 * seed + i`` at the generator's level, of a conditional generator's class ``labels[i]``
-    (real image i's, so that the fakes have the data's classes in the data's proportions) or, without
-    labels, its classes in turn; the real images of ``level`` get the same fade blend. ``progress(n)``
-    counts generated images."""
+    ``1,000,000 * seed + i`` at the generator's level, drawn as ``pggan generate`` draws it (a conditional
+    generator's class from its prior), so that with seed 0 the fakes are the files of
+    ``pggan generate --seeds 0-(N-1)``; the real images of ``level`` get the same fade blend.
+    ``progress(n)`` counts generated images."""
     from ..layers import fade_images
 
     def fake_fn(indices):
         seeds = [seed * 1_000_000 + i for i in indices]
         if progress:
             progress(len(seeds))
-        classes = None if labels is None or not gen.net.label_size else labels[np.asarray(indices) % len(labels)]
-        return torch.from_numpy(gen.generate(seeds=seeds, labels=classes).images).permute(0, 3, 1, 2).float()
+        return torch.from_numpy(gen.generate(seeds=seeds).images).permute(0, 3, 1, 2).float()
 
     def real_fn(idx):
         return fade_images(torch.from_numpy(np.asarray(level[np.asarray(idx)])).float(), gen.alpha).round()
@@ -352,8 +351,7 @@ def evaluate_network(network: str, data: str, opts: MetricOptions, device="cpu",
     images = load_images(data, gen.net.resolution, channels, count, opts.seed)
     level = images.levels[res]
     evaluator = Evaluator(opts, torch.device(device))
-    same_classes = images.labels is not None and images.label_size == gen.net.label_size
-    fake_fn, real_fn = image_sources(gen, level, opts.seed, progress, images.labels if same_classes else None)
+    fake_fn, real_fn = image_sources(gen, level, opts.seed, progress)
     key = stats_key(data_fingerprint(data), count, opts.seed, channels, res, gen.alpha)
     result = evaluator.evaluate(fake_fn, real_fn, len(level), key)
     if "msssim" in opts.names and real_baseline:

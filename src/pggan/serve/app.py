@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from ..api import parse_seeds
+from ..api import parse_class_option, parse_seeds
 from ..checkpoint import CheckpointError
 from ..util.errors import PgganError, UsageError
 from .images import Busy, ImageService, safe_path
@@ -64,7 +64,7 @@ def create_app(path: str, workers: int = 2, max_images: int = 64, device="cpu") 
         q = request.query_params
         network = q.get("network", "")
         truncate = _float(q, "truncate")
-        class_idx = _int(q, "class")
+        class_idx = parse_class_option(q.get("class") or None)
         kind = request.path_params["kind"]
         if kind == "grid":
             seeds = parse_seeds(q.get("seeds", "0-15"))
@@ -93,6 +93,10 @@ def create_app(path: str, workers: int = 2, max_images: int = 64, device="cpu") 
         headers = {"Content-Disposition": f'attachment; filename="{name}"'} if q.get("download") else {}
         return Response(data, media_type="image/png", headers=headers)
 
+    async def classes(request: Request):
+        data = await asyncio.wrap_future(service.submit(service.classes, request.query_params.get("network", "")))
+        return JSONResponse(data)
+
     async def latent(request: Request):
         q = request.query_params
         z = await asyncio.wrap_future(service.submit(service.latent, q.get("network", ""), _int(q, "seed", 0),
@@ -107,6 +111,7 @@ def create_app(path: str, workers: int = 2, max_images: int = 64, device="cpu") 
         Route("/api/networks", api_networks),
         Route("/api/image/{kind}", image),
         Route("/api/latent", latent),
+        Route("/api/classes", classes),
     ]
     handlers = {PgganError: _bad_request, Busy: _busy, ValueError: _bad_request}
     @contextlib.asynccontextmanager

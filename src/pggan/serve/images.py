@@ -92,16 +92,17 @@ class ImageService:
             raise UsageError("truncate must be in (0, 10]")
         return latents_for_seeds(seeds, gen.z_dim, truncate).numpy()
 
-    def render(self, rel: str, z: np.ndarray, seeds, class_idx, cols: int, what: str) -> bytes:
-        """PNG of G(z) (a grid when several), cached by (network, latents, classes, layout). ``seeds``: the
-        seed each image comes from, whose class a conditional generator draws when no class is given."""
+    def render(self, rel: str, z: np.ndarray, labels, cols: int, what: str) -> bytes:
+        """PNG of G(z, labels) (a grid when several), cached by (network, latents, classes, layout);
+        ``labels``: class numbers [N] or class vectors [N, C] (None for an unconditional generator)."""
         gen, key = self.generator(rel)
         if len(z) * gen.resolution ** 2 > self.max_pixels:
             raise UsageError(f"{len(z)} images of {gen.resolution}x{gen.resolution} are more than this server makes "
                              f"at once ({self.max_pixels // gen.resolution ** 2} at this resolution)")
-        labels = gen.class_labels(class_idx, seeds)
-        ckey = (key, hashlib.sha1(np.ascontiguousarray(z, np.float32).tobytes()).hexdigest(),
-                tuple(labels or ()), cols, what)
+        digest = hashlib.sha1(np.ascontiguousarray(z, np.float32).tobytes())
+        if labels is not None:
+            digest.update(np.ascontiguousarray(labels, np.float32).tobytes())
+        ckey = (key, digest.hexdigest(), cols, what)
         data = self.cache.get(ckey)
         if data is None:
             images = gen.generate(z=z, labels=labels).images
@@ -109,19 +110,35 @@ class ImageService:
             self.cache.put(ckey, data)
         return data
 
+    def classes(self, rel: str) -> dict:
+        """What the explorer needs to know of a network's classes (none, the user's, or pggan's clusters)."""
+        gen, _ = self.generator(rel)
+        prior = gen.classes
+        if prior is None:
+            return {"size": 0}
+        return {"size": prior.size, "source": prior.source, "freqs": [round(f, 4) for f in prior.freqs]}
+
     def seeds_grid(self, rel, seeds, truncate, class_idx, cols):
         gen, _ = self.generator(rel)
-        return self.render(rel, self.latents(gen, seeds, truncate), seeds, class_idx, cols, "grid")
+        z = self.latents(gen, seeds, truncate)
+        return self.render(rel, z, gen.class_labels(class_idx, seeds), cols, "grid")
 
     def interpolation(self, rel, a, b, t, truncate, class_idx):
+        """Between two seeds: z along the great circle, a conditional generator's class vector linearly
+        from a's class to b's (as ``pggan interpolate --strip``), so the slider has no jump."""
         gen, _ = self.generator(rel)
         if not 0 <= t <= 1:
             raise UsageError("t must be in [0, 1]")
         za, zb = self.latents(gen, [a, b], truncate)
-        return self.render(rel, slerp(za, zb, t)[None], [a], class_idx, 1, "interp")
+        labels = gen.class_labels(class_idx, [a, b])
+        if labels is not None:
+            ends = np.eye(gen.classes.size, dtype=np.float32)[labels]
+            labels = ((1 - t) * ends[0] + t * ends[1])[None]
+        return self.render(rel, slerp(za, zb, t)[None], labels, 1, "interp")
 
     def nearby(self, rel, seed, strength, count, truncate, class_idx):
-        """'More like this': the seed's latent and ``count - 1`` small perturbations of it (seeded)."""
+        """'More like this': the seed's latent and ``count - 1`` small perturbations of it (seeded), all of
+        the seed's class."""
         gen, _ = self.generator(rel)
         if not 0 < strength <= 2:
             raise UsageError("strength must be in (0, 2]")
@@ -130,7 +147,8 @@ class ImageService:
         z0 = self.latents(gen, [seed], truncate)[0]
         noise = np.random.default_rng(seed).standard_normal((count - 1, gen.z_dim)).astype(np.float32)
         z = np.concatenate([z0[None], z0[None] + strength * noise])
-        return self.render(rel, z, [seed] * count, class_idx, int(np.ceil(np.sqrt(count))), "nearby")
+        return self.render(rel, z, gen.class_labels(class_idx, [seed] * count), int(np.ceil(np.sqrt(count))),
+                           "nearby")
 
     def directions(self, rel, kind: str, count: int = 3, seed: int = 0) -> np.ndarray:
         """Unit directions in z [count, z_dim]: 'random' (seeded), or 'principal': the right singular
@@ -156,7 +174,7 @@ class ImageService:
         z = self.latents(gen, [seed], truncate)[0]
         d = self.directions(rel, kind, len(amounts), seed=0)
         z = z + np.sqrt(gen.z_dim) * (np.asarray(amounts, np.float32)[:, None] * d).sum(0)
-        return self.render(rel, z[None].astype(np.float32), [seed], class_idx, 1, f"along-{kind}")
+        return self.render(rel, z[None].astype(np.float32), gen.class_labels(class_idx, [seed]), 1, f"along-{kind}")
 
     def latent(self, rel, seed, truncate):
         gen, _ = self.generator(rel)

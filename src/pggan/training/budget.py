@@ -119,7 +119,7 @@ def measure_costs(cfg: TrainConfig, images: ImageSet, device: torch.device, leve
             ph = phase_for_level(res, alpha, batch, cfg.sched, cfg.net.resolution)
             dt, _ = timeit(lambda: _step(trainer, ph), seconds, min_iters=2)
             table[res] = dt / (batch * info.world) * 1000.0          # seconds per kimg of the whole group
-    z, labels = grid_latents(cfg, cfg.net.label_size)
+    z, labels = grid_latents(cfg, trainer.classes)
     with tempfile.TemporaryDirectory() as tmp:
         costs.grid = timeit(lambda: save_png(f"{tmp}/g.png", make_grid(trainer.sample(z, labels), cfg.grid_size)),
                             0.2, min_iters=1, warmup=0)[0]

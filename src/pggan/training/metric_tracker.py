@@ -33,8 +33,8 @@ class TrainingMetrics:
         if not names:
             log(f"metrics at kimg {t.cur_nimg / 1000:.1f}: skipped (SWD needs images of 8x8 or more)")
             return {}
-        gen = LoadedGenerator(t.G_ema, cfg.net, t.device, "G_ema", ph.res_log2, ph.alpha)
-        fake_fn, real_fn = image_sources(gen, level, cfg.seed, labels=t.images.labels)
+        gen = LoadedGenerator(t.G_ema, cfg.net, t.device, "G_ema", ph.res_log2, ph.alpha, classes=t.classes)
+        fake_fn, real_fn = image_sources(gen, level, cfg.seed)
         key = stats_key(self.fingerprint, cfg.data_count, cfg.seed, cfg.net.channels, ph.resolution, ph.alpha)
         result = self.evaluator.evaluate(fake_fn, real_fn, len(level), key, names)
         result.update({"network": "G_ema (training)", "resolution": ph.resolution, "alpha": ph.alpha, "wall_s": wall_s})

@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from ..util.device import peak_memory_mb, precision_note, resolve_device
 from ..util.dist import DistInfo, ProcessGroupError, all_mean, all_min, any_rank, check_identical, init_from_env, shutdown
 from ..util.grids import sample_indices
 from .budget import EndPace, budget_seconds, clusters_for_budget, plan_budget
+from .progress import TrainingBar
 from .rundir import RunDir, fakes_name
 from .setup import check_init_labels, load_training_data, resolve_config
 from .trainer import Step, Trainer, grid_latents
@@ -112,7 +112,12 @@ class Run:
             t.load_state_dict(ckpt, resume)
         elif init is not None:
             t.load_init(init, cfg.init)
-        self.bar = _progress(cfg, t.cur_nimg, progress and info.is_main)
+        # a budgeted run's clock starts with the process, so that its set-up counts against the budget
+        self.session_start = started if cfg.budget and ckpt is None else time.time() - t.wall_offset
+        ends_at = self.session_start + budget_seconds(cfg) if cfg.budget else None
+        self.pace = EndPace(ends_at - end_s) if cfg.budget else None
+        self.pace_steps = 0
+        self.bar = TrainingBar(cfg.sched.total_kimg, t.cur_nimg / 1000.0, ends_at) if progress and info.is_main else None
         echo = echo or (self.bar.write if self.bar is not None else print)
         self.run_dir: RunDir | None = None
         if info.is_main and ckpt is None:
@@ -125,14 +130,10 @@ class Run:
         for note in notes + [precision_note(device, cfg.precision)]:
             if note:
                 self.log(note)
-        self.grid_z, self.grid_labels = grid_latents(cfg, images.label_size)
+        self.grid_z, self.grid_labels = grid_latents(cfg, t.classes)
         if init is not None and self.run_dir is not None:     # where fine-tuning starts: the network as loaded
             self.log(f"fine-tuning {cfg.init} from {cfg.sched.start_resolution}x{cfg.sched.start_resolution}")
             self.run_dir.write_fakes(0, t.sample(self.grid_z, self.grid_labels), cfg.grid_size, cfg.net.resolution)
-        # a budgeted run's clock starts with the process, so that its set-up counts against the budget
-        self.session_start = started if cfg.budget and ckpt is None else time.time() - t.wall_offset
-        self.pace = EndPace(self.session_start + budget_seconds(cfg) - end_s) if cfg.budget else None
-        self.pace_steps = 0
         self.tick = int(t.cur_nimg // (cfg.tick_kimg * 1000))
         self.last_phase = t.phase()
         self._reset_tick()
@@ -213,7 +214,7 @@ class Run:
             total = all_min(total, self.device)
         self.cfg.sched.total_kimg = total / 1000.0          # saved with the next checkpoint
         if self.bar is not None:
-            self.bar.total = self.cfg.sched.total_kimg
+            self.bar.set_total(self.cfg.sched.total_kimg)
 
     def loop(self, step_callback=None) -> RunResult:
         stop, rate = StopRequest(), 0.0
@@ -242,9 +243,7 @@ class Run:
         if step_callback is not None and step_callback(t, step):
             stop.signal = -1
         if self.bar is not None:
-            self.bar.update((t.cur_nimg - prev) / 1000.0)
-            self.bar.set_postfix_str(f"res {step.phase.resolution} alpha {step.phase.alpha:.2f} {rate:.1f} img/s",
-                                     refresh=False)
+            self.bar.update((t.cur_nimg - prev) / 1000.0, step.phase.resolution, step.phase.alpha, rate)
         if self.pace is not None:
             self.end_on_time(step, time.time())
         done = t.cur_nimg >= int(cfg.sched.total_kimg * 1000)
@@ -274,9 +273,10 @@ class Run:
             self.log(f"stopped at kimg {t.cur_nimg / 1000:.1f}; continue with: pggan train --resume {last}")
         elif self.run_dir is not None:
             ph = t.phase()                         # a run that ends mid-growth shares its current level
-            gen_path = self.run_dir.write_generator(t.G_ema, self.cfg.net, {"kimg": t.cur_nimg / 1000.0,
-                                                                             "resolution": ph.resolution,
-                                                                             "alpha": ph.alpha})
+            extra = {"kimg": t.cur_nimg / 1000.0, "resolution": ph.resolution, "alpha": ph.alpha}
+            if t.classes is not None:
+                extra["classes"] = t.classes.to_json()
+            gen_path = self.run_dir.write_generator(t.G_ema, self.cfg.net, extra)
             self.log(f"done: {t.cur_nimg / 1000:.1f} kimg; generator {gen_path}; "
                      f"final grid {self.run_dir.file(fakes_name(t.cur_nimg))}")
         if self.run_dir is not None:
@@ -325,13 +325,4 @@ def format_tick(tick: int, ph: Phase, s: dict) -> str:
 def _fmt_time(s: float) -> str:
     s = int(s)
     return f"{s // 3600}h{(s // 60) % 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
-def _progress(cfg: TrainConfig, cur_nimg: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=cfg.sched.total_kimg, initial=cur_nimg / 1000.0, unit="kimg", file=sys.stderr,
-                dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} kimg [{elapsed}<{remaining}] {postfix}")
 

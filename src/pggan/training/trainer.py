@@ -11,6 +11,7 @@ import torch
 
 from ..augment import adjust_p, augment, parse_policy
 from ..checkpoint import CheckpointError, load_state
+from ..classes import ClassPrior
 from ..config import TrainConfig
 from ..data.base import ImageSet
 from ..layers import fade_images
@@ -76,6 +77,8 @@ class Trainer:
         self.prev_lod: float | None = None
         self.wall_offset = 0.0
         self._label_pool = (torch.from_numpy(images.labels) if images.labels is not None and images.label_size else None)
+        self.classes = (ClassPrior.of_labels(images.labels, images.label_size, "clusters" if cfg.clusters else "labels")
+                        if self._label_pool is not None else None)
 
     def compiled(self, on: bool) -> None:
         """Run G and D through torch.compile (or not). The modules and their parameters stay the same;
@@ -238,6 +241,7 @@ class Trainer:
             "data_order": self.order.state(), "lsgan_d_hat": self.lsgan.d_hat, "rng": rng,
             "aug": {"p": self.aug_p, "overfit_sum": self._overfit[0], "overfit_count": self._overfit[1]},
             "wall_time": self.wall_offset,
+            **({"classes": self.classes.to_json()} if self.classes is not None else {}),
         }
 
     def load_init(self, ckpt: dict, path: str) -> None:
@@ -317,9 +321,13 @@ def _tuple_state(s):
     return (s[0], tuple(s[1]), s[2])
 
 
-def grid_latents(cfg: TrainConfig, label_size: int):
-    """The fixed latents (and classes in turn) of a run's image grids."""
+def grid_latents(cfg: TrainConfig, classes: ClassPrior | None):
+    """The fixed latents of a run's image grids, and their classes as ``pggan generate`` draws them: the
+    user's classes in turn, pggan's clusters from the prior (a grid shows the distribution G learned)."""
     g = torch.Generator().manual_seed(cfg.seed + 1_000_003)
     n = cfg.grid_size ** 2
     z = torch.randn(n, cfg.net.z_dim, generator=g)
-    return z, (one_hot(torch.arange(n) % label_size, label_size) if label_size else None)
+    if classes is None:
+        return z, None
+    drawn = classes.draw(range(cfg.seed + 1_000_003, cfg.seed + 1_000_003 + n)) if classes.implicit else np.arange(n)
+    return z, one_hot(torch.from_numpy(drawn % classes.size), classes.size)
