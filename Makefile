@@ -16,8 +16,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/pggan train --preset cpu-small --desc demo --budget 4m --set conditional=true --set sched.lr_base=0.005 \
-		--set budget_top_share=0.85 --set budget_lr_rampdown=0 --set metrics=swd --set metrics_kimg=20 --set metrics_num=512
+	$(VENV)/bin/pggan train --preset demo --budget 4m
 	$(VENV)/bin/pggan plot "$$(ls -d runs/*-demo | tail -n 1)"
 
 test: install

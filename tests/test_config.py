@@ -22,6 +22,16 @@ def test_presets_are_valid_and_round_trip(name):
     assert again == cfg
 
 
+def test_the_demo_preset_is_cpu_small_with_its_recipe_and_the_makefile_types_only_it():
+    demo, small = get_preset("demo"), get_preset("cpu-small")
+    assert demo.conditional and demo.sched.lr_base == 0.005 and demo.budget_top_share == 0.85
+    assert demo.budget_lr_rampdown == 0 and (demo.metrics, demo.metrics_kimg, demo.metrics_num) == ("swd", 20, 512)
+    assert demo.net == small.net and demo.data == small.data
+    makefile = (OPTIONS_DOC.parents[1] / "Makefile").read_text()
+    train = [line.split() for line in makefile.splitlines() if "pggan train" in line]
+    assert len(train) == 1 and train[0][2:] == ["--preset", "demo", "--budget", "4m"], train
+
+
 @pytest.mark.parametrize("key,value,msg", [
     ("net.resolution", "48", "power of two"),
     ("net.channels", "2", "1 or 3"),

@@ -71,6 +71,20 @@ def cpu_small() -> TrainConfig:
         optim=OptimConfig(ema_beta=0.999, ema_rampup=0.05))
 
 
+def demo() -> TrainConfig:
+    """What ``make demo`` trains (with ``--budget 4m``): cpu-small on the built-in shapes, conditional on
+    their labels, a higher learning rate and a longer top level than a budget run on real data needs (the
+    shapes' grid needs faces on every shape after four minutes), SWD on 512 images every 20 kimg for the
+    plot. docs/budget.md#the-demo has the figures."""
+    cfg = cpu_small()
+    cfg.conditional = True
+    cfg.sched.lr_base = 0.005
+    cfg.budget_top_share = 0.85
+    cfg.budget_lr_rampdown = 0.0
+    cfg.metrics, cfg.metrics_kimg, cfg.metrics_num = "swd", 20.0, 512
+    return cfg
+
+
 def scaled_cpu_small(net: NetworkConfig, scale: int) -> NetworkConfig | None:
     """cpu-small's network with ``scale`` times its feature maps at every resolution and its latent size
     (at most the paper's 512), or None when ``net`` is not cpu-small's (its widths were chosen by hand).
@@ -95,6 +109,7 @@ PRESETS = {
     "cifar10": cifar10,
     "gulrajani-a": gulrajani_a,
     "cpu-small": cpu_small,
+    "demo": demo,
 }
 
 
