@@ -1,6 +1,6 @@
 """How clearly a generator trained on builtin:shapes draws the set's three shapes, as a number.
 
-    python tools/shape_score.py runs/00000-shapes-32-cpu-small-demo [more runs or networks ...]
+    python tools/shape_score.py runs/00000-shapes-32-demo [more runs or networks ...]
 
 A small CNN learns to tell the built-in set's discs, rounded squares and triangles apart (images of data
 seed 1, not the seed 0 that training uses; about a minute on two cores) and is checked on held-out images
