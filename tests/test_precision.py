@@ -51,6 +51,5 @@ def test_a_run_resolves_auto_into_its_saved_config_and_logs_it(monkeypatch):
 
 
 def test_paper_presets_keep_fp32():
-    for name in PRESETS:
-        if name != "cpu-small":
-            assert get_preset(name).precision == "fp32", name
+    for name in PRESETS:                            # ours, for a CPU, pick the fast path at run time
+        assert get_preset(name).precision == ("auto" if name in ("cpu-small", "demo") else "fp32"), name
