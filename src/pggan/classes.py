@@ -89,6 +89,14 @@ def classes_from_uniforms(u: np.ndarray, cumulative: np.ndarray) -> np.ndarray:
     return (np.asarray(u)[:, None] >= np.asarray(cumulative)[None, :]).sum(1).astype(np.int64)
 
 
+def blend_classes(a: int, b: int, size: int, ts) -> np.ndarray:
+    """Class vectors moving linearly from class ``a`` to class ``b`` at ``ts`` in [0, 1], float32
+    [len(ts), size]: an interpolation between images of two classes without a jump."""
+    ends = np.eye(size, dtype=np.float32)[[a, b]]
+    ts = np.asarray(ts, np.float32)[:, None]
+    return (1 - ts) * ends[0] + ts * ends[1]
+
+
 def parse_class(text) -> int | str | None:
     """--class: a class number, 'prior' or 'turn' (None: the network's default)."""
     if text is None or isinstance(text, int):

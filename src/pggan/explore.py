@@ -10,7 +10,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from .api import LoadedGenerator, latents_for_seeds, parse_class_option
-from .classes import CLASS_STREAM
+from .classes import CLASS_STREAM, blend_classes
 from .util.errors import UsageError
 from .util.files import tagged_files
 from .util.grids import make_grid, save_png
@@ -132,8 +132,8 @@ def interpolation_strip(gen: LoadedGenerator, seed_a, seed_b, steps: int, out: s
     z = np.stack([slerp(za, zb, t) for t in ts])
     labels = None
     if gen.classes is not None:
-        ca, cb = (np.eye(gen.classes.size, dtype=np.float32)[class_of(gen, e, class_idx)] for e in (seed_a, seed_b))
-        labels = ((1 - ts)[:, None] * ca + ts[:, None] * cb).astype(np.float32)
+        labels = blend_classes(class_of(gen, seed_a, class_idx), class_of(gen, seed_b, class_idx),
+                               gen.classes.size, ts)
     images = gen.generate(z=z, labels=labels).images
     strip = make_grid(images, steps)
     save_png(out, strip)

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..api import latents_for_seeds, load_generator
+from ..classes import blend_classes
 from ..util.errors import UsageError
 from ..util.grids import make_grid, png_bytes
 from ..video import slerp
@@ -132,8 +133,7 @@ class ImageService:
         za, zb = self.latents(gen, [a, b], truncate)
         labels = gen.class_labels(class_idx, [a, b])
         if labels is not None:
-            ends = np.eye(gen.classes.size, dtype=np.float32)[labels]
-            labels = ((1 - t) * ends[0] + t * ends[1])[None]
+            labels = blend_classes(labels[0], labels[1], gen.classes.size, [t])
         return self.render(rel, slerp(za, zb, t)[None], labels, 1, "interp")
 
     def nearby(self, rel, seed, strength, count, truncate, class_idx):
