@@ -71,10 +71,11 @@ def parse_policy(text: str) -> tuple[str, ...]:
     return tuple(n.strip().lower() for n in text.split(",") if n.strip())
 
 
-def augment(x: torch.Tensor, policy: tuple[str, ...], p: float) -> torch.Tensor:
+def augment(x: torch.Tensor, policy: tuple[str, ...], p) -> torch.Tensor:
     """The policy's transforms, each applied to each image with probability ``p``; ``x`` itself when
-    nothing applies (p = 0 or an empty policy)."""
-    if p <= 0 or not policy:
+    nothing applies (a float p of 0 or an empty policy). An adaptive p is a tensor on the device,
+    which the host does not read during a step: the transforms always run, masked per image."""
+    if not policy or (not isinstance(p, torch.Tensor) and p <= 0):
         return x
     for name in policy:
         x = TRANSFORMS[name](x, p)
@@ -87,10 +88,13 @@ def overfit_signal(real_score: torch.Tensor, fake_score: torch.Tensor) -> torch.
     return torch.sign(real_score - fake_score.mean()).mean()
 
 
-def adjust_p(p: float, signal: float, target: float, nimg: int, speed_kimg: float) -> float:
+def adjust_p(p, signal, target: float, nimg: int, speed_kimg: float):
     """ADA's update: ``signal`` (the overfitting heuristic, averaged over the last ``nimg`` real images)
-    above ``target`` raises p, below lowers it, by at most 1 per ``speed_kimg`` kimg; p stays in [0, 1]."""
+    above ``target`` raises p, below lowers it, by at most 1 per ``speed_kimg`` kimg; p stays in [0, 1].
+    Floats, or tensors on the device (training: no host read)."""
     step = nimg / (speed_kimg * 1000.0)
+    if isinstance(p, torch.Tensor):
+        return (p + step * torch.sign(signal - target)).clamp(0.0, 1.0)
     if signal > target:
         p += step
     elif signal < target:

@@ -157,6 +157,9 @@ class TrainConfig:
     channels_last: bool = opt(True, "use the channels_last memory format for convolutions")
     compile: bool = opt(False, "torch.compile G, and D where no double backward runs through it (the penalty's D pass "
                                "stays eager); compiles a few graphs per resolution")
+    cuda_graphs: bool = opt(False, "CUDA: capture each training step as a CUDA graph and replay it (one graph per level, "
+                                   "fade or not and lazy penalty); where a step cannot be captured the log says why "
+                                   "and training runs eagerly")
     deterministic: bool = opt(False, "deterministic kernels, so that an interrupted and resumed run repeats exactly")
     outdir: str = opt("runs", "parent folder of the run directories")
     desc: str = opt("", "extra text for the run directory name")

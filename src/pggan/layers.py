@@ -123,12 +123,18 @@ def lerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     return a + (b - a) * t
 
 
-def fade_images(x: torch.Tensor, alpha: float) -> torch.Tensor:
+def fading(alpha) -> bool:
+    """Whether a forward pass computes the old branch of a fade: a float alpha below 1, or a tensor
+    alpha (a training step's, on the device, which the host never reads: only fades pass one)."""
+    return isinstance(alpha, torch.Tensor) or alpha < 1.0
+
+
+def fade_images(x: torch.Tensor, alpha) -> torch.Tensor:
     """Blend images at the current resolution with their coarser version, as G and D do in a fade.
 
     ``lerp(x, upsample(avgpool(x)), 1 - alpha)``: at alpha = 1 the images pass through untouched.
     Used for the real images so that reals and fakes always share the same blend.
     """
-    if alpha >= 1.0:
+    if not fading(alpha):
         return x
     return lerp(x, upsample2x(downsample2x(x)), 1.0 - alpha)

@@ -100,15 +100,17 @@ def g_loss(cfg: LossConfig, D, fakes, labels, res_log2: int, alpha: float, noise
 
 
 class LSGANNoise:
-    """Appendix B: D's noise strength from a running average of D's fakeness output."""
+    """Appendix B: D's noise strength from a running average of D's fakeness output, kept as a tensor
+    on the training device so that the step never waits for the host to read D's score."""
 
-    def __init__(self, d_hat: float = 0.0):
-        self.d_hat = d_hat
+    def __init__(self, d_hat: float = 0.0, device: torch.device | str = "cpu"):
+        self.d_hat = torch.tensor(float(d_hat), device=device)
 
-    def update(self, mean_fake_score: float) -> float:
-        self.d_hat = 0.9 * self.d_hat + 0.1 * min(max(mean_fake_score, 0.0), 1.0)
+    def update(self, mean_fake_score) -> torch.Tensor:
+        score = torch.as_tensor(mean_fake_score, device=self.d_hat.device).float()
+        self.d_hat.mul_(0.9).add_(0.1 * score.clamp(0.0, 1.0))          # in place: a CUDA graph reads it
         return self.strength
 
     @property
-    def strength(self) -> float:
-        return 0.2 * max(0.0, self.d_hat - 0.5) ** 2
+    def strength(self) -> torch.Tensor:
+        return 0.2 * (self.d_hat - 0.5).clamp(min=0.0).square()

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from .config import NetworkConfig
 from .conv import conv2d
-from .layers import SQRT2, EqualizedConv2d, EqualizedLinear, downsample2x, lerp, minibatch_stddev, pixel_norm, upsample2x
+from .layers import SQRT2, EqualizedConv2d, EqualizedLinear, downsample2x, fading, lerp, minibatch_stddev, pixel_norm, upsample2x
 
 
 class _GNormAct(nn.Module):
@@ -111,7 +111,7 @@ class Generator(nn.Module):
             return self._rgb(2, h)
         h_prev, h = h, self.blocks[str(k_max)](h)
         y = self._rgb(k_max, h)
-        if alpha < 1.0:
+        if fading(alpha):
             y = lerp(upsample2x(self._rgb(k_max - 1, h_prev)), y, alpha)
         return y
 
@@ -124,8 +124,8 @@ class _DConv(nn.Module):
         self.conv = EqualizedConv2d(in_ch, out_ch, kernel, use_wscale=cfg.use_wscale)
         self.norm = nn.GroupNorm(1, out_ch) if cfg.d_norm == "layer" else None
 
-    def forward(self, x, noise: float = 0.0, pool: bool = False):
-        if noise > 0:
+    def forward(self, x, noise=0.0, pool: bool = False):
+        if _noisy(noise):
             x = x * (1.0 + noise * torch.randn_like(x))
         if pool:        # the reference's fused conv + downscale: 2x2 average before bias and activation
             c = self.conv
@@ -170,7 +170,7 @@ class DHead(nn.Module):
             x = minibatch_stddev(x, self.group, chunks)
         x = self.conv(x, noise)
         x = x.flatten(1)                                 # [N, C*4*4], channel-major
-        if noise > 0:
+        if _noisy(noise):
             x = x * (1.0 + noise * torch.randn_like(x))
         x = self.dense0(x)
         if self.norm is not None:
@@ -211,7 +211,7 @@ class Discriminator(nn.Module):
         h = self._from(k_max, x)
         if k_max > 2:
             h = self.blocks[str(k_max)](h, noise)
-            if alpha < 1.0:
+            if fading(alpha):
                 h = lerp(self._from(k_max - 1, downsample2x(x)), h, alpha)
             for k in range(k_max - 1, 2, -1):
                 h = self.blocks[str(k)](h, noise)
@@ -229,9 +229,18 @@ def freeze_d_blocks(D: Discriminator, n: int) -> list[int]:
     return [2 ** k for k in levels]
 
 
-def _check_level(k: int, alpha: float, max_log2: int) -> None:
+def _noisy(noise) -> bool:
+    """LSGAN's noise strength: a float (0 = none) or a tensor (training's, adapted on the device)."""
+    return isinstance(noise, torch.Tensor) or noise > 0
+
+
+def _check_level(k: int, alpha, max_log2: int) -> None:
     if not 2 <= k <= max_log2:
         raise ValueError(f"resolution 2**{k} is outside this network (4..{2 ** max_log2})")
+    if isinstance(alpha, torch.Tensor):     # a training step's fade weight on the device: not read here
+        if k == 2:
+            raise ValueError("there is no fade into 4x4: alpha must be 1 at the first resolution")
+        return
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if k == 2 and alpha < 1.0:

@@ -75,7 +75,9 @@ def _is_comm_failure(e: Exception) -> bool:
     return any(w in text for w in ("gloo", "nccl", "connection", "timed out", "peer", "broken pipe"))
 
 
-END_AGREE_STEPS = 8      # a multi-process budgeted run agrees on its end every this many steps of its last phase
+# Multi-process runs agree on their end (a budget's) and on a stop (a signal may reach one rank) every this
+# many steps: each agreement is a round trip that the host waits for (a GPU sync), so not every step.
+AGREE_STEPS = 8
 
 
 class Run:
@@ -130,11 +132,15 @@ class Run:
         for note in notes + [precision_note(device, cfg.precision)]:
             if note:
                 self.log(note)
+        if cfg.cuda_graphs:
+            why = t.use_graphs(self.log)
+            self.log(f"cuda_graphs: {'steps run eagerly: ' + why if why else 'each step is replayed as a CUDA graph'}")
         self.grid_z, self.grid_labels = grid_latents(cfg, t.classes)
         if init is not None and self.run_dir is not None:     # where fine-tuning starts: the network as loaded
             self.log(f"fine-tuning {cfg.init} from {cfg.sched.start_resolution}x{cfg.sched.start_resolution}")
             self.run_dir.write_fakes(0, t.sample(self.grid_z, self.grid_labels), cfg.grid_size, cfg.net.resolution)
         self.tick = int(t.cur_nimg // (cfg.tick_kimg * 1000))
+        self.iterations = 0
         self.last_phase = t.phase()
         self._reset_tick()
 
@@ -171,7 +177,7 @@ class Run:
         rec.update({"img_per_s": dn / dt, "sec_per_kimg": dt / max(dn, 1) * 1000.0,
                     "mem_mb": peak_memory_mb(self.device), "wall_s": now - self.session_start})
         if t.aug_policy:
-            rec["aug_p"] = t.aug_p
+            rec["aug_p"] = float(t.aug_p)
         if self.run_dir is not None:
             self.run_dir.append_stats(t.cur_nimg, rec)
             self.log(format_tick(self.tick, ph, rec))
@@ -199,13 +205,13 @@ class Run:
         """A budgeted run in its last phase moves its end (total_kimg) after every step to where it meets
         the deadline at the speed measured (``EndPace``): the plan's speeds were measured in seconds, and
         a machine's speed drifts over a run or drops when another job starts. Nothing before the end of
-        the run changes. In a multi-process run every END_AGREE_STEPS steps, on every rank alike: the
+        the run changes. In a multi-process run every AGREE_STEPS steps, on every rank alike: the
         ranks agree on the earliest end."""
         ph, t = step.phase, self.trainer
         if ph.resolution != self.cfg.net.resolution or ph.alpha < 1.0:
             return
         self.pace_steps += 1
-        if self.info.enabled and self.pace_steps % END_AGREE_STEPS:
+        if self.info.enabled and self.pace_steps % AGREE_STEPS:
             return                  # the ranks' agreement is a round trip (and a GPU sync): not every step
         total = self.pace.end_nimg(t.cur_nimg, now)
         if total is None:
@@ -253,8 +259,9 @@ class Run:
             self.run_dir.write_fakes(t.cur_nimg, t.sample(self.grid_z, self.grid_labels), cfg.grid_size,
                                      cfg.net.resolution)
         stopping = stop.signal is not None
+        self.iterations += 1
         if self.info.enabled:
-            stopping = any_rank(stopping, self.device)
+            stopping = any_rank(stopping, self.device) if self.iterations % AGREE_STEPS == 0 or done else False
         if stopping:
             stop.signal = stop.signal or -1
             return rate, True

@@ -6,6 +6,7 @@ import torch
 
 from ..data.base import ImageSet
 from ..util.checks import one_hot
+from ..util.device import to_device
 
 
 class DataOrder:
@@ -50,12 +51,12 @@ def minibatch(images: ImageSet, order: DataOrder, batch: int, resolution: int, d
     idx, flip = order.take(batch)
     lo, hi = rank * batch // world, (rank + 1) * batch // world
     idx, flip = idx[lo:hi], flip[lo:hi]
-    x = torch.from_numpy(images.levels[resolution][idx]).to(device)
+    x = to_device(torch.from_numpy(images.levels[resolution][idx]), device)
     if flip.any():
-        f = torch.from_numpy(flip).to(device)
+        f = to_device(torch.from_numpy(flip), device)
         x = torch.where(f[:, None, None, None], x.flip(-1), x)
     x = x.float() * (2.0 / 255.0) - 1.0
     labels = None
     if images.labels is not None and images.label_size:
-        labels = one_hot(images.labels[idx], images.label_size).to(device)
+        labels = to_device(one_hot(images.labels[idx], images.label_size), device)
     return x, labels

@@ -19,10 +19,11 @@ from ..losses import LSGANNoise, d_loss, g_loss
 from ..networks import Discriminator, Generator, freeze_d_blocks
 from ..schedule import Phase, phase_at, starts_new_phase
 from ..util.checks import one_hot
-from ..util.device import autocast_for, resolve_precision
+from ..util.device import autocast_for, resolve_precision, to_device
 from ..util.dist import DistInfo, all_mean, average_gradients, broadcast_module
 from ..util.errors import DeviceError, UsageError
 from ..util.grids import to_uint8
+from .graphs import CudaBackend, StepGraphs, graph_support
 from .sampler import DataOrder, minibatch
 
 
@@ -56,11 +57,8 @@ class Trainer:
         if cfg.channels_last:
             for m in (self.G, self.D, self.G_ema):
                 m.to(memory_format=torch.channels_last)
-        o = cfg.optim
-        fused = device.type in ("cpu", "cuda")
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.sched.lr_base, betas=(o.beta1, o.beta2), eps=o.eps, fused=fused)
         trained_d = [p for p in self.D.parameters() if p.requires_grad]          # all of D unless freeze_d
-        self.opt_D = torch.optim.Adam(trained_d, lr=cfg.sched.lr_base, betas=(o.beta1, o.beta2), eps=o.eps, fused=fused)
+        self.opt_G, self.opt_D = adam(self.G.parameters(), cfg, device), adam(trained_d, cfg, device)
         amp16 = cfg.precision == "fp16"
         self.scaler_G = torch.amp.GradScaler(device.type, enabled=amp16)
         self.scaler_D = torch.amp.GradScaler(device.type, enabled=amp16)
@@ -70,15 +68,31 @@ class Trainer:
         self._ema_pairs = (list(self.G_ema.parameters()), self._g_params,
                            list(self.G_ema.buffers()), list(self.G.buffers()))
         self.order = DataOrder(len(images), cfg.seed, cfg.mirror)
-        self.lsgan = LSGANNoise()
-        self.aug_policy, self.aug_p = parse_policy(cfg.aug.policy), cfg.aug.p
-        self._overfit = [0.0, 0]                     # adaptive augmentation: sum and count since the last update
+        self.lsgan = LSGANNoise(device=device)
+        self.aug_policy = parse_policy(cfg.aug.policy)
+        self.aug_p = self._aug_p(cfg.aug.p)
+        self._overfit = [torch.zeros((), device=device), 0]    # adaptive augmentation: sum and count since the last update
+        # what changes from step to step lives on the device, so that a step reads nothing on the host
+        self._alpha = torch.ones((), device=device)            # a fade's alpha (only fades use it)
+        self.graphs = None                                     # StepGraphs, when use_graphs() turned them on
         self.cur_nimg = 0
         self.prev_lod: float | None = None
         self.wall_offset = 0.0
         self._label_pool = (torch.from_numpy(images.labels) if images.labels is not None and images.label_size else None)
         self.classes = (ClassPrior.of_labels(images.labels, images.label_size, "clusters" if cfg.clusters else "labels")
                         if self._label_pool is not None else None)
+
+    def _aug_p(self, p: float):
+        """ADA's p: a device tensor when it adapts (updated without a host read), else the float."""
+        return torch.tensor(p, device=self.device) if self.cfg.aug.adaptive and self.aug_policy else p
+
+    def use_graphs(self, log=print, backend=None) -> str | None:
+        """Replay training steps as CUDA graphs where they can be captured; returns why not otherwise.
+        ``backend``: tests replace the CUDA one."""
+        why = None if backend is not None else graph_support(self.cfg, self.device, self.dist.world)
+        if why is None:
+            self.graphs = StepGraphs(backend or CudaBackend(self.device), log)
+        return why
 
     def compiled(self, on: bool) -> None:
         """Run G and D through torch.compile (or not). The modules and their parameters stay the same;
@@ -106,12 +120,12 @@ class Trainer:
         CPU the same way on every rank (so the run does not depend on the number of ranks); only this
         rank's slice is moved to the device."""
         lo, hi = self.dist.rank * n // self.dist.world, (self.dist.rank + 1) * n // self.dist.world
-        z = torch.randn(n, self.G.z_dim)[lo:hi].to(self.device)
-        mix = torch.rand(n, 1, 1, 1)[lo:hi].to(self.device) if with_mix else None
+        z = to_device(torch.randn(n, self.G.z_dim)[lo:hi], self.device)
+        mix = to_device(torch.rand(n, 1, 1, 1)[lo:hi], self.device) if with_mix else None
         labels = None
         if self._label_pool is not None:
             idx = torch.randint(len(self._label_pool), (n,))[lo:hi]
-            labels = one_hot(self._label_pool[idx], self.images.label_size).to(self.device)
+            labels = to_device(one_hot(self._label_pool[idx], self.images.label_size), self.device)
         return z, mix, labels
 
     def _finish(self, opt, scaler, params) -> None:
@@ -122,78 +136,111 @@ class Trainer:
 
     def step(self, ph: Phase | None = None) -> Step:
         """Train one minibatch at the schedule's phase (or at ``ph``, for benchmarks): n_critic D steps,
-        each followed by the G_ema update, then one G step."""
+        each followed by the G_ema update, then one G step.
+
+        The host prepares everything (phase, learning rates, the minibatch and the random draws, as
+        :class:`StepInputs`); :meth:`_train` then runs on the device alone, reading no value back, which
+        is what a CUDA graph captures (:mod:`.graphs`)."""
         ph = ph or self.phase()
         if self.prev_lod is None or (self.cfg.optim.reset_on_phase and starts_new_phase(self.prev_lod, ph.lod)):
-            self.opt_G.state.clear()
-            self.opt_D.state.clear()
+            reset_adam(self.opt_G)
+            reset_adam(self.opt_D)
         self.prev_lod = ph.lod
-        for opt, lr in ((self.opt_G, ph.g_lr), (self.opt_D, ph.d_lr)):
-            for group in opt.param_groups:
-                group["lr"] = lr
+        set_lr(self.opt_G, ph.g_lr)
+        set_lr(self.opt_D, ph.d_lr)
+        if ph.fading:
+            self._alpha.fill_(ph.alpha)
         if ph.batch % self.dist.world:
             raise UsageError(f"the minibatch {ph.batch} at {ph.resolution}x{ph.resolution} cannot be split over "
                              f"{self.dist.world} processes; use a batch_table with multiples of {self.dist.world}")
         share = ph.batch // self.dist.world
         rounds = self._rounds(share, ph.resolution)
-        micro = [slice(i * share // rounds, (i + 1) * share // rounds) for i in range(rounds)]
-        for _ in range(self.cfg.optim.n_critic):
-            noise = self._d_noise()
-            stats = self._d_step(ph, micro, noise)
+        micro = tuple((i * share // rounds, (i + 1) * share // rounds) for i in range(rounds))
+        for c in range(self.cfg.optim.n_critic):
+            last = c == self.cfg.optim.n_critic - 1
+            inputs = self._inputs(ph, with_g=last)
+            if self.graphs is not None and self.cfg.optim.n_critic == 1:
+                stats = self.graphs.run(self._graph_key(ph, micro, inputs), self._train, ph, micro, inputs)
+            else:
+                stats = self._train(ph, micro, inputs)
             self.cur_nimg += ph.batch
-            self._update_ema(ph.batch)
-        stats["loss_g"] = self._g_step(ph, micro, noise)
+            overfit = stats.pop("overfit")
+            if self.cfg.aug.adaptive and self.aug_policy:
+                self._adapt(overfit, ph.batch)
         return Step(ph, stats)
 
-    def _d_noise(self) -> float:
-        """LSGAN's D noise strength for the next D step (and the G step after it): appendix B."""
-        loss = self.cfg.loss
-        return self.lsgan.strength if loss.kind == "lsgan" and loss.lsgan_noise else 0.0
-
-    def _d_step(self, ph: Phase, micro: list[slice], noise: float) -> dict:
-        cfg, k, alpha = self.cfg, ph.res_log2, ph.alpha
-        amp = autocast_for(self.device, cfg.precision)
-        cl = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        reals_all, labels_all = minibatch(self.images, self.order, ph.batch, ph.resolution, self.device,
-                                          self.dist.rank, self.dist.world)
+    def _inputs(self, ph: Phase, with_g: bool) -> "StepInputs":
+        """The host's part of a step: this rank's real images, the shared draws, the lazy penalty's
+        weight and G_ema's weight, all from counters and the CPU's random numbers."""
+        cfg = self.cfg
+        reals, labels = minibatch(self.images, self.order, ph.batch, ph.resolution, self.device,
+                                  self.dist.rank, self.dist.world)
         z, mix, fake_labels = self._shared_draws(ph.batch, cfg.loss.kind == "wgangp")
+        g_z, _, g_labels = self._shared_draws(ph.batch, False) if with_g else (None, None, None)
         # lazy regularisation: which D steps carry the penalty follows from cur_nimg, so a resumed run agrees
         every = cfg.loss.penalty_every
         penalty_weight = float(every) if (self.cur_nimg // ph.batch) % every == 0 else 0.0
+        return StepInputs(reals, labels, z, mix, fake_labels, g_z, g_labels, penalty_weight,
+                          self._ema_weight(self.cur_nimg + ph.batch, ph.batch))
+
+    @staticmethod
+    def _graph_key(ph: Phase, micro: tuple, inputs: "StepInputs") -> tuple:
+        """What fixes a step's sequence of kernels: the level, fade or not, the micro-batches, the penalty."""
+        return ph.res_log2, ph.fading, micro, inputs.penalty_weight
+
+    def _train(self, ph: Phase, micro: tuple, inputs: "StepInputs") -> dict:
+        """The device's part of a step: the D step, G_ema, then the G step (if its draws are given)."""
+        noise = self._d_noise()
+        stats = self._d_step(ph, micro, inputs, noise)
+        self._update_ema(inputs.ema_weight)
+        if inputs.g_z is not None:
+            stats["loss_g"] = self._g_step(ph, micro, inputs, noise)
+        return stats
+
+    def _d_noise(self):
+        """LSGAN's D noise strength for the next D step (and the G step after it): appendix B; a
+        device tensor when on, 0.0 otherwise."""
+        loss = self.cfg.loss
+        return self.lsgan.strength if loss.kind == "lsgan" and loss.lsgan_noise else 0.0
+
+    def _alpha_of(self, ph: Phase):
+        """The networks' alpha: 1.0 outside a fade (no old branch is computed), else a device tensor."""
+        return self._alpha if ph.fading else 1.0
+
+    def _d_step(self, ph: Phase, micro: tuple, inputs: "StepInputs", noise) -> dict:
+        cfg, k, alpha, i = self.cfg, ph.res_log2, self._alpha_of(ph), inputs
+        amp = autocast_for(self.device, cfg.precision)
+        cl = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.opt_D.zero_grad(set_to_none=True)
-        grad_scale = self.scaler_D.get_scale() if self.scaler_D.is_enabled() else 1.0   # one host sync, fp16 only
+        grad_scale = self.scaler_D.scale(self._alpha.new_ones(())) if self.scaler_D.is_enabled() else 1.0
         stats: dict = {}
-        for sl in micro:
-            reals = self._augment(fade_images(reals_all[sl], alpha)).contiguous(memory_format=cl)
-            labels = labels_all[sl] if labels_all is not None else None
+        for lo, hi in micro:
+            reals = self._augment(fade_images(i.reals[lo:hi], alpha)).contiguous(memory_format=cl)
+            labels = i.labels[lo:hi] if i.labels is not None else None
             with torch.no_grad(), amp:
-                fakes = self._augment(self.G_run(z[sl], fake_labels[sl] if fake_labels is not None else None, k, alpha))
+                fakes = self._augment(self.G_run(i.z[lo:hi], _rows(i.fake_labels, lo, hi), k, alpha))
             with amp:
                 loss, s = d_loss(cfg.loss, self.D_run, reals, fakes, labels, k, alpha,
-                                 mix=None if mix is None else mix[sl], grad_scale=grad_scale, D_penalty=self.D,
-                                 noise=noise, penalty_weight=penalty_weight)
+                                 mix=_rows(i.mix, lo, hi), grad_scale=grad_scale, D_penalty=self.D,
+                                 noise=noise, penalty_weight=i.penalty_weight)
             self.scaler_D.scale(loss / len(micro)).backward()
             for key, v in s.items():
                 stats[key] = stats.get(key, 0.0) + v / len(micro)
         self._finish(self.opt_D, self.scaler_D, self._d_params)
-        overfit = stats.pop("overfit")
-        if cfg.aug.adaptive and self.aug_policy:
-            self._adapt(overfit, ph.batch)
         if cfg.loss.kind == "lsgan":
             score = stats["score_fake"]
-            self.lsgan.update(float(all_mean(score, self.dist.world) if self.dist.enabled else score))
+            self.lsgan.update(all_mean(score.reshape(1), self.dist.world)[0] if self.dist.enabled else score)
         return stats
 
-    def _g_step(self, ph: Phase, micro: list[slice], noise: float) -> torch.Tensor:
-        amp = autocast_for(self.device, self.cfg.precision)
-        z, _, fake_labels = self._shared_draws(ph.batch, False)
+    def _g_step(self, ph: Phase, micro: tuple, inputs: "StepInputs", noise) -> torch.Tensor:
+        amp, alpha = autocast_for(self.device, self.cfg.precision), self._alpha_of(ph)
         self.opt_G.zero_grad(set_to_none=True)
         total = 0.0
-        for sl in micro:
-            labels = fake_labels[sl] if fake_labels is not None else None
+        for lo, hi in micro:
+            labels = _rows(inputs.g_labels, lo, hi)
             with amp:
-                fakes = self._augment(self.G_run(z[sl], labels, ph.res_log2, ph.alpha))
-                loss, s = g_loss(self.cfg.loss, self.D_run, fakes, labels, ph.res_log2, ph.alpha, noise)
+                fakes = self._augment(self.G_run(inputs.g_z[lo:hi], labels, ph.res_log2, alpha))
+                loss, s = g_loss(self.cfg.loss, self.D_run, fakes, labels, ph.res_log2, alpha, noise)
             self.scaler_G.scale(loss / len(micro)).backward(inputs=self._g_params)   # no gradients for D's weights
             total = total + s["loss_g"] / len(micro)
         self._finish(self.opt_G, self.scaler_G, self._g_params)
@@ -205,26 +252,37 @@ class Trainer:
     ADAPT_EVERY = 4        # D steps between updates of p (ADA's interval)
 
     def _adapt(self, overfit: torch.Tensor, batch: int) -> None:
-        """ADA: move p towards keeping the overfitting heuristic at aug.target."""
-        self._overfit[0] += float(overfit)
+        """ADA: move p towards keeping the overfitting heuristic at aug.target, on the device."""
+        self._overfit[0] = self._overfit[0] + overfit
         self._overfit[1] += 1
         if self._overfit[1] < self.ADAPT_EVERY:
             return
         signal = self._overfit[0] / self._overfit[1]
         if self.dist.enabled:
-            signal = float(all_mean(torch.tensor([signal], device=self.device), self.dist.world))
+            signal = all_mean(signal.reshape(1), self.dist.world)[0]
         a = self.cfg.aug
-        self.aug_p = adjust_p(self.aug_p, signal, a.target, self._overfit[1] * batch, a.speed_kimg)
-        self._overfit = [0.0, 0]
+        # in place: a CUDA graph reads p where it is
+        self.aug_p.copy_(adjust_p(self.aug_p, signal, a.target, self._overfit[1] * batch, a.speed_kimg))
+        self._overfit = [torch.zeros((), device=self.device), 0]
 
-    @torch.no_grad()
-    def _update_ema(self, batch: int) -> None:
+    def _ema_weight(self, nimg: int, batch: int):
+        """G_ema's lerp weight (1 - beta) after ``nimg`` images: a float in eager steps (a tensor weight is
+        read on the host by the CPU's foreach kernel), the graphs' device tensor when they run."""
         beta = self.cfg.optim.ema_beta
         if self.cfg.optim.ema_rampup > 0:
-            horizon = max(self.cur_nimg * self.cfg.optim.ema_rampup / batch, 1.0)   # in steps
+            horizon = max(nimg * self.cfg.optim.ema_rampup / batch, 1.0)   # in steps
             beta = min(beta, 1.0 - 1.0 / horizon)
+        return 1.0 - beta
+
+    @torch.no_grad()
+    def _update_ema(self, weight) -> None:
         ema_p, p, ema_b, b = self._ema_pairs
-        torch._foreach_lerp_(ema_p, p, 1.0 - beta)
+        if isinstance(weight, torch.Tensor):
+            delta = torch._foreach_sub(p, ema_p)          # [p - ema] * weight: lerp by a device tensor
+            torch._foreach_mul_(delta, weight)
+            torch._foreach_add_(ema_p, delta)
+        else:
+            torch._foreach_lerp_(ema_p, p, weight)
         if ema_b:
             torch._foreach_copy_(ema_b, b)
 
@@ -238,8 +296,8 @@ class Trainer:
             "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
             "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
             "scaler_G": self.scaler_G.state_dict(), "scaler_D": self.scaler_D.state_dict(),
-            "data_order": self.order.state(), "lsgan_d_hat": self.lsgan.d_hat, "rng": rng,
-            "aug": {"p": self.aug_p, "overfit_sum": self._overfit[0], "overfit_count": self._overfit[1]},
+            "data_order": self.order.state(), "lsgan_d_hat": float(self.lsgan.d_hat), "rng": rng,
+            "aug": {"p": float(self.aug_p), "overfit_sum": float(self._overfit[0]), "overfit_count": self._overfit[1]},
             "wall_time": self.wall_offset,
             **({"classes": self.classes.to_json()} if self.classes is not None else {}),
         }
@@ -269,10 +327,11 @@ class Trainer:
             self.scaler_D.load_state_dict(ckpt["scaler_D"])
         self.cur_nimg, self.prev_lod = int(ckpt["cur_nimg"]), ckpt["prev_lod"]
         self.order = DataOrder(len(self.images), self.cfg.seed, self.cfg.mirror, **ckpt["data_order"])
-        self.lsgan = LSGANNoise(float(ckpt["lsgan_d_hat"]))
+        self.lsgan = LSGANNoise(float(ckpt["lsgan_d_hat"]), self.device)
         if "aug" in ckpt:
-            self.aug_p = float(ckpt["aug"]["p"])
-            self._overfit = [float(ckpt["aug"]["overfit_sum"]), int(ckpt["aug"]["overfit_count"])]
+            self.aug_p = self._aug_p(float(ckpt["aug"]["p"]))
+            self._overfit = [torch.tensor(float(ckpt["aug"]["overfit_sum"]), device=self.device),
+                             int(ckpt["aug"]["overfit_count"])]
         self.wall_offset = float(ckpt["wall_time"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         random.setstate(_tuple_state(ckpt["rng"]["python"]))
@@ -287,6 +346,56 @@ class Trainer:
         with autocast_for(self.device, self.cfg.precision):
             return to_uint8(self.G_ema(z.to(self.device), None if labels is None else labels.to(self.device),
                                        ph.res_log2, ph.alpha))
+
+
+def adam(params, cfg: TrainConfig, device: torch.device) -> torch.optim.Adam:
+    """The paper's Adam, fused, with its learning rate a tensor (set per step without a host value)."""
+    o = cfg.optim
+    return torch.optim.Adam(params, lr=_lr_tensor(cfg.sched.lr_base, device), betas=(o.beta1, o.beta2), eps=o.eps,
+                            fused=device.type in ("cpu", "cuda"), capturable=device.type == "cuda")
+
+
+def _lr_tensor(lr: float, device: torch.device) -> torch.Tensor:
+    return torch.tensor(lr, device=device if device.type == "cuda" else "cpu")   # fused Adam's places
+
+
+def set_lr(opt: torch.optim.Adam, lr: float) -> None:
+    """Every group's learning rate, in place (a checkpoint from before tensor rates holds floats)."""
+    for group in opt.param_groups:
+        if not isinstance(group["lr"], torch.Tensor):
+            group["lr"] = _lr_tensor(lr, group["params"][0].device)
+        group["lr"].fill_(lr)
+
+
+def reset_adam(opt: torch.optim.Adam) -> None:
+    """Adam as new (the reference resets it at every phase): its moments and step counts zeroed where
+    they are, which is the same as a fresh state and keeps every tensor where it was (CUDA graphs)."""
+    for state in opt.state.values():
+        for v in state.values():
+            if isinstance(v, torch.Tensor):
+                v.zero_()
+
+
+@dataclass
+class StepInputs:
+    """What one minibatch step reads, prepared on the host: tensors on the device and the two weights."""
+    reals: torch.Tensor                      # [N, C, H, W] in [-1, 1], this rank's share
+    labels: torch.Tensor | None              # [N, classes] one-hot
+    z: torch.Tensor                          # [N, z_dim], the D step's fakes
+    mix: torch.Tensor | None                 # [N, 1, 1, 1], WGAN-GP's mixing factors
+    fake_labels: torch.Tensor | None
+    g_z: torch.Tensor | None                 # the G step's latents (None: a D step of n_critic > 1)
+    g_labels: torch.Tensor | None
+    penalty_weight: float                    # lazy regularisation (host: it selects kernels)
+    ema_weight: float | torch.Tensor         # G_ema's lerp weight
+
+    def tensors(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if isinstance(getattr(self, f.name), torch.Tensor)}
+
+
+def _rows(x: torch.Tensor | None, lo: int, hi: int) -> torch.Tensor | None:
+    return None if x is None else x[lo:hi]
 
 
 def _without_classes(state: dict, own: dict) -> dict:

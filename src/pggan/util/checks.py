@@ -14,8 +14,10 @@ def is_resolution(n, low: int = 4, high: int = 1024) -> bool:
 
 
 def one_hot(labels, size: int) -> torch.Tensor:
-    """Class indices [N] -> float one-hot rows [N, size]."""
-    return torch.nn.functional.one_hot(torch.as_tensor(labels).long(), size).float()
+    """Class indices [N] -> float one-hot rows [N, size]. A scatter, not F.one_hot, whose range check
+    reads the indices on the host (a GPU sync per training step)."""
+    idx = torch.as_tensor(labels).long().reshape(-1, 1)
+    return torch.zeros(len(idx), size, device=idx.device).scatter_(1, idx, 1.0)
 
 
 def or_list(names) -> str:

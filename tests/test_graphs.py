@@ -1,0 +1,127 @@
+"""The CUDA-graph path of the training step (#35), with the capture mocked: a 'graph' replays by calling
+the captured function again on the buffers it was captured with, so every value the host forgot to copy
+in (or baked in at capture) shows as a difference from the eager step. tools/gpu_check.sh compares the
+real graphs with eager steps on a GPU."""
+import dataclasses
+
+import pytest
+import torch
+from test_training import tiny_config
+
+from pggan.config import validate
+from pggan.data.load import load_images
+from pggan.training import graphs
+from pggan.training.trainer import Trainer
+
+
+class ReplayBackend:
+    """capture() records nothing on a device: replay() runs the function on its static inputs."""
+
+    def __init__(self):
+        self.warmups, self.captures = 0, 0
+
+    def warmup(self, fn):
+        self.warmups += 1
+        return fn()
+
+    def capture(self, fn):
+        self.captures += 1
+        out = {}
+
+        def replay():
+            out.clear()
+            out.update(fn())
+        return replay, out
+
+
+def _trainer(tmp_path, **cfg_changes) -> Trainer:
+    cfg = tiny_config(tmp_path)
+    for path, value in cfg_changes.items():
+        obj, attr = path.split(".") if "." in path else (None, path)
+        setattr(getattr(cfg, obj) if obj else cfg, attr, value)
+    cfg = validate(cfg)
+    images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)
+    return Trainer(cfg, images, torch.device("cpu"))
+
+
+CASES = {
+    "wgangp-lazy": {"loss.penalty_every": 2},
+    "lsgan-noise": {"loss.kind": "lsgan"},
+    "logistic-ada": {"loss.kind": "logistic", "aug.policy": "translation,cutout,color", "aug.adaptive": True,
+                     "aug.speed_kimg": 0.1},
+    "conditional-micro": {"conditional": True, "sched.device_batch_cap": {4: 4, 8: 4, 16: 4}, "sched.accumulate": True},
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_replayed_graphs_train_exactly_as_eager_steps(tmp_path, case):
+    def train(use_graphs: bool):
+        t = _trainer(tmp_path, **CASES[case])          # seeds the CPU's random numbers: one trainer at a time
+        if use_graphs:
+            assert t.use_graphs(log=lambda m: None, backend=backend) is None
+        t.cur_nimg = 150                               # 4x4, then the fade into 8x8 from 200 images on
+        return t, [t.step() for _ in range(14)]
+
+    backend = ReplayBackend()
+    (eager, eager_steps), (graphed, graphed_steps) = train(False), train(True)
+    for a, b in zip(eager_steps, graphed_steps):
+        assert a.phase == b.phase
+        for key in a.stats:
+            assert torch.equal(a.stats[key], b.stats[key]), (key, a.phase)
+    for name in ("G", "D"):
+        for (k, x), y in zip(getattr(eager, name).state_dict().items(), getattr(graphed, name).state_dict().values()):
+            assert torch.equal(x, y), (name, k)
+    for x, y in zip(eager.G_ema.parameters(), graphed.G_ema.parameters()):    # lerp vs a device-weight lerp
+        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7)
+    assert float(eager.aug_p) == float(graphed.aug_p) and float(eager.lsgan.d_hat) == float(graphed.lsgan.d_hat)
+    assert backend.captures >= 2 and backend.warmups == graphs.WARMUP * backend.captures
+
+
+def test_one_graph_per_level_fade_and_penalty_and_old_levels_are_dropped(tmp_path):
+    t = _trainer(tmp_path, **{"loss.penalty_every": 2})
+    backend, logged = ReplayBackend(), []
+    t.use_graphs(log=logged.append, backend=backend)
+    t.cur_nimg = 0
+    for _ in range(8):                                   # 4x4: the penalty on every other step
+        t.step()
+    assert sorted(k[3] for k in t.graphs.graphs) == [0.0, 2.0] and {k[:2] for k in t.graphs.graphs} == {(2, False)}
+    assert backend.captures == 2 and backend.warmups == 4
+    t.cur_nimg = 200                                     # the fade into 8x8
+    for _ in range(6):
+        t.step()
+    assert {k[:2] for k in t.graphs.graphs} == {(3, True)}               # 4x4's graphs went with their level
+    assert any("8x8 fade" in m for m in logged)
+
+
+def test_static_buffers_are_the_graphs_own_and_refilled_each_step(tmp_path):
+    t = _trainer(tmp_path)
+    t.use_graphs(log=lambda m: None, backend=ReplayBackend())
+    t.cur_nimg = 0
+    seen = []
+    train = t._train
+
+    def spy(ph, micro, inputs):
+        seen.append((id(inputs.reals), inputs.reals.clone(), inputs.ema_weight))
+        return train(ph, micro, inputs)
+    t._train = spy
+    for _ in range(graphs.WARMUP + 3):
+        t.step()
+    captured = seen[graphs.WARMUP:]
+    assert len({i for i, _, _ in captured}) == 1                         # one static buffer, replayed
+    assert not torch.equal(captured[0][1], captured[1][1])               # holding each step's new minibatch
+    assert all(isinstance(w, torch.Tensor) for _, _, w in captured)      # G_ema's weight a device tensor
+
+
+def test_where_steps_cannot_be_captured_the_reason_is_given(tmp_path):
+    cfg = tiny_config(tmp_path)
+    cuda = torch.device("cuda")
+    assert graphs.graph_support(cfg, cuda, 1) is None
+    assert "CUDA" in graphs.graph_support(cfg, torch.device("cpu"), 1)
+    assert "multi-process" in graphs.graph_support(cfg, cuda, 2)
+    for change, word in (({"precision": "fp16"}, "fp16"), ({"compile": True}, "compile"),
+                         ({"deterministic": True}, "deterministic")):
+        assert word in graphs.graph_support(dataclasses.replace(cfg, **change), cuda, 1)
+    cfg.optim.n_critic = 2
+    assert "n_critic" in graphs.graph_support(cfg, cuda, 1)
+    t = _trainer(tmp_path)
+    assert "CUDA" in t.use_graphs(log=lambda m: None) and t.graphs is None          # eager on the CPU
