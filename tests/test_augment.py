@@ -110,7 +110,7 @@ def test_training_augments_reals_and_fakes_alike_and_adapts_p(tmp_path, monkeypa
     real_augment = T.augment
 
     def spy(x, policy, p):
-        seen.append((x.requires_grad, tuple(x.shape), policy, p))
+        seen.append((x.requires_grad, tuple(x.shape), policy, float(p)))   # p: a device tensor
         return real_augment(x, policy, p)
 
     monkeypatch.setattr(T, "augment", spy)
@@ -123,8 +123,8 @@ def test_training_augments_reals_and_fakes_alike_and_adapts_p(tmp_path, monkeypa
     # per step: reals and fakes before D (no graph to G), then fakes with G's graph for the G step
     assert seen[:3] == [(False, (8, 3, 16, 16), policy, 0.5), (False, (8, 3, 16, 16), policy, 0.5),
                         (True, (8, 3, 16, 16), policy, 0.5)]
-    assert len(seen) == 12 and t.aug_p != 0.5                          # p moved after 4 D steps
-    assert t.state_dict()["aug"]["p"] == t.aug_p
+    assert len(seen) == 12 and float(t.aug_p) != 0.5                   # p moved after 4 D steps
+    assert t.state_dict()["aug"]["p"] == float(t.aug_p)
 
 
 @pytest.mark.slow

@@ -68,3 +68,31 @@ def test_fixed_step_cost_separates_what_does_not_grow_with_the_batch():
     assert abs(fixed - 0.030) < 0.006
     row = {"fixed_ms": 31.0, "img_per_s": 16 / 0.062, "batch": 16}
     assert _fixed(row) == "31 (50%)" and _fixed({}) == "-"
+
+
+def test_project_run_sums_every_phase_of_the_preset(monkeypatch):
+    from pggan import bench
+    from pggan.presets import get_preset
+    from pggan.schedule import phase_kimg
+
+    small = get_preset("cpu-small")
+    small.net.resolution, small.sched.total_kimg = 8, 50        # 4 stabilise, 8 fade, 8 stabilise
+    monkeypatch.setattr(bench, "get_preset", lambda name: small)
+    lines = []
+    r = bench.project_run("cpu-small", torch.device("cpu"), "fp32", 0.01, log=lines.append)
+    want = phase_kimg(small.sched, 8)
+    assert [(p["resolution"], p["phase"] == "fade", p["kimg"]) for p in r["phases"]] == want
+    assert len(lines) == len(want) and set(r["hours"]) == {"eager"}      # no graphs on a CPU
+    for p in r["phases"]:
+        assert p["batch"] == small.sched.batch_table[p["resolution"]] and p["eager_sec_per_kimg"] > 0
+        assert abs(p["eager_hours"] - p["kimg"] * p["eager_sec_per_kimg"] / 3600) < 1e-12
+    assert abs(r["hours"]["eager"] - sum(p["eager_hours"] for p in r["phases"])) < 1e-12
+
+
+def test_bench_project_run_names_an_unknown_preset():
+    from click.testing import CliRunner
+
+    from pggan.cli import main
+
+    r = CliRunner().invoke(main, ["bench", "--project-run", "nope"])
+    assert r.exit_code == 1 and "unknown preset 'nope'" in r.output and "celebahq-1024-v2" in r.output

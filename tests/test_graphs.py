@@ -125,3 +125,23 @@ def test_where_steps_cannot_be_captured_the_reason_is_given(tmp_path):
     assert "n_critic" in graphs.graph_support(cfg, cuda, 1)
     t = _trainer(tmp_path)
     assert "CUDA" in t.use_graphs(log=lambda m: None) and t.graphs is None          # eager on the CPU
+
+
+def test_graph_check_tool_runs_its_cases_with_the_mock(tmp_path):
+    """tools/graph_check.py, as gpu_check.sh runs it, with the mocked capture: it must pass here."""
+    import json
+    import pathlib
+    import subprocess
+    import sys
+
+    tool = pathlib.Path(__file__).resolve().parents[1] / "tools" / "graph_check.py"
+    out = tmp_path / "graphs.json"
+    r = subprocess.run([sys.executable, str(tool), "--device", "cpu", "--mock", "--precision", "fp32",
+                        "--cases", "wgangp-lazy", "--steps", "8", "--json", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (row,) = json.loads(out.read_text())
+    # two graphs at 4x4 (with and without the lazy penalty); the fade's two steps only warm up
+    assert row["ok"] and row["captures"] == 2 and row["loss_rel"] == 0.0 and row["weights_rel"]["G"] == 0.0
+    r = subprocess.run([sys.executable, str(tool), "--device", "cpu", "--cases", "wgangp-lazy"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "CUDA graphs are not possible here: the device is cpu" in r.stderr

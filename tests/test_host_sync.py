@@ -103,3 +103,26 @@ def test_the_training_loop_reads_nothing_between_ticks(tmp_path):
     run._tick()                                       # once a tick: the losses are read, as one transfer
     assert run.steps == 0
     run.run_dir.close()
+
+
+def test_device_alpha_and_learning_rates_train_as_python_floats(tmp_path, monkeypatch):
+    from pggan.training import trainer as T
+
+    def run():
+        t = _trainer(tmp_path)
+        t.cur_nimg = 150                               # 4x4, then the fade into 8x8
+        return [t.step() for _ in range(10)]
+
+    on_device = run()
+    assert isinstance(T.Trainer._alpha_of(_trainer(tmp_path), on_device[-1].phase), torch.Tensor)
+
+    def float_lr(opt, lr):
+        for group in opt.param_groups:
+            group["lr"] = lr
+    monkeypatch.setattr(T.Trainer, "_alpha_of", lambda self, ph: ph.alpha)
+    monkeypatch.setattr(T, "set_lr", float_lr)
+    as_floats = run()
+    assert any(s.phase.fading for s in as_floats)
+    for a, b in zip(on_device, as_floats):
+        for key in a.stats:
+            torch.testing.assert_close(a.stats[key], b.stats[key], rtol=1e-6, atol=1e-7)

@@ -1,10 +1,11 @@
 import math
 
 import pytest
+import torch
 
 from pggan.config import ScheduleConfig
 from pggan.presets import get_preset
-from pggan.schedule import PAPER_BATCH, lod_at, phase_at, starts_new_phase
+from pggan.schedule import PAPER_BATCH, lod_at, phase_at, phase_kimg, starts_new_phase
 
 
 def paper(res, kimg=600.0):
@@ -122,3 +123,50 @@ def test_cpu_small_ends_stabilising_its_top_resolution():
     end = phase_at(int(cfg.sched.total_kimg * 1000) - 1, cfg.sched, cfg.net.resolution)
     assert end.resolution == cfg.net.resolution and end.alpha == 1.0
     assert cfg.sched.total_kimg - growth_kimg(cfg.sched, cfg.net.resolution) >= 30   # a real stabilise phase
+
+
+@pytest.mark.parametrize("preset", ["celebahq-1024-v2", "cpu-small", "celebahq-1024"])
+def test_phase_kimg_lists_the_run_in_order_and_agrees_with_the_schedule(preset):
+    cfg = get_preset(preset)
+    res_max = cfg.net.resolution
+    phases = phase_kimg(cfg.sched, res_max)
+    assert abs(sum(k for _, _, k in phases) - cfg.sched.total_kimg) < 1e-9
+    assert phases[0] == (4, False, cfg.sched.lod_training_kimg) and phases[-1][:2] == (res_max, False)
+    start = 0.0
+    for res, fading, kimg in phases:
+        mid = phase_at(int((start + kimg / 2) * 1000), cfg.sched, res_max)
+        assert mid.resolution == res and (mid.alpha < 1.0) == fading
+        start += kimg
+
+
+def test_phase_kimg_of_a_run_shorter_than_its_growth_ends_early():
+    cfg = paper(32)
+    cfg.total_kimg = 1500      # 4 stabilise 600, 8 fade 600, 8 stabilise 300 of 600
+    assert phase_kimg(cfg, 32) == [(4, False, 600), (8, True, 600), (8, False, 300)]
+
+
+def test_paper_presets_train_at_the_v2_batches_on_one_gpu_only():
+    from types import SimpleNamespace
+
+    from pggan.config import ConfigError, validate
+    from pggan.schedule import V2_BATCH, batch_for
+    from pggan.training.setup import resolve_config
+    from pggan.util.dist import DistInfo
+
+    cfg = get_preset("celebahq-1024")
+    images, cuda = SimpleNamespace(label_size=0), torch.device("cuda")      # resolving touches no GPU
+    on_gpu, notes = resolve_config(cfg, images, cuda)
+    assert on_gpu.sched.batch_table == V2_BATCH and batch_for(1024, on_gpu.sched) == 4
+    assert phase_at(0, on_gpu.sched, 1024).batch == 128 and on_gpu.sched.g_lr_table == {1024: 0.0015}
+    assert any(n.startswith("gpu_batches v2") for n in notes)
+    assert cfg.sched.batch_table == PAPER_BATCH                       # the request is left as it was
+    v2 = get_preset("celebahq-1024-v2").sched
+    assert (on_gpu.sched.batch_table, on_gpu.sched.d_lr_table) == (v2.batch_table, v2.d_lr_table)
+    for device, info, fresh in ((torch.device("cpu"), DistInfo(), True),           # a CPU, 8 GPUs, a resumed run
+                                (cuda, DistInfo(rank=0, world=8, local_rank=0), True), (cuda, DistInfo(), False)):
+        assert resolve_config(cfg, images, device, info, fresh)[0].sched.batch_table == PAPER_BATCH
+    cfg.sched.g_lr_table = {1024: 0.003}                              # the user's own rates stay
+    assert resolve_config(cfg, images, cuda)[0].sched.g_lr_table == {1024: 0.003}
+    cfg.sched.gpu_batches = "v3"
+    with pytest.raises(ConfigError, match="sched.gpu_batches must be v2 or empty"):
+        validate(cfg)

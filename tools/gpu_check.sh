@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
-# The CUDA paths, end to end, on a machine with one GPU: training in fp32/bf16/fp16, kill -9 and
-# --resume, auto_batch, generate and metrics, a budgeted run on real images, torch.compile and the bench.
+# On a machine with one GPU, in one call: the training step's speed (CHECKS=speed, #35) and the CUDA
+# paths of the command line (CHECKS=paths), or both (CHECKS=all, the default; about 11 minutes on an H200).
+#   speed: CUDA graphs against eager steps (tools/graph_check.py, fp32 and bf16), a run with
+#          cuda_graphs=true, `pggan bench` at the paper widths up to 1024 with the v2 batches (eager and
+#          graphs a row), and the projected length of celebahq-1024-v2 (`--project-run`).
+#   paths: training in fp32/fp16, kill -9 and --resume, generate and metrics, auto_batch, a budgeted run
+#          on real images, torch.compile.
 # Each step runs under its own time limit and the script goes on after a failure; every step's output
-# goes to OUT/log.txt and one line a step (exit code, seconds) to OUT/summary.txt.
+# goes to OUT/log.txt, one line a step (exit code, seconds) to OUT/summary.txt, the tables to OUT/*.txt.
 #
 #   bash tools/gpu_check.sh OUT [DATASET32]     # DATASET32: e.g. emoji/ds32 (tools/build_emoji_set.py)
 #
 # Needs only PyTorch with CUDA, numpy, Pillow, click, tqdm and safetensors: pggan runs from src/, nothing
 # is installed. DEVICE=cpu (and a short BUDGET, default 3m) runs the same steps on a CPU, to check the script
-# itself. Every step should end with rc=0 but `kill`, which is killed on purpose (rc=137).
+# itself (the graph steps then replay through graph_check's mock). Every step should end with rc=0 but
+# `kill`, which is killed on purpose (rc=137).
 set -u
 out=${1:?usage: gpu_check.sh OUT [DATASET32]}
 data=${2:-}
 device=${DEVICE:-cuda}
 budget=${BUDGET:-3m}
+checks=${CHECKS:-all}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$out"
@@ -33,6 +40,29 @@ step() {    # step NAME SECONDS CMD...: run CMD with a time limit, log it, recor
 }
 
 step info 60 bash -c "nvidia-smi -L 2>/dev/null; $py -c 'import torch; print(torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(0))'"
+
+want() { [ "$checks" = all ] || [ "$checks" = "$1" ]; }
+
+table() {    # table NAME: step NAME's output, from the log, as OUT/NAME.txt
+  awk -v s="=== $1:" 'index($0, s) == 1 {f = 1; next} /^=== / {f = 0} f' "$out/log.txt" >"$out/$1.txt"
+}
+
+if want speed; then
+  # on a CPU (to check this script): fp32 only, graphs mocked, small sizes
+  if [ "$device" = cuda ]; then precs=fp32,bf16 mock=() max_res=1024 preset=celebahq-1024-v2 prec1=bf16
+  else precs=fp32 mock=(--mock) max_res=8 preset=cpu-small prec1=fp32; fi
+  step graphs 240 "$py" tools/graph_check.py --device "$device" "${mock[@]}" --precision "$precs" --json "$out/graphs.json"
+  table graphs
+  step train-graphs 120 "${train[@]}" --outdir "$work/graphs" --desc graphs --kimg 4 --set cuda_graphs=true
+  step graphs-in-log 10 grep -h "cuda_graphs\|CUDA graph captured" "$work"/graphs/*/log.txt
+  step bench 240 "${pg[@]}" bench --device "$device" --precision "$precs" --paper-max-res "$max_res" \
+    --resolutions 4,8,32 --seconds 1 --json "$out/bench.json"
+  table bench
+  step project 150 "${pg[@]}" bench --device "$device" --precision "$prec1" --project-run "$preset" --seconds 1 \
+    --json "$out/project.json"
+  table project
+fi
+want paths || { cat "$out/summary.txt"; exit 0; }
 
 # plain training in the three precisions, cpu-small on the built-in shapes (conditional on their labels in fp16)
 step fp32 90 "${train[@]}" --outdir "$work/runs" --desc fp32 --precision fp32 --kimg 4
@@ -60,6 +90,4 @@ if [ -n "$data" ]; then
 fi
 
 step compile 100 "${train[@]}" --outdir "$work/runs" --desc compile --set compile=true --kimg 2
-step bench 100 "${pg[@]}" bench --device "$device" --precision fp32,bf16 --paper-max-res 256 --resolutions 32 \
-  --seconds 1 --json "$out/bench.json"
 cat "$out/summary.txt"

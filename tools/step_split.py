@@ -1,5 +1,5 @@
 """Where a training step's time goes, by kernel: the reference network's step at one resolution, every
-aten call timed (forward convolutions, input gradients, weight gradients, everything else), with the
+aten call counted and timed (forward convolutions, input gradients, weight gradients, everything else), with the
 FLOPs and GFLOP/s of each kind; then the three 3x3 convolution kernels on their own, on all threads and
 on one.
 
@@ -30,6 +30,7 @@ class KernelTimer(TorchDispatchMode):
         super().__init__()
         self.seconds = collections.defaultdict(float)
         self.flops = collections.defaultdict(float)
+        self.calls = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         start = time.perf_counter()
@@ -45,6 +46,7 @@ class KernelTimer(TorchDispatchMode):
             flops = conv_flops(x.shape, w.shape, grad_out.shape, bool(args[7])) * (int(mask[0]) + int(mask[1]))
         self.seconds[kind] += dt
         self.flops[kind] += flops
+        self.calls += 1
         return out
 
 
@@ -84,7 +86,7 @@ def main():
             trainer.step(ph)
     total = sum(timer.seconds.values())
     print(f"reference network, {args.res}x{args.res}, batch 16: {plain * 1e3:.0f} ms per step "
-          f"({total / args.steps * 1e3:.0f} ms in timed aten calls)")
+          f"({total / args.steps * 1e3:.0f} ms in {timer.calls / args.steps:.0f} timed aten calls)")
     for kind, s in sorted(timer.seconds.items(), key=lambda kv: -kv[1]):
         gf = timer.flops[kind] / s / 1e9 if timer.flops[kind] else float("nan")
         print(f"  {kind:<42}{100 * s / total:5.1f} %  {timer.flops[kind] / args.steps / 1e9:7.2f} GFLOP  {gf:6.0f} GFLOP/s")

@@ -104,6 +104,9 @@ class ScheduleConfig:
     batch_base: int = opt(16, "global minibatch where batch_table has no entry")
     batch_table: dict = opt(help="global minibatch per resolution {res: n}", factory=dict)
     device_batch_cap: dict = opt(help="most samples per device per resolution {res: n}", factory=dict)
+    gpu_batches: str = opt("", "on one CUDA GPU, train at the named minibatch schedule instead of batch_table: v2 = "
+                               "the authors' preset-v2-1gpu (128 at 4-16, 64, 32, 16, 8 at 32-256, 4 above; lr 0.0015 "
+                               "at 1024), which keeps a GPU busy; empty = batch_table everywhere. The paper presets set v2")
     accumulate: bool = opt(False, "over the cap, accumulate gradients instead of shrinking the minibatch")
     auto_batch: bool = opt(False, "CUDA: before training, find per resolution the largest per-device batch that fits "
                                   "in memory and accumulate gradients over it")
@@ -354,6 +357,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             need(is_resolution(res), f"sched.{name}: key {res} is not a power-of-two resolution")
             need(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and (kind is float or float(v).is_integer()),
                  f"sched.{name}[{res}] must be a positive {kind.__name__}, got {v!r}")
+    need(s.gpu_batches in ("", "v2"), f"sched.gpu_batches must be v2 or empty, got {s.gpu_batches!r}")
     need(s.lr_base > 0, "sched.lr_base must be > 0")
     need(0 <= s.lr_rampdown < 1, f"sched.lr_rampdown must be in [0, 1) (a share of total_kimg), got {s.lr_rampdown}")
 

@@ -4,35 +4,35 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .config import ConfigError, LossConfig, NetworkConfig, OptimConfig, ScheduleConfig, TrainConfig
-from .schedule import PAPER_BATCH, V2_BATCH
+from .schedule import PAPER_BATCH, use_v2_batches
 
 LOWCAP_128_WIDTHS = {16: 256, 32: 128, 64: 64, 128: 32}   # appendix A.2: /2 at 16x16, then /4
 
 
-def _paper(res: int, kimg: float, table: dict, **kw) -> TrainConfig:
+def _paper(res: int, kimg: float, **kw) -> TrainConfig:
+    """A paper configuration; on one GPU it trains at the v2 batches (sched.gpu_batches, docs/paper.md)."""
     return TrainConfig(net=NetworkConfig(resolution=res), precision="fp32",
-                       sched=ScheduleConfig(lod_training_kimg=kimg, lod_transition_kimg=kimg,
-                                            batch_table={r: b for r, b in table.items() if r <= res}), **kw)
+                       sched=ScheduleConfig(lod_training_kimg=kimg, lod_transition_kimg=kimg, gpu_batches="v2",
+                                            batch_table={r: b for r, b in PAPER_BATCH.items() if r <= res}), **kw)
 
 
 def celebahq_1024() -> TrainConfig:
     """Appendix A.1: 1024x1024, 800k + 800k images per phase, batch 16 then 14/6/3."""
-    return _paper(1024, 800, PAPER_BATCH, mirror=True)
+    return _paper(1024, 800, mirror=True)
 
 
 def celebahq_1024_v2() -> TrainConfig:
-    """The authors' later 8-GPU schedule: larger batches at low resolution, lr 0.0015 at 1024."""
-    cfg = _paper(1024, 600, V2_BATCH, mirror=True)
-    cfg.sched.batch_base = 4
-    cfg.sched.g_lr_table = {1024: 0.0015}
-    cfg.sched.d_lr_table = {1024: 0.0015}
+    """The authors' later one-GPU schedule (preset-v2-1gpu): larger batches at low resolution (128 at
+    4-16 down to 4 at 512 and 1024), lr 0.0015 at 1024, 12,000 kimg."""
+    cfg = _paper(1024, 600, mirror=True)
+    use_v2_batches(cfg.sched, 1024)
     cfg.sched.total_kimg = 12000
     return cfg
 
 
 def lowcap_128() -> TrainConfig:
     """Section 6.1's lower-capacity 128x128 network, 600k + 600k images per phase."""
-    cfg = _paper(128, 600, PAPER_BATCH, mirror=True)
+    cfg = _paper(128, 600, mirror=True)
     cfg.net.widths = dict(LOWCAP_128_WIDTHS)
     cfg.sched.total_kimg = 10000
     return cfg
@@ -40,7 +40,7 @@ def lowcap_128() -> TrainConfig:
 
 def cifar10() -> TrainConfig:
     """Section 6.5 / appendix D: 32x32, WGAN-GP target gamma = 750, no mirroring."""
-    cfg = _paper(32, 600, PAPER_BATCH)
+    cfg = _paper(32, 600)
     cfg.loss.wgan_target = 750.0
     cfg.sched.total_kimg = 12000
     return cfg

@@ -28,6 +28,15 @@ class Phase:
 
 PAPER_BATCH = {4: 16, 8: 16, 16: 16, 32: 16, 64: 16, 128: 16, 256: 14, 512: 6, 1024: 3}
 V2_BATCH = {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8, 512: 4}
+V2_LR = {1024: 0.0015}
+
+
+def use_v2_batches(sched: ScheduleConfig, resolution: int) -> None:
+    """The authors' preset-v2-1gpu minibatches (V2_BATCH, 4 above 512) and learning rates (V2_LR, where
+    the config sets none of its own), in place."""
+    sched.batch_table = {r: b for r, b in V2_BATCH.items() if r <= resolution}
+    sched.batch_base = 4
+    sched.g_lr_table, sched.d_lr_table = {**V2_LR, **sched.g_lr_table}, {**V2_LR, **sched.d_lr_table}
 
 
 def lod_at(kimg: float, sched: ScheduleConfig, resolution: int) -> float:
@@ -79,6 +88,25 @@ def growth_kimg(sched: ScheduleConfig, resolution: int) -> float:
         return 0.0
     levels = [2 ** k for k in range(int(math.log2(sched.start_resolution)), int(math.log2(resolution)) + 1)]
     return sum(stabilise_kimg(r, sched) for r in levels[:-1]) + sum(fade_kimg(r, sched) for r in levels[1:])
+
+
+def phase_kimg(sched: ScheduleConfig, resolution: int) -> list[tuple[int, bool, float]]:
+    """A whole run as its phases in order: (resolution, fading, kimg), summing to ``total_kimg`` (the
+    top resolution stabilises for what the growth leaves; a run shorter than its growth ends early)."""
+    levels = [2 ** k for k in range(int(math.log2(sched.start_resolution)), int(math.log2(resolution)) + 1)]
+    if not sched.growing:
+        levels = [resolution]
+    phases, left = [], float(sched.total_kimg)
+    for i, res in enumerate(levels):
+        parts = ([(True, fade_kimg(res, sched))] if i else []) + [(False, stabilise_kimg(res, sched))]
+        if res == levels[-1]:
+            parts[-1] = (False, left - sum(k for _, k in parts[:-1]))
+        for fading, kimg in parts:
+            kimg = min(kimg, left)
+            if kimg > 0:
+                phases.append((res, fading, kimg))
+                left -= kimg
+    return phases
 
 
 def batch_for(res: int, sched: ScheduleConfig, num_devices: int = 1) -> int:

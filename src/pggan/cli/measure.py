@@ -62,27 +62,43 @@ def metrics(network, data, names, num, pairs, seed, inception, cache_dir, kid_su
 @click.option("--precision", "precisions", default="fp32,bf16", show_default=True,
               help=f"comma-separated: {','.join(PRECISIONS)}")
 @click.option("--paper-max-res", default=16, show_default=True,
-              help="measure the paper's widths up to this resolution (0 = skip; 32 and above take minutes on a CPU)")
+              help="measure the paper's widths up to this resolution (0 = skip; 32 and above take minutes on a CPU; "
+                   "on a GPU at the authors' one-GPU v2 batches)")
 @click.option("--seconds", default=3.0, show_default=True, help="time per measurement")
 @click.option("--resolutions", default="4,8,16,32", show_default=True, help="reference network resolutions to measure")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write the results as JSON")
 @click.option("--compile", "use_compile", is_flag=True, help="torch.compile G and D (as train's compile option)")
+@click.option("--project-run", "project", metavar="PRESET",
+              help="instead: time every phase of PRESET's run (e.g. celebahq-1024-v2) and sum them into its length "
+                   "on this device; the first --precision is used")
 @friendly_errors
-def bench(device, precisions, paper_max_res, seconds, resolutions, json_path, use_compile):
-    """Measure training speed against this machine's convolution peak."""
-    from ..bench import HEADER, run_bench, write_json
+def bench(device, precisions, paper_max_res, seconds, resolutions, json_path, use_compile, project):
+    """Measure training speed against this machine's convolution peak (on a GPU, eager and as CUDA graphs)."""
+    from ..bench import GRAPH_HEADER, HEADER, PROJECTION_HEADER, project_run, run_bench, write_json
+    from ..presets import PRESETS
 
     precs = [p.strip() for p in precisions.split(",") if p.strip()]
     bad = [p for p in precs if p not in PRECISIONS]
     if bad:
         raise click.ClickException(f"unknown precision {bad[0]}; use {or_list(PRECISIONS)}")
     dev = resolve_device(device)
+    if project:
+        if project not in PRESETS:
+            raise click.ClickException(f"--project-run: unknown preset '{project}'; choose one of {or_list(PRESETS)}")
+        click.echo(f"{project} on {dev}, {precs[0]}: every phase timed for {seconds:g} s")
+        click.echo(PROJECTION_HEADER)
+        result = project_run(project, dev, precs[0], seconds, log=click.echo)
+        click.echo("whole run: " + ", ".join(f"{mode} {h:.1f} hours ({h / 24:.2f} days)" for mode, h in result["hours"].items()))
+        if json_path:
+            write_json(json_path, result)
+            click.echo(f"wrote {json_path}")
+        return
     header_shown = []
 
     def log(msg: str) -> None:
         if msg.startswith(("reference", "paper")) and not header_shown:
             header_shown.append(True)
-            click.echo(HEADER)
+            click.echo(HEADER + (GRAPH_HEADER if dev.type == "cuda" else ""))
         click.echo(msg)
 
     try:

@@ -14,7 +14,7 @@ from ..checkpoint import load_checkpoint
 from ..config import TrainConfig
 from ..data.clusters import with_clusters
 from ..schedule import Phase
-from ..util.device import peak_memory_mb, precision_note, resolve_device
+from ..util.device import configure_cuda, peak_memory_mb, precision_note, resolve_device
 from ..util.dist import DistInfo, ProcessGroupError, all_mean, all_min, any_rank, check_identical, init_from_env, shutdown
 from ..util.grids import sample_indices
 from .budget import EndPace, budget_seconds, clusters_for_budget, plan_budget
@@ -99,7 +99,7 @@ class Run:
             images = with_clusters(images, clusters, cfg.seed)
             notes.append(f"budget: conditioned on {clusters} clusters of the images (budget_clusters; "
                          f"--set budget_clusters=0 for an unconditional generator)")
-        cfg, more = resolve_config(cfg, images, device, info)
+        cfg, more = resolve_config(cfg, images, device, info, fresh=ckpt is None)
         notes += more
         end_s = 0.0
         if cfg.budget and ckpt is None:            # a resumed run follows the plan saved with it
@@ -129,7 +129,7 @@ class Run:
             self.run_dir = RunDir.resume(resume, t.cur_nimg, cfg, echo)
             self.log(f"resumed from {resume} at kimg {t.cur_nimg / 1000:.1f} on {device}"
                      + (f" with {info.world} processes" if info.enabled else ""))
-        for note in notes + [precision_note(device, cfg.precision)]:
+        for note in notes + [precision_note(device, cfg.precision), configure_cuda(device, cfg.deterministic)]:
             if note:
                 self.log(note)
         if cfg.cuda_graphs:

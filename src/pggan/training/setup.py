@@ -1,8 +1,8 @@
 """Before a run starts: its data, and the config resolved from the options, the data and the device.
 
 ``resolve_config`` returns a new config and never changes the one it is given: what comes from the
-data (the number of classes) and from the device (auto_batch's per-device caps) is written into the
-copy, which is the config the run saves and resumes with.
+data (the number of classes) and from the device (on one GPU the paper presets' v2 batches,
+auto_batch's per-device caps) is written into the copy, which is the config the run saves and resumes with.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from ..config import TrainConfig
 from ..data.base import DataError, ImageSet
 from ..data.clusters import with_clusters
 from ..data.load import load_images
+from ..schedule import use_v2_batches
 from ..util.device import resolve_precision
 from ..util.dist import DistInfo
 
@@ -45,12 +46,16 @@ def check_init_labels(cfg: TrainConfig, images: ImageSet) -> None:
 
 
 def resolve_config(cfg: TrainConfig, images: ImageSet, device: torch.device,
-                   info: DistInfo = DistInfo()) -> tuple[TrainConfig, list[str]]:
-    """(the run's config, notes for the log)."""
+                   info: DistInfo = DistInfo(), fresh: bool = True) -> tuple[TrainConfig, list[str]]:
+    """(the run's config, notes for the log). A resumed run (not ``fresh``) keeps its batches."""
     cfg = copy.deepcopy(cfg)
     cfg.net.label_size = images.label_size
     cfg.precision, why = resolve_precision(cfg.precision, device)
     notes: list[str] = [] if why == "as asked" else [f"precision {cfg.precision} ({why})"]
+    if cfg.sched.gpu_batches and device.type == "cuda" and info.world == 1 and fresh:
+        use_v2_batches(cfg.sched, cfg.net.resolution)
+        notes.append(f"gpu_batches v2: on one GPU the authors' preset-v2-1gpu minibatches {cfg.sched.batch_table} "
+                     f"(4 above) and learning rates {cfg.sched.g_lr_table}; --set sched.gpu_batches= for batch_table")
     if cfg.sched.auto_batch:
         notes += _auto_batch(cfg, images, device, info)
     return cfg, notes

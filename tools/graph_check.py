@@ -1,0 +1,135 @@
+"""Do training steps replayed as CUDA graphs compute what eager steps compute? (#35)
+
+For each case (the paper's WGAN-GP with a lazy penalty, LSGAN with its adaptive noise, the logistic loss
+with adaptive augmentation, a conditional run in micro-batches) and each precision, two trainers start
+from the same seed and take the same steps, one eager and one through ``Trainer.use_graphs``, across a
+stabilise phase at 4x4 and the fade into 8x8 (the graphs are captured, replayed, and captured again at
+the new level). It prints, per case, the largest relative difference of the step's losses and of the
+weights of G, D and G_ema at the end, ||graph - eager|| / ||eager||, and whether both are inside the
+tolerance of floating-point reordering (cuDNN may pick other kernels inside a capture). Exit code 1 when
+any case is outside it or not finite.
+
+    python tools/graph_check.py --device cuda --precision fp32,bf16 --json OUT/graphs.json
+
+``--mock`` replays by calling the captured function again instead of a CUDA capture (any device): the
+numbers must then agree to rounding, which checks this script and everything of the graph path but the driver.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+from pggan.config import validate
+from pggan.data.load import load_images
+from pggan.presets import get_preset
+from pggan.training.trainer import Trainer
+
+CASES = {
+    "wgangp-lazy": {"loss.penalty_every": 2},
+    "lsgan-noise": {"loss.kind": "lsgan"},
+    "logistic-ada": {"loss.kind": "logistic", "aug.policy": "translation,cutout,color", "aug.adaptive": True,
+                     "aug.speed_kimg": 0.1},
+    "conditional-micro": {"conditional": True, "sched.device_batch_cap": {4: 8, 8: 8, 16: 8}, "sched.accumulate": True},
+}
+TOLERANCE = {"fp32": 1e-3, "bf16": 3e-2}     # after a dozen Adam steps; tf32/bf16 kernels differ more
+
+
+class ReplayBackend:
+    """A 'graph' that replays by calling the captured function again on its static inputs."""
+
+    def warmup(self, fn):
+        return fn()
+
+    def capture(self, fn):
+        out = {}
+
+        def replay():
+            out.clear()
+            out.update(fn())
+        return replay, out
+
+
+def config(case: str, precision: str):
+    cfg = get_preset("cpu-small")
+    cfg.precision, cfg.data, cfg.data_count, cfg.outdir = precision, "builtin:shapes", 128, "unused"
+    cfg.net.resolution, cfg.net.fmap_base, cfg.net.fmap_max, cfg.net.latent_size = 16, 128, 64, 64
+    cfg.sched.lod_training_kimg = cfg.sched.lod_transition_kimg = 0.4
+    cfg.sched.batch_base, cfg.sched.batch_table = 16, {}
+    for path, value in CASES[case].items():
+        obj, attr = path.split(".") if "." in path else (None, path)
+        setattr(getattr(cfg, obj) if obj else cfg, attr, value)
+    return validate(cfg)
+
+
+def train(cfg, device: torch.device, steps: int, graphs, start_nimg: int):
+    """``steps`` steps from ``start_nimg``; graphs None (eager) or a backend ("cuda" for the real one)."""
+    images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)
+    t = Trainer(cfg, images, device)          # seeds the random numbers: build one trainer at a time
+    t.captures = []
+    if graphs is not None:
+        why = t.use_graphs(log=t.captures.append, backend=None if graphs == "cuda" else graphs)
+        if why:
+            raise SystemExit(f"graph_check: CUDA graphs are not possible here: {why} (use --mock off a GPU)")
+    t.cur_nimg = start_nimg
+    losses = []
+    for _ in range(steps):
+        out = t.step()
+        losses.append({k: float(v) for k, v in out.stats.items()})
+    return t, losses
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double().flatten(), b.double().flatten()
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def compare(case: str, precision: str, device: torch.device, steps: int, backend) -> dict:
+    cfg = config(case, precision)
+    start = int(cfg.sched.lod_training_kimg * 1000) - 6 * cfg.sched.batch_base   # 6 steps before the fade
+    eager, eager_losses = train(cfg, device, steps, None, start)
+    graphed, graph_losses = train(cfg, device, steps, backend, start)
+    loss_diff = max(abs(g[k] - e[k]) / max(abs(e[k]), 1e-3)
+                    for e, g in zip(eager_losses, graph_losses) for k in e)
+    weights = {name: max(rel(p, q) for p, q in zip(getattr(graphed, name).state_dict().values(),
+                                                 getattr(eager, name).state_dict().values()) if p.is_floating_point())
+               for name in ("G", "D", "G_ema")}
+    worst = max([loss_diff, *weights.values()])
+    tol = TOLERANCE[precision] if backend == "cuda" else 1e-6   # the mock: G_ema's lerp by a device weight
+    ok = worst == worst and worst <= tol          # NaN fails
+    return {"case": case, "precision": precision, "steps": steps, "loss_rel": loss_diff, "weights_rel": weights,
+            "tolerance": tol, "captures": len(graphed.captures), "ok": ok}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--precision", default="fp32,bf16")
+    ap.add_argument("--steps", type=int, default=14)
+    ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--mock", action="store_true", help="replay by calling the captured function (no CUDA)")
+    ap.add_argument("--json", help="also write the results as JSON")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not args.mock:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    backend = ReplayBackend() if args.mock else "cuda"
+    rows = []
+    print(f"{'case':<20}{'prec':<6}{'captures':>9}{'loss rel':>11}{'G rel':>10}{'D rel':>10}{'G_ema rel':>11}  ok")
+    for prec in args.precision.split(","):
+        for case in args.cases.split(","):
+            r = compare(case, prec, device, args.steps, backend)
+            rows.append(r)
+            w = r["weights_rel"]
+            print(f"{case:<20}{prec:<6}{r['captures']:>9}{r['loss_rel']:>11.2e}{w['G']:>10.2e}{w['D']:>10.2e}"
+                  f"{w['G_ema']:>11.2e}  {'yes' if r['ok'] else 'NO'}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
