@@ -55,3 +55,64 @@ def test_auto_batch_is_a_note_on_cpu(tmp_path):
     log = []
     train(cfg, progress=False, echo=log.append)
     assert any("auto_batch: applies to CUDA devices" in line for line in log)
+
+
+def _memory(budget):
+    """A fake GPU: a step fits while images x pixels stay within ``budget``."""
+    seen = []
+
+    def fits(res, n):
+        seen.append((res, n))
+        return n * res * res <= budget
+    return fits, seen
+
+
+def test_pick_v2_presets_takes_the_largest_authors_minibatch_that_fits():
+    from pggan.presets import get_preset
+    from pggan.training.batchfind import pick_v2_presets
+
+    fits, seen = _memory(32 * 256 * 256)
+    log = []
+    chosen = pick_v2_presets(get_preset("celebahq-1024"), fits, log.append)
+    # 4x4: 512 is both the 4- and the 8-GPU preset's (the one for fewer GPUs); 16-64: no preset has more than
+    # the 1-GPU one; 512x512: 8 fits, 16 does not; 1024x1024: not even 8 fits
+    assert chosen == {4: 4, 8: 2, 128: 8, 256: 8, 512: 2}
+    assert (512, 32) not in seen and (1024, 16) not in seen            # no probe past the first that failed
+    assert any("512x512: minibatch 8 fits one GPU; the authors' preset-v2-2gpus" in m for m in log)
+
+
+def test_use_v2_batches_with_raised_presets_takes_their_batches_and_rates():
+    from pggan.config import ScheduleConfig
+    from pggan.schedule import batch_for, use_v2_batches
+
+    sched = ScheduleConfig(g_lr_table={256: 0.0042})                   # the user's own rate stays
+    use_v2_batches(sched, 1024, {4: 4, 8: 2, 128: 8, 256: 8, 512: 2})
+    assert [batch_for(r, sched) for r in (4, 8, 16, 32, 64, 128, 256, 512, 1024)] == [512, 256, 128, 64, 32, 32,
+                                                                                        32, 8, 4]
+    assert sched.g_lr_table == {128: 0.0015, 256: 0.0042, 512: 0.0015, 1024: 0.0015}
+    assert sched.d_lr_table == {128: 0.0015, 256: 0.002, 512: 0.0015, 1024: 0.0015}
+    v2 = ScheduleConfig(g_lr_table={1024: 0.0015}, d_lr_table={1024: 0.0015})      # celebahq-1024-v2's own rate
+    use_v2_batches(v2, 1024, {1024: 8})
+    assert batch_for(1024, v2) == 32 and v2.g_lr_table == v2.d_lr_table == {1024: 0.003}
+
+
+def test_auto_batch_raises_a_fresh_v2_run_on_one_gpu(monkeypatch):
+    from types import SimpleNamespace
+
+    from pggan.presets import get_preset
+    from pggan.schedule import V2_BATCH, batch_for
+    from pggan.training import setup
+
+    fits, seen = _memory(4 * 1024 * 1024)
+    monkeypatch.setattr(setup, "probe", lambda cfg, images, device: fits)
+    cfg = get_preset("celebahq-1024")
+    cfg.sched.auto_batch = True
+    images, cuda = SimpleNamespace(label_size=0), torch.device("cuda")      # resolving touches no GPU
+    raised, notes = setup.resolve_config(cfg, images, cuda)
+    assert raised.sched.batch_table[4] == 512 and raised.sched.batch_table[512] == 16     # 16 x 512^2 = the budget
+    assert raised.sched.g_lr_table[256] == 0.002
+    assert batch_for(1024, raised.sched) == 4 and (1024, 8) in seen           # 8 does not fit: preset-v2-1gpu's
+    assert raised.sched.device_batch_cap == {} and not raised.sched.accumulate  # what was chosen fits whole
+    assert any(n.startswith("auto_batch: 4x4: minibatch 512") for n in notes)
+    resumed, _ = setup.resolve_config(cfg, images, cuda, fresh=False)           # a resumed run keeps its batches
+    assert resumed.sched.batch_table != V2_BATCH and resumed.sched.batch_table == cfg.sched.batch_table

@@ -96,3 +96,15 @@ def test_bench_project_run_names_an_unknown_preset():
 
     r = CliRunner().invoke(main, ["bench", "--project-run", "nope"])
     assert r.exit_code == 1 and "unknown preset 'nope'" in r.output and "celebahq-1024-v2" in r.output
+
+
+def test_project_run_with_auto_batch_says_what_it_resolved(monkeypatch):
+    from pggan import bench
+    from pggan.presets import get_preset
+
+    small = get_preset("cpu-small")
+    small.net.resolution, small.sched.total_kimg = 4, 1
+    monkeypatch.setattr(bench, "get_preset", lambda name: small)
+    lines = []
+    r = bench.project_run("cpu-small", torch.device("cpu"), "fp32", 0.01, log=lines.append, auto_batch=True)
+    assert lines[0].startswith("auto_batch: applies to CUDA devices") and r["phases"][0]["batch"] == small.sched.batch_table[4]

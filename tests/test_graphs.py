@@ -3,60 +3,39 @@ the captured function again on the buffers it was captured with, so every value 
 in (or baked in at capture) shows as a difference from the eager step. tools/gpu_check.sh compares the
 real graphs with eager steps on a GPU."""
 import dataclasses
+import importlib.util
+import pathlib
 
 import pytest
 import torch
 from test_training import tiny_config
 
-from pggan.config import validate
+from pggan.config import set_option, validate
 from pggan.data.load import load_images
 from pggan.training import graphs
+from pggan.training.graphs import ReplayBackend
 from pggan.training.trainer import Trainer
 
-
-class ReplayBackend:
-    """capture() records nothing on a device: replay() runs the function on its static inputs."""
-
-    def __init__(self):
-        self.warmups, self.captures = 0, 0
-
-    def warmup(self, fn):
-        self.warmups += 1
-        return fn()
-
-    def capture(self, fn):
-        self.captures += 1
-        out = {}
-
-        def replay():
-            out.clear()
-            out.update(fn())
-        return replay, out
+spec = importlib.util.spec_from_file_location(
+    "graph_check", pathlib.Path(__file__).resolve().parents[1] / "tools" / "graph_check.py")
+graph_check = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(graph_check)
+CASES = graph_check.CASES          # one list of cases: the tool's, which gpu_check.sh runs on a GPU
 
 
-def _trainer(tmp_path, **cfg_changes) -> Trainer:
-    cfg = tiny_config(tmp_path)
+def _trainer(tmp_path, case: str | None = None, **cfg_changes) -> Trainer:
+    cfg = graph_check.with_case(tiny_config(tmp_path), case) if case else tiny_config(tmp_path)
     for path, value in cfg_changes.items():
-        obj, attr = path.split(".") if "." in path else (None, path)
-        setattr(getattr(cfg, obj) if obj else cfg, attr, value)
+        cfg = set_option(cfg, path, value)
     cfg = validate(cfg)
     images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)
     return Trainer(cfg, images, torch.device("cpu"))
 
 
-CASES = {
-    "wgangp-lazy": {"loss.penalty_every": 2},
-    "lsgan-noise": {"loss.kind": "lsgan"},
-    "logistic-ada": {"loss.kind": "logistic", "aug.policy": "translation,cutout,color", "aug.adaptive": True,
-                     "aug.speed_kimg": 0.1},
-    "conditional-micro": {"conditional": True, "sched.device_batch_cap": {4: 4, 8: 4, 16: 4}, "sched.accumulate": True},
-}
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_replayed_graphs_train_exactly_as_eager_steps(tmp_path, case):
     def train(use_graphs: bool):
-        t = _trainer(tmp_path, **CASES[case])          # seeds the CPU's random numbers: one trainer at a time
+        t = _trainer(tmp_path, case)          # seeds the CPU's random numbers: one trainer at a time
         if use_graphs:
             assert t.use_graphs(log=lambda m: None, backend=backend) is None
         t.cur_nimg = 150                               # 4x4, then the fade into 8x8 from 200 images on
@@ -130,7 +109,6 @@ def test_where_steps_cannot_be_captured_the_reason_is_given(tmp_path):
 def test_graph_check_tool_runs_its_cases_with_the_mock(tmp_path):
     """tools/graph_check.py, as gpu_check.sh runs it, with the mocked capture: it must pass here."""
     import json
-    import pathlib
     import subprocess
     import sys
 

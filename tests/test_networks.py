@@ -129,6 +129,37 @@ def test_pixel_norm_unit_rms():
     assert torch.allclose(y.square().mean(dim=1), torch.ones(4, 5, 5), atol=1e-5)
 
 
+def _pixel_norm_plain(x, eps=1e-8):
+    return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + eps)
+
+
+@pytest.mark.parametrize("shape,channels_last", [((3, 6, 4, 5), False), ((3, 6, 4, 5), True), ((5, 7), False)])
+def test_pixel_norm_training_node_is_the_formula(shape, channels_last):
+    """The training path's own backward gives the same gradients as autograd through the formula,
+    on NCHW, channels_last and latent [N, z] inputs, and keeps the input's layout."""
+    x = torch.randn(*shape, dtype=torch.float64) * 3
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    assert torch.autograd.gradcheck(pixel_norm, (x,))
+    g = torch.randn(*shape, dtype=torch.float64)
+    mine, = torch.autograd.grad(pixel_norm(x), x, g)
+    plain, = torch.autograd.grad(_pixel_norm_plain(x), x, g)
+    assert torch.allclose(mine, plain, atol=1e-12)
+    with torch.no_grad():
+        assert torch.allclose(pixel_norm(x), _pixel_norm_plain(x), atol=1e-12)
+    if channels_last:
+        assert pixel_norm(x).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_pixel_norm_reduced_precision_keeps_dtype():
+    x = torch.randn(2, 8, 3, 3).bfloat16().requires_grad_(True)
+    y = pixel_norm(x)
+    assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert x.grad.dtype == torch.bfloat16
+
+
 def _mbstd_numpy(x, group):
     n, c, h, w = x.shape
     g = min(group, n)

@@ -3,7 +3,9 @@
 # paths of the command line (CHECKS=paths), or both (CHECKS=all, the default; about 11 minutes on an H200).
 #   speed: CUDA graphs against eager steps (tools/graph_check.py, fp32 and bf16), a run with
 #          cuda_graphs=true, `pggan bench` at the paper widths up to 1024 with the v2 batches (eager and
-#          graphs a row), and the projected length of celebahq-1024-v2 (`--project-run`).
+#          graphs a row), and the projected length of celebahq-1024-v2 (`--project-run`), also at the
+#          batches auto_batch raises it to (`--auto-batch`); where peer/ holds pro-gan-pth (carried with the
+#          tree: tools/peer_bench.py says how to fetch it), its step beside ours at 4-32.
 #   paths: training in fp32/fp16, kill -9 and --resume, generate and metrics, auto_batch, a budgeted run
 #          on real images, torch.compile.
 # Each step runs under its own time limit and the script goes on after a failure; every step's output
@@ -49,8 +51,8 @@ table() {    # table NAME: step NAME's output, from the log, as OUT/NAME.txt
 
 if want speed; then
   # on a CPU (to check this script): fp32 only, graphs mocked, small sizes
-  if [ "$device" = cuda ]; then precs=fp32,bf16 mock=() max_res=1024 preset=celebahq-1024-v2 prec1=bf16
-  else precs=fp32 mock=(--mock) max_res=8 preset=cpu-small prec1=fp32; fi
+  if [ "$device" = cuda ]; then precs=fp32,bf16 mock=() max_res=1024 preset=celebahq-1024-v2 prec1=bf16 peer_res=4,8,16,32
+  else precs=fp32 mock=(--mock) max_res=8 preset=cpu-small prec1=fp32 peer_res=4; fi
   step graphs 240 "$py" tools/graph_check.py --device "$device" "${mock[@]}" --precision "$precs" --json "$out/graphs.json"
   table graphs
   step train-graphs 120 "${train[@]}" --outdir "$work/graphs" --desc graphs --kimg 4 --set cuda_graphs=true
@@ -61,6 +63,14 @@ if want speed; then
   step project 150 "${pg[@]}" bench --device "$device" --precision "$prec1" --project-run "$preset" --seconds 1 \
     --json "$out/project.json"
   table project
+  if [ -d peer/pro_gan_pytorch ]; then      # the peer's step on the same device (tools/peer_bench.py)
+    step peer 150 "$py" tools/peer_bench.py --peer peer --device "$device" --resolutions "$peer_res" --seconds 1 \
+      --json "$out/peer.json"
+    table peer
+  fi
+  step project-auto-batch 200 "${pg[@]}" bench --device "$device" --precision "$prec1" --project-run "$preset" \
+    --auto-batch --seconds 1 --json "$out/project-auto-batch.json"
+  table project-auto-batch
 fi
 want paths || exit 0
 

@@ -22,9 +22,10 @@ import sys
 
 import torch
 
-from pggan.config import validate
+from pggan.config import set_option, validate
 from pggan.data.load import load_images
 from pggan.presets import get_preset
+from pggan.training.graphs import ReplayBackend
 from pggan.training.trainer import Trainer
 
 CASES = {
@@ -32,24 +33,9 @@ CASES = {
     "lsgan-noise": {"loss.kind": "lsgan"},
     "logistic-ada": {"loss.kind": "logistic", "aug.policy": "translation,cutout,color", "aug.adaptive": True,
                      "aug.speed_kimg": 0.1},
-    "conditional-micro": {"conditional": True, "sched.device_batch_cap": {4: 8, 8: 8, 16: 8}, "sched.accumulate": True},
+    "conditional-micro": {"conditional": True, "sched.device_batch_cap": {4: 4, 8: 4, 16: 4}, "sched.accumulate": True},
 }
 TOLERANCE = {"fp32": 1e-3, "bf16": 3e-2}     # after a dozen Adam steps; tf32/bf16 kernels differ more
-
-
-class ReplayBackend:
-    """A 'graph' that replays by calling the captured function again on its static inputs."""
-
-    def warmup(self, fn):
-        return fn()
-
-    def capture(self, fn):
-        out = {}
-
-        def replay():
-            out.clear()
-            out.update(fn())
-        return replay, out
 
 
 def config(case: str, precision: str):
@@ -58,9 +44,13 @@ def config(case: str, precision: str):
     cfg.net.resolution, cfg.net.fmap_base, cfg.net.fmap_max, cfg.net.latent_size = 16, 128, 64, 64
     cfg.sched.lod_training_kimg = cfg.sched.lod_transition_kimg = 0.4
     cfg.sched.batch_base, cfg.sched.batch_table = 16, {}
+    return with_case(cfg, case)
+
+
+def with_case(cfg, case: str):
+    """``cfg`` with the case's options set, validated."""
     for path, value in CASES[case].items():
-        obj, attr = path.split(".") if "." in path else (None, path)
-        setattr(getattr(cfg, obj) if obj else cfg, attr, value)
+        cfg = set_option(cfg, path, value)
     return validate(cfg)
 
 

@@ -232,15 +232,20 @@ def device_name(device: torch.device) -> str:
     return f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
 
 
-def project_run(preset: str, device: torch.device, precision: str, seconds: float, log=print) -> dict:
+def project_run(preset: str, device: torch.device, precision: str, seconds: float, log=print,
+                auto_batch: bool = False) -> dict:
     """The length of a preset's whole run on this device: every phase (each level stabilising and
-    fading in, at the preset's minibatch) timed for ``seconds``, eager and, on a GPU, as CUDA graphs;
-    the run is the sum over phases of kimg x sec/kimg (metrics, snapshots and start-up not included)."""
+    fading in, at the minibatch a run of the preset gets here, with ``auto_batch`` as asked) timed for
+    ``seconds``, eager and, on a GPU, as CUDA graphs; the run is the sum over phases of kimg x sec/kimg
+    (metrics, snapshots and start-up not included)."""
     cfg = get_preset(preset)
     cfg.precision, cfg.data, cfg.data_count = precision, "builtin:shapes", 64
+    cfg.sched.auto_batch = auto_batch
     configure_cuda(device)
     images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)
-    cfg, _ = resolve_config(cfg, images, device)       # the batches a run of the preset gets on this device
+    cfg, notes = resolve_config(cfg, images, device)    # the batches a run of the preset gets on this device
+    for note in notes:
+        log(note)
     trainers = {"eager": Trainer(cfg, images, device)}
     graphed = graphed_trainer(cfg, images, device)
     if graphed is not None:

@@ -109,7 +109,9 @@ class ScheduleConfig:
                                "at 1024), which keeps a GPU busy; empty = batch_table everywhere. The paper presets set v2")
     accumulate: bool = opt(False, "over the cap, accumulate gradients instead of shrinking the minibatch")
     auto_batch: bool = opt(False, "CUDA: before training, find per resolution the largest per-device batch that fits "
-                                  "in memory and accumulate gradients over it")
+                                  "in memory and accumulate gradients over it; a fresh gpu_batches=v2 run on one GPU "
+                                  "first takes, per resolution, the largest minibatch of the authors' 2-, 4- or 8-GPU "
+                                  "v2 presets that fits, with that preset's learning rate")
     lr_base: float = opt(0.001, "Adam learning rate of G and D")
     lr_rampdown: float = opt(0.0, "share of total_kimg at the end of the run over which both learning rates fall "
                                   "linearly to 0 (not in the paper, which keeps them constant: 0)")

@@ -78,12 +78,39 @@ def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
 
 
 def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Normalize the feature vector of every pixel to unit RMS (section 4.2).
+    """Normalize the feature vector of every pixel (dim 1) to unit RMS (section 4.2).
 
-    Computed in fp32 so that the statistic stays exact under bf16/fp16 autocast.
+    Computed in fp32 so that the statistic stays exact under bf16/fp16 autocast. The channels are
+    moved last for the reduction (contiguous in channels_last); in training a single autograd node
+    holds the output and the factor, and its backward is one expression.
     """
     xf = at_least_fp32(x)
-    return (xf * torch.rsqrt(xf.square().mean(dim=1, keepdim=True) + eps)).to(x.dtype)
+    if torch.is_grad_enabled() and xf.requires_grad and not torch.compiler.is_compiling():
+        return _PixelNorm.apply(xf, eps).to(x.dtype)
+    return _pixel_norm_last(xf.movedim(1, -1), eps)[0].movedim(-1, 1).to(x.dtype)
+
+
+def _pixel_norm_last(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x / rms(x), 1 / rms(x)) over the last dim."""
+    r = torch.rsqrt(x.square().mean(dim=-1, keepdim=True) + eps)
+    return x * r, r
+
+
+class _PixelNorm(torch.autograd.Function):
+    """y = x r with r = 1 / rms(x): dL/dx = r (g - y mean(g y)), from the saved y and r."""
+
+    @staticmethod
+    def forward(ctx, x, eps):
+        y, r = _pixel_norm_last(x.movedim(1, -1), eps)    # [N, (H, W,) C]
+        ctx.save_for_backward(y, r)
+        return y.movedim(-1, 1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        y, r = ctx.saved_tensors
+        g = g.movedim(1, -1)
+        return ((g - y * (g * y).mean(dim=-1, keepdim=True)) * r).movedim(-1, 1), None
 
 
 def minibatch_stddev(x: torch.Tensor, group_size: int, chunks: int = 1) -> torch.Tensor:

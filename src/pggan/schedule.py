@@ -27,16 +27,37 @@ class Phase:
 
 
 PAPER_BATCH = {4: 16, 8: 16, 16: 16, 32: 16, 64: 16, 128: 16, 256: 14, 512: 6, 1024: 3}
-V2_BATCH = {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8, 512: 4}
-V2_LR = {1024: 0.0015}
+# The authors' v2 presets (preset-v2-1gpu ... -8gpus), by GPU count: the global minibatch per resolution,
+# the minibatch above that table, and the learning rates per resolution (0.001 elsewhere).
+V2_PRESETS = {
+    1: ({4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8, 512: 4}, 4, {1024: 0.0015}),
+    2: ({4: 256, 8: 256, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8}, 8, {512: 0.0015, 1024: 0.002}),
+    4: ({4: 512, 8: 256, 16: 128, 32: 64, 64: 32, 128: 16}, 16, {256: 0.0015, 512: 0.002, 1024: 0.003}),
+    8: ({4: 512, 8: 256, 16: 128, 32: 64, 64: 32}, 32, {128: 0.0015, 256: 0.002, 512: 0.003, 1024: 0.003}),
+}
+V2_BATCH, V2_LR = V2_PRESETS[1][0], V2_PRESETS[1][2]
 
 
-def use_v2_batches(sched: ScheduleConfig, resolution: int) -> None:
-    """The authors' preset-v2-1gpu minibatches (V2_BATCH, 4 above 512) and learning rates (V2_LR, where
-    the config sets none of its own), in place."""
-    sched.batch_table = {r: b for r, b in V2_BATCH.items() if r <= resolution}
+def v2_batch(res: int, gpus: int = 1) -> int:
+    """The global minibatch at ``res`` of the authors' v2 preset for ``gpus`` GPUs."""
+    table, base, _ = V2_PRESETS[gpus]
+    return table.get(res, base)
+
+
+def use_v2_batches(sched: ScheduleConfig, resolution: int, presets: dict | None = None) -> None:
+    """The authors' v2 minibatches and learning rates, in place: at every resolution preset-v2-1gpu's,
+    or those of the preset for ``presets[res]`` GPUs (auto_batch's choice, a larger batch that fits
+    one GPU). The config's own learning rates win, but for preset-v2-1gpu's own (celebahq-1024-v2's),
+    which a larger preset's replace."""
+    presets = presets or {}
+    levels = [2 ** k for k in range(2, int(math.log2(resolution)) + 1)]
+    sched.batch_table = {r: v2_batch(r, presets.get(r, 1)) for r in levels if r <= 512 or r in presets}
     sched.batch_base = 4
-    sched.g_lr_table, sched.d_lr_table = {**V2_LR, **sched.g_lr_table}, {**V2_LR, **sched.d_lr_table}
+    for r in levels:
+        lr = V2_PRESETS[presets.get(r, 1)][2].get(r)
+        for table in (sched.g_lr_table, sched.d_lr_table):
+            if lr is not None and table.get(r, V2_LR.get(r)) == V2_LR.get(r):
+                table[r] = lr
 
 
 def lod_at(kimg: float, sched: ScheduleConfig, resolution: int) -> float:

@@ -71,8 +71,11 @@ def metrics(network, data, names, num, pairs, seed, inception, cache_dir, kid_su
 @click.option("--project-run", "project", metavar="PRESET",
               help="instead: time every phase of PRESET's run (e.g. celebahq-1024-v2) and sum them into its length "
                    "on this device; the first --precision is used")
+@click.option("--auto-batch", is_flag=True,
+              help="with --project-run: at the batches --set sched.auto_batch=true gives on this device (on one GPU, "
+                   "raised to the authors' 2-8-GPU minibatches where they fit)")
 @friendly_errors
-def bench(device, precisions, paper_max_res, seconds, resolutions, json_path, use_compile, project):
+def bench(device, precisions, paper_max_res, seconds, resolutions, json_path, use_compile, project, auto_batch):
     """Measure training speed against this machine's convolution peak (on a GPU, eager and as CUDA graphs)."""
     from ..bench import GRAPH_HEADER, HEADER, PROJECTION_HEADER, project_run, run_bench, write_json
     from ..presets import PRESETS
@@ -87,7 +90,7 @@ def bench(device, precisions, paper_max_res, seconds, resolutions, json_path, us
             raise click.ClickException(f"--project-run: unknown preset '{project}'; choose one of {or_list(PRESETS)}")
         click.echo(f"{project} on {dev}, {precs[0]}: every phase timed for {seconds:g} s")
         click.echo(PROJECTION_HEADER)
-        result = project_run(project, dev, precs[0], seconds, log=click.echo)
+        result = project_run(project, dev, precs[0], seconds, log=click.echo, auto_batch=auto_batch)
         click.echo("whole run: " + ", ".join(f"{mode} {h:.1f} hours ({h / 24:.2f} days)" for mode, h in result["hours"].items()))
         if json_path:
             write_json(json_path, result)

@@ -1,10 +1,12 @@
-"""``auto_batch``: per resolution, the largest per-device batch that fits the GPU's memory.
+"""``auto_batch``: per resolution, the batches that fit the GPU's memory.
 
 Before training, a throwaway Trainer runs one full step (D step with the penalty, G step) in a fade,
 which holds the most activations, at growing per-device batches until the device runs out of memory.
 Where the schedule's share of the global minibatch does not fit, the largest fitting power of two
 becomes that resolution's ``device_batch_cap`` and gradients are accumulated over micro-batches of
-that size, so the global minibatch (and the method) stays as configured.
+that size, so the global minibatch (and the method) stays as configured. A run at the authors' v2
+batches on one GPU (``sched.gpu_batches``) is first raised, per resolution, to the largest minibatch of
+the authors' 2-, 4- or 8-GPU presets that fits, with that preset's learning rate (:func:`pick_v2_presets`).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import gc
 import torch
 
 from ..config import TrainConfig
-from ..schedule import batch_for, phase_for_level
+from ..schedule import V2_PRESETS, batch_for, phase_for_level, v2_batch
 from ..util.dist import all_min
 from ..util.errors import DeviceError
 from .trainer import Trainer
@@ -49,20 +51,48 @@ def step_fits(trainer, res: int, per_device: int) -> bool:
             torch.cuda.empty_cache()
 
 
+def probe(cfg: TrainConfig, images, device: torch.device):
+    """``fits(res, n)``: whether one step of ``n`` images per device at ``res`` fits this device."""
+    probe_cfg = copy.deepcopy(cfg)
+    probe_cfg.sched.device_batch_cap = {}
+    trainer = Trainer(probe_cfg, images, device)
+    return lambda res, n: step_fits(trainer, res, n)
+
+
+def levels(cfg: TrainConfig) -> list[int]:
+    res = cfg.sched.start_resolution if cfg.sched.growing else cfg.net.resolution
+    return [res * 2 ** i for i in range(int(cfg.net.resolution // res).bit_length())]
+
+
+def pick_v2_presets(cfg: TrainConfig, fits, log=print) -> dict:
+    """{resolution: GPU count} of the authors' v2 preset whose global minibatch to train at on one GPU:
+    the largest that fits (of equal minibatches, the preset for fewer GPUs); resolutions where only
+    preset-v2-1gpu's fits are left out."""
+    chosen = {}
+    for res in levels(cfg):
+        best, best_batch = 1, v2_batch(res)
+        for gpus in sorted(V2_PRESETS)[1:]:
+            n = v2_batch(res, gpus)
+            if n > best_batch:
+                if not fits(res, n):
+                    break                   # the presets' minibatches only grow with the GPU count
+                best, best_batch = gpus, n
+        if best > 1:
+            chosen[res] = best
+            log(f"auto_batch: {res}x{res}: minibatch {best_batch} fits one GPU; the authors' preset-v2-{best}gpus "
+                f"minibatch and learning rate instead of preset-v2-1gpu's {v2_batch(res)}")
+    return chosen
+
+
 def find_batch_caps(cfg: TrainConfig, images, device: torch.device, dist_info, fits=None, log=print) -> dict:
     """{resolution: per-device cap} for the resolutions whose share of the minibatch does not fit.
 
     Every rank probes its own device with a single-process Trainer (no collectives can be left half
     done by an out-of-memory error); the ranks then agree on the smallest result per resolution."""
-    if fits is None:
-        probe_cfg = copy.deepcopy(cfg)
-        probe_cfg.sched.device_batch_cap = {}
-        trainer = Trainer(probe_cfg, images, device)
-        fits = lambda res, n: step_fits(trainer, res, n)  # noqa: E731
+    fits = fits or probe(cfg, images, device)
     caps = {}
     start = max(min(cfg.net.mbstd_group_size, 4), 1)
-    res = cfg.sched.start_resolution if cfg.sched.growing else cfg.net.resolution
-    while res <= cfg.net.resolution:
+    for res in levels(cfg):
         share = batch_for(res, cfg.sched, dist_info.world) // dist_info.world
         best = share if fits(res, share) else largest_fitting(lambda n: fits(res, n), share, start)
         if dist_info.enabled:
@@ -74,9 +104,11 @@ def find_batch_caps(cfg: TrainConfig, images, device: torch.device, dist_info, f
             caps[res] = best
             log(f"auto_batch: {res}x{res}: {share} images per device do not fit; micro-batches of at most {best}, "
                 f"gradients accumulated")
-        res *= 2
-    fits = trainer = None
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return caps
+
+
+def release() -> None:
+    """What the probes held goes back to the device, once the caller has dropped its ``fits``."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

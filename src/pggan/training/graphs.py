@@ -7,8 +7,10 @@ step reaches it through static buffers, copied in before each replay: the miniba
 (Trainer._alpha), the learning rates (Adam's tensor lr), G_ema's weight, ADA's p and LSGAN's noise (device
 tensors updated in place). Graphs of levels below the current one are dropped, with their memory.
 
-The backend is what touches CUDA (``CudaBackend``); tests pass one that replays by calling the captured
-function again, which checks everything but the driver (``tools/gpu_check.sh`` checks that on a GPU).
+The backend is what touches CUDA (``CudaBackend``); tests and ``tools/graph_check.py --mock`` pass
+``ReplayBackend``, which replays by calling the captured function again on its static buffers, so that
+every value the host forgot to copy in shows as a difference from eager steps: it checks everything but
+the driver (``tools/gpu_check.sh`` checks that on a GPU).
 """
 from __future__ import annotations
 
@@ -102,3 +104,23 @@ def _copy_into(static, inputs) -> None:
     for name, t in inputs.tensors().items():
         getattr(static, name).copy_(t, non_blocking=True)
     static.ema_weight.fill_(inputs.ema_weight)
+
+
+class ReplayBackend:
+    """A capture that records nothing on a device: replaying runs the function again on its static inputs."""
+
+    def __init__(self):
+        self.warmups, self.captures = 0, 0
+
+    def warmup(self, fn):
+        self.warmups += 1
+        return fn()
+
+    def capture(self, fn):
+        self.captures += 1
+        out = {}
+
+        def replay():
+            out.clear()
+            out.update(fn())
+        return replay, out

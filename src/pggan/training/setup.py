@@ -18,6 +18,7 @@ from ..data.load import load_images
 from ..schedule import use_v2_batches
 from ..util.device import resolve_precision
 from ..util.dist import DistInfo
+from .batchfind import find_batch_caps, pick_v2_presets, probe, release
 
 
 def load_training_data(cfg: TrainConfig) -> ImageSet:
@@ -52,23 +53,35 @@ def resolve_config(cfg: TrainConfig, images: ImageSet, device: torch.device,
     cfg.net.label_size = images.label_size
     cfg.precision, why = resolve_precision(cfg.precision, device)
     notes: list[str] = [] if why == "as asked" else [f"precision {cfg.precision} ({why})"]
+    fits = probe(cfg, images, device) if cfg.sched.auto_batch and device.type == "cuda" else None
     if cfg.sched.gpu_batches and device.type == "cuda" and info.world == 1 and fresh:
-        use_v2_batches(cfg.sched, cfg.net.resolution)
-        notes.append(f"gpu_batches v2: on one GPU the authors' preset-v2-1gpu minibatches {cfg.sched.batch_table} "
-                     f"(4 above) and learning rates {cfg.sched.g_lr_table}; --set sched.gpu_batches= for batch_table")
+        notes += _v2_batches(cfg, fits)
     if cfg.sched.auto_batch:
-        notes += _auto_batch(cfg, images, device, info)
+        notes += _auto_batch(cfg, images, device, info, fits)
+    if fits is not None:
+        fits = None             # the probe's Trainer goes with it
+        release()
     return cfg, notes
 
 
-def _auto_batch(cfg: TrainConfig, images: ImageSet, device: torch.device, info: DistInfo) -> list[str]:
+def _v2_batches(cfg: TrainConfig, fits) -> list[str]:
+    """The authors' v2 minibatches, raised where a larger preset's fits (``fits``: auto_batch's probe)."""
+    notes: list[str] = []
+    presets = {}
+    if fits is not None:
+        presets = pick_v2_presets(cfg, fits, notes.append)
+    use_v2_batches(cfg.sched, cfg.net.resolution, presets)
+    notes.append(f"gpu_batches v2: on one GPU the authors' v2 minibatches {cfg.sched.batch_table} (4 above) and "
+                 f"learning rates {cfg.sched.g_lr_table}; --set sched.gpu_batches= for batch_table")
+    return notes
+
+
+def _auto_batch(cfg: TrainConfig, images: ImageSet, device: torch.device, info: DistInfo, fits) -> list[str]:
     """Fills ``cfg.sched.device_batch_cap`` (and ``accumulate``) from a memory probe on a CUDA device."""
     if device.type != "cuda":
         return [f"auto_batch: applies to CUDA devices; on {device.type} the configured batches are used"]
-    from .batchfind import find_batch_caps
-
     notes: list[str] = []
-    caps = find_batch_caps(cfg, images, device, info, log=notes.append)
+    caps = find_batch_caps(cfg, images, device, info, fits, log=notes.append)
     for res, cap in caps.items():
         cfg.sched.device_batch_cap[res] = min(cap, cfg.sched.device_batch_cap.get(res, cap))
     if caps:
