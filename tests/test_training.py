@@ -374,3 +374,18 @@ def test_lazy_penalty_runs_on_every_nth_d_step(tmp_path):
     trainer = Trainer(cfg, load_images(cfg.data, 16, 3, 64, 0), torch.device("cpu"))
     with_penalty = [float(trainer.step().stats["penalty"]) > 0 for _ in range(12)]
     assert with_penalty == [True, False, False, False] * 3
+
+
+def test_compile_leaves_room_for_every_levels_graphs(tmp_path, monkeypatch):
+    """A compiled run needs graphs per level (fade or not, with and without gradients): dynamo's default
+    limit of 8 per function would leave every level above 8x8 eager without a word."""
+    import torch._dynamo.config as dynamo_config
+
+    from pggan.data.load import load_images
+    from pggan.training.trainer import COMPILED_GRAPHS_PER_LEVEL, Trainer
+
+    monkeypatch.setattr(dynamo_config, "recompile_limit", 8)
+    cfg = tiny_config(tmp_path)
+    images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)
+    Trainer(cfg.replace(compile=True), images, torch.device("cpu"))
+    assert dynamo_config.recompile_limit == COMPILED_GRAPHS_PER_LEVEL * cfg.net.resolution_log2 >= 4 * 3

@@ -34,6 +34,9 @@ class Step:
     stats: dict
 
 
+COMPILED_GRAPHS_PER_LEVEL = 8     # G and D, fade or not, with and without gradients, D's one or two minibatches
+
+
 class Trainer:
     """Holds everything a run needs to continue exactly; ``step()`` trains one minibatch."""
 
@@ -98,6 +101,10 @@ class Trainer:
         """Run G and D through torch.compile (or not). The modules and their parameters stay the same;
         the gradient penalties always use the eager D, since compiled graphs have no double backward."""
         if on and not hasattr(self, "_compiled"):
+            # each level, fade or not, with gradients or without, is a graph of its own: room for all of them
+            # (dynamo's default of 8 per function left every level above 8x8 eager)
+            limits = torch._dynamo.config
+            limits.recompile_limit = max(limits.recompile_limit, COMPILED_GRAPHS_PER_LEVEL * self.cfg.net.resolution_log2)
             self._compiled = (torch.compile(self.G), torch.compile(self.D))
         self.G_run, self.D_run = self._compiled if on else (self.G, self.D)
 
