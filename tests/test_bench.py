@@ -96,6 +96,8 @@ def test_bench_project_run_names_an_unknown_preset():
 
     r = CliRunner().invoke(main, ["bench", "--project-run", "nope"])
     assert r.exit_code == 1 and "unknown preset 'nope'" in r.output and "celebahq-1024-v2" in r.output
+    r = CliRunner().invoke(main, ["bench", "--auto-batch"])
+    assert r.exit_code == 1 and "--auto-batch goes with --project-run" in r.output
 
 
 def test_project_run_with_auto_batch_says_what_it_resolved(monkeypatch):

@@ -84,6 +84,8 @@ def bench(device, precisions, paper_max_res, seconds, resolutions, json_path, us
     bad = [p for p in precs if p not in PRECISIONS]
     if bad:
         raise click.ClickException(f"unknown precision {bad[0]}; use {or_list(PRECISIONS)}")
+    if auto_batch and not project:
+        raise click.ClickException("--auto-batch goes with --project-run PRESET (the batches of a preset's run)")
     dev = resolve_device(device)
     if project:
         if project not in PRESETS:
