@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # The CPU build of torch; on a GPU machine install the CUDA build of your choice instead (see README).
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo test test-all bench peer clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test-all: install
 
 bench: install
 	$(VENV)/bin/pggan bench
+
+# pro-gan-pth's source in peer/ (ignored by git, never a dependency), for tools/peer_bench.py
+peer: install
+	$(PY) -m pip download -q --disable-pip-version-check --no-deps pro-gan-pth==3.4 -d build/peer
+	mkdir -p peer && tar xzf build/peer/pro-gan-pth-3.4.tar.gz -C peer --strip-components=1
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -4,8 +4,8 @@
 #   speed: CUDA graphs against eager steps (tools/graph_check.py, fp32 and bf16), a run with
 #          cuda_graphs=true, `pggan bench` at the paper widths up to 1024 with the v2 batches (eager and
 #          graphs a row), and the projected length of celebahq-1024-v2 (`--project-run`), also at the
-#          batches auto_batch raises it to (`--auto-batch`); where peer/ holds pro-gan-pth (carried with the
-#          tree: tools/peer_bench.py says how to fetch it), its step beside ours at 4-32.
+#          batches auto_batch raises it to (`--auto-batch`); where peer/ holds pro-gan-pth (a device run
+#          carries it; `make peer` fetches it), its step beside ours at 4-32.
 #   paths: training in fp32/fp16, kill -9 and --resume, generate and metrics, auto_batch, a budgeted run
 #          on real images, torch.compile.
 # Each step runs under its own time limit and the script goes on after a failure; every step's output

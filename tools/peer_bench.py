@@ -1,10 +1,8 @@
 """pro-gan-pth's training step against pggan's, on the same device in one process: the peer's figure.
 
-pro-gan-pth (PyPI, akanimax) is not a dependency and none of it is in this repository: fetch it
-next to the checkout, ignored by git (and carried to a GPU machine as it is):
+pro-gan-pth (PyPI, akanimax) is not a dependency and none of it is in this repository: ``make peer``
+puts its source in peer/, ignored by git (and carried to a GPU machine as it is); then
 
-    pip download --no-deps pro-gan-pth==3.4 -d /tmp && mkdir -p peer \\
-        && tar xzf /tmp/pro-gan-pth-3.4.tar.gz -C peer --strip-components=1
     python tools/peer_bench.py --peer peer [--device cuda] [--resolutions 4,8,16,32] [--json out.json]
 
 Both sides train the paper's widths (pro-gan-pth's are the paper's up to 32x32, 512 maps; it keeps 512
