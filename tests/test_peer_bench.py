@@ -37,14 +37,18 @@ FAKE = {
 
         DEFAULT_TRANSFORM = Compose([ToTensor()])          # built at import, as the real package does
 
+        def nf(stage, fmap_base=16 << 10, fmap_max=512):
+            return min(fmap_base >> stage, fmap_max)
+
         class Generator(torch.nn.Module):
             def __init__(self, depth=10, latent_size=512):
                 super().__init__()
                 self.depth, self.latent_size = depth, latent_size
-                self.first = EqualizedConvTranspose2d(latent_size, 3, 4)
+                self.first = EqualizedConvTranspose2d(latent_size, nf(1), 4)
+                self.rgb = torch.nn.Conv2d(nf(1), 3, 1)
 
             def forward(self, z, depth, alpha):
-                y = self.first(z.reshape(len(z), -1, 1, 1))
+                y = self.rgb(self.first(z.reshape(len(z), -1, 1, 1)))
                 return torch.nn.functional.interpolate(y, scale_factor=2 ** (depth - 2))
 
         class Discriminator(torch.nn.Module):
@@ -83,7 +87,8 @@ FAKE = {
                 return loss.item()
 
             def optimize_discriminator(self, loss, optim, z, reals, depth, alpha):
-                STEPS.append(("D", depth, reals.shape))
+                STEPS.append(("D", depth, reals.shape, self.gen.first.out_channels))
+                reals = reals[..., :2 ** depth, :2 ** depth]         # (the real one downsamples)
                 return self._opt(optim, loss.dis_loss(self.dis, reals, self.gen(z, depth, alpha).detach(), depth, alpha))
 
             def optimize_generator(self, loss, optim, z, reals, depth, alpha):
@@ -98,7 +103,8 @@ def own_imports():
     before, path = set(sys.modules), list(sys.path)
     yield
     for name in set(sys.modules) - before:            # the stand-ins and stubs go with the test
-        del sys.modules[name]
+        if name.startswith(("pro_gan_pytorch", "torchvision", "torch.utils.tensorboard")):
+            del sys.modules[name]
     sys.path[:] = path
 
 
@@ -117,12 +123,22 @@ def test_peer_bench_times_the_peers_step_beside_ours(fake_peer, capsys):
     lines = []
     (row,) = peer_bench.compare(peer, torch.device("cpu"), [4], 0.01, log=lines.append)
     # every timed iteration is the peer's D step then its G step, at the level and minibatch of ours
-    assert gan.STEPS[:2] == [("D", 2, torch.Size([16, 3, 4, 4])), ("G", 2)] and len(gan.STEPS) >= 2 * 5
+    assert gan.STEPS[:2] == [("D", 2, torch.Size([16, 3, 4, 4]), 512), ("G", 2)] and len(gan.STEPS) >= 2 * 5
     assert row["batch"] == 16 and row["peer_img_per_s"] > 0 and row["img_per_s"] > 0
     assert row["graph_img_per_s"] is None                         # no CUDA graphs on a CPU
     assert row["speedup"] == pytest.approx(row["img_per_s"] / row["peer_img_per_s"])
     assert lines == [peer_bench.format_row(row)] and lines[0].endswith("x")
     assert "Generator Network" not in capsys.readouterr().out     # its printout of the networks is held back
+
+
+def test_peer_bench_reference_network_caps_the_peers_maps(fake_peer):
+    """--network reference: the peer's maps capped at the reference network's 128, its latent 128, its
+    reals at the network's 32x32 (it downsamples them to the level itself), batch 16 as ours."""
+    peer = peer_bench.import_peer(str(fake_peer))
+    gan = sys.modules["pro_gan_pytorch.gan"]
+    (row,) = peer_bench.compare(peer, torch.device("cpu"), [4], 0.01, "reference", log=lambda m: None)
+    assert gan.STEPS[0] == ("D", 2, torch.Size([16, 3, 32, 32]), 128) and row["network"] == "reference"
+    assert row["batch"] == 16 and row["img_per_s"] > 0
 
 
 def test_peer_bench_names_a_folder_without_the_package(tmp_path, own_imports):

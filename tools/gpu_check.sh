@@ -64,9 +64,11 @@ if want speed; then
     --json "$out/project.json"
   table project
   if [ -d peer/pro_gan_pytorch ]; then      # the peer's step on the same device (tools/peer_bench.py)
-    step peer 150 "$py" tools/peer_bench.py --peer peer --device "$device" --resolutions "$peer_res" --seconds 1 \
-      --json "$out/peer.json"
-    table peer
+    for net in paper reference; do
+      step "peer-$net" 150 "$py" tools/peer_bench.py --peer peer --device "$device" --network "$net" \
+        --resolutions "$peer_res" --seconds 1 --json "$out/peer-$net.json"
+      table "peer-$net"
+    done
   fi
   step project-auto-batch 200 "${pg[@]}" bench --device "$device" --precision "$prec1" --project-run "$preset" \
     --auto-batch --seconds 1 --json "$out/project-auto-batch.json"

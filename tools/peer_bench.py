@@ -5,9 +5,12 @@ puts its source in peer/, ignored by git (and carried to a GPU machine as it is)
 
     python tools/peer_bench.py --peer peer [--device cuda] [--resolutions 4,8,16,32] [--json out.json]
 
-Both sides train the paper's widths (pro-gan-pth's are the paper's up to 32x32, 512 maps; it keeps 512
-at 64x64, where the paper has 256) at ``pggan.bench.paper_batch``'s minibatch, in fp32 with the same
-global settings (on CUDA TF32 and cuDNN's autotuner, as ``pggan bench`` sets them). The peer's step is
+Both sides train, in fp32 with the same global settings (on CUDA TF32 and cuDNN's autotuner, as
+``pggan bench`` sets them), either the paper's widths (``--network paper``: pro-gan-pth's are the
+paper's up to 32x32, 512 maps; it keeps 512 at 64x64, where the paper has 256) at
+``pggan.bench.paper_batch``'s minibatch, or the reference network of ``pggan bench`` (``--network
+reference``: 32x32, 128 maps, latent 128, batch 16; pro-gan-pth's map counts capped at 128, its reals
+at 32x32 downsampled to each level by its own code, as its training loop feeds them). The peer's step is
 one iteration of its own training loop (``ProGAN.train``): ``optimize_discriminator`` (WGAN-GP with
 drift), ``update_average`` (its EMA) and ``optimize_generator``, in a stabilise phase (alpha = 1), on
 one device as its users run it (on CUDA it wraps both networks in DataParallel). pggan's step is
@@ -15,6 +18,7 @@ one device as its users run it (on CUDA it wraps both networks in DataParallel).
 """
 import argparse
 import contextlib
+import functools
 import inspect
 import io
 import json
@@ -23,7 +27,7 @@ import types
 
 import torch
 
-from pggan.bench import iter_steps, paper_batch, paper_config
+from pggan.bench import iter_steps, paper_batch, paper_config, reference_config
 from pggan.util.device import configure_cuda, resolve_device
 from pggan.util.timing import timeit
 
@@ -68,7 +72,7 @@ def import_peer(path: str):
         raise SystemExit(f"--peer {path}: no pro-gan-pth there ({e}); see this script's docstring") from None
     _compat(custom_layers)
     return types.SimpleNamespace(ProGAN=gan.ProGAN, Generator=networks.Generator, Discriminator=networks.Discriminator,
-                                 WganGP=losses.WganGP, update_average=custom_layers.update_average)
+                                 WganGP=losses.WganGP, update_average=custom_layers.update_average, networks=networks)
 
 
 def _compat(custom_layers) -> None:
@@ -84,17 +88,18 @@ def _compat(custom_layers) -> None:
     custom_layers.EqualizedConvTranspose2d._output_padding = output_padding
 
 
-def peer_step(peer, res: int, batch: int, device: torch.device):
-    """One training iteration of pro-gan-pth at ``res`` (a network that ends there), finished when it returns."""
-    depth = res.bit_length() - 1
+def peer_step(peer, res: int, batch: int, device: torch.device, net_res: int | None = None, latent: int = 512):
+    """One training iteration of pro-gan-pth at level ``res`` of a network that ends at ``net_res`` (default
+    ``res``), finished when it returns."""
+    depth, net_depth = res.bit_length() - 1, (net_res or res).bit_length() - 1
     with contextlib.redirect_stdout(io.StringIO()):          # it prints both networks
-        pg = peer.ProGAN(peer.Generator(depth=depth, latent_size=512), peer.Discriminator(depth=depth, latent_size=512),
-                         device=device)
+        pg = peer.ProGAN(peer.Generator(depth=net_depth, latent_size=latent),
+                         peer.Discriminator(depth=net_depth, latent_size=latent), device=device)
     # its train()'s Adam, but for betas=(0, 0.99), which PyTorch 2 refuses ("both floats or both Tensors")
     adam = dict(lr=0.003, betas=(0.0, 0.99), eps=1e-8)
     gen_optim, dis_optim = torch.optim.Adam(pg.gen.parameters(), **adam), torch.optim.Adam(pg.dis.parameters(), **adam)
     loss = peer.WganGP()
-    reals = torch.randn(batch, 3, res, res, device=device).clamp(-1, 1)
+    reals = torch.randn(batch, 3, 2 ** net_depth, 2 ** net_depth, device=device).clamp(-1, 1)
 
     def step():
         z = torch.randn(batch, pg.latent_size, device=device)
@@ -106,14 +111,23 @@ def peer_step(peer, res: int, batch: int, device: torch.device):
     return step
 
 
-def compare(peer, device: torch.device, resolutions, seconds: float, log=print) -> list[dict]:
+def compare(peer, device: torch.device, resolutions, seconds: float, network: str = "paper", log=print) -> list[dict]:
+    """One row per resolution: both steps' images/s (ours eager and, on CUDA, as graphs) and the ratio."""
+    if network == "reference":
+        ref = reference_config("fp32")
+        peer.networks.nf = functools.partial(peer.networks.nf, fmap_max=ref.net.fmap_max)
     rows = []
     for res in resolutions:
-        batch = paper_batch(res, device)
-        peer_dt, _ = timeit(peer_step(peer, res, batch, device), seconds, warmup=2)
-        ours = next(iter_steps(paper_config("fp32", res, batch), device, [res], seconds, fades=False))
-        row = {"resolution": res, "batch": batch, "peer_img_per_s": batch / peer_dt, "img_per_s": ours["img_per_s"],
-               "graph_img_per_s": ours.get("graph_img_per_s")}
+        if network == "reference":
+            cfg, batch = ref, ref.sched.batch_base
+            step = peer_step(peer, res, batch, device, ref.net.resolution, ref.net.latent_size)
+        else:
+            batch = paper_batch(res, device)
+            cfg, step = paper_config("fp32", res, batch), peer_step(peer, res, batch, device)
+        peer_dt, _ = timeit(step, seconds, warmup=2)
+        ours = next(iter_steps(cfg, device, [res], seconds, fades=False))
+        row = {"network": network, "resolution": res, "batch": batch, "peer_img_per_s": batch / peer_dt,
+               "img_per_s": ours["img_per_s"], "graph_img_per_s": ours.get("graph_img_per_s")}
         row["speedup"] = max(row["img_per_s"], row["graph_img_per_s"] or 0) / row["peer_img_per_s"]
         rows.append(row)
         log(format_row(row))
@@ -133,6 +147,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--peer", required=True, help="folder holding pro-gan-pth's pro_gan_pytorch package")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--network", choices=("paper", "reference"), default="paper")
     ap.add_argument("--resolutions", default="4,8,16,32")
     ap.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
     ap.add_argument("--json", help="also write the rows as JSON")
@@ -140,9 +155,9 @@ def main(argv=None):
     peer = import_peer(args.peer)
     device = resolve_device(args.device)
     cuda = configure_cuda(device)
-    print(f"pro-gan-pth against pggan on {device}, fp32, paper widths; {cuda or 'no CUDA settings'}")
+    print(f"pro-gan-pth against pggan on {device}, fp32, the {args.network} network; {cuda or 'no CUDA settings'}")
     print(HEADER)
-    rows = compare(peer, device, [int(r) for r in args.resolutions.split(",")], args.seconds)
+    rows = compare(peer, device, [int(r) for r in args.resolutions.split(",")], args.seconds, args.network)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": str(device), "torch": torch.__version__, "rows": rows}, f, indent=2)
