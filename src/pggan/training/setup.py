@@ -67,9 +67,7 @@ def resolve_config(cfg: TrainConfig, images: ImageSet, device: torch.device,
 def _v2_batches(cfg: TrainConfig, fits) -> list[str]:
     """The authors' v2 minibatches, raised where a larger preset's fits (``fits``: auto_batch's probe)."""
     notes: list[str] = []
-    presets = {}
-    if fits is not None:
-        presets = pick_v2_presets(cfg, fits, notes.append)
+    presets = pick_v2_presets(cfg, fits, notes.append) if fits is not None else {}
     use_v2_batches(cfg.sched, cfg.net.resolution, presets)
     notes.append(f"gpu_batches v2: on one GPU the authors' v2 minibatches {cfg.sched.batch_table} (4 above) and "
                  f"learning rates {cfg.sched.g_lr_table}; --set sched.gpu_batches= for batch_table")
