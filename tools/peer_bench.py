@@ -69,7 +69,7 @@ def import_peer(path: str):
     try:
         from pro_gan_pytorch import custom_layers, gan, losses, networks
     except ImportError as e:
-        raise SystemExit(f"--peer {path}: no pro-gan-pth there ({e}); see this script's docstring") from None
+        raise SystemExit(f"--peer {path}: no pro-gan-pth there ({e}); `make peer` puts it in peer/") from None
     _compat(custom_layers)
     return types.SimpleNamespace(ProGAN=gan.ProGAN, Generator=networks.Generator, Discriminator=networks.Discriminator,
                                  WganGP=losses.WganGP, update_average=custom_layers.update_average, networks=networks)
