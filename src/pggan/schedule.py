@@ -38,6 +38,11 @@ V2_PRESETS = {
 V2_BATCH, V2_LR = V2_PRESETS[1][0], V2_PRESETS[1][2]
 
 
+def levels(start: int, resolution: int) -> list[int]:
+    """The resolutions from ``start`` to ``resolution``, powers of two: [4, 8, ..., resolution]."""
+    return [2 ** k for k in range(int(math.log2(start)), int(math.log2(resolution)) + 1)]
+
+
 def v2_batch(res: int, gpus: int = 1) -> int:
     """The global minibatch at ``res`` of the authors' v2 preset for ``gpus`` GPUs."""
     table, base, _ = V2_PRESETS[gpus]
@@ -50,10 +55,9 @@ def use_v2_batches(sched: ScheduleConfig, resolution: int, presets: dict | None 
     one GPU). The config's own learning rates win, but for preset-v2-1gpu's own (celebahq-1024-v2's),
     which a larger preset's replace."""
     presets = presets or {}
-    levels = [2 ** k for k in range(2, int(math.log2(resolution)) + 1)]
-    sched.batch_table = {r: v2_batch(r, presets.get(r, 1)) for r in levels if r <= 512 or r in presets}
+    sched.batch_table = {r: v2_batch(r, presets.get(r, 1)) for r in levels(4, resolution) if r <= 512 or r in presets}
     sched.batch_base = 4
-    for r in levels:
+    for r in levels(4, resolution):
         lr = V2_PRESETS[presets.get(r, 1)][2].get(r)
         for table in (sched.g_lr_table, sched.d_lr_table):
             if lr is not None and table.get(r, V2_LR.get(r)) == V2_LR.get(r):
@@ -107,20 +111,18 @@ def growth_kimg(sched: ScheduleConfig, resolution: int) -> float:
     """kimg at which the last fade ends (the top resolution's stabilise phase begins)."""
     if not sched.growing:
         return 0.0
-    levels = [2 ** k for k in range(int(math.log2(sched.start_resolution)), int(math.log2(resolution)) + 1)]
-    return sum(stabilise_kimg(r, sched) for r in levels[:-1]) + sum(fade_kimg(r, sched) for r in levels[1:])
+    trained = levels(sched.start_resolution, resolution)
+    return sum(stabilise_kimg(r, sched) for r in trained[:-1]) + sum(fade_kimg(r, sched) for r in trained[1:])
 
 
 def phase_kimg(sched: ScheduleConfig, resolution: int) -> list[tuple[int, bool, float]]:
     """A whole run as its phases in order: (resolution, fading, kimg), summing to ``total_kimg`` (the
     top resolution stabilises for what the growth leaves; a run shorter than its growth ends early)."""
-    levels = [2 ** k for k in range(int(math.log2(sched.start_resolution)), int(math.log2(resolution)) + 1)]
-    if not sched.growing:
-        levels = [resolution]
+    trained = levels(sched.start_resolution if sched.growing else resolution, resolution)
     phases, left = [], float(sched.total_kimg)
-    for i, res in enumerate(levels):
+    for i, res in enumerate(trained):
         parts = ([(True, fade_kimg(res, sched))] if i else []) + [(False, stabilise_kimg(res, sched))]
-        if res == levels[-1]:
+        if res == trained[-1]:
             parts[-1] = (False, left - sum(k for _, k in parts[:-1]))
         for fading, kimg in parts:
             kimg = min(kimg, left)

@@ -17,7 +17,7 @@ import gc
 import torch
 
 from ..config import TrainConfig
-from ..schedule import V2_PRESETS, batch_for, phase_for_level, v2_batch
+from ..schedule import V2_PRESETS, batch_for, levels, phase_for_level, v2_batch
 from ..util.dist import all_min
 from ..util.errors import DeviceError
 from .trainer import Trainer
@@ -59,9 +59,8 @@ def probe(cfg: TrainConfig, images, device: torch.device):
     return lambda res, n: step_fits(trainer, res, n)
 
 
-def levels(cfg: TrainConfig) -> list[int]:
-    res = cfg.sched.start_resolution if cfg.sched.growing else cfg.net.resolution
-    return [res * 2 ** i for i in range(int(cfg.net.resolution // res).bit_length())]
+def trained_levels(cfg: TrainConfig) -> list[int]:
+    return levels(cfg.sched.start_resolution if cfg.sched.growing else cfg.net.resolution, cfg.net.resolution)
 
 
 def pick_v2_presets(cfg: TrainConfig, fits, log=print) -> dict:
@@ -69,7 +68,7 @@ def pick_v2_presets(cfg: TrainConfig, fits, log=print) -> dict:
     the largest that fits (of equal minibatches, the preset for fewer GPUs); resolutions where only
     preset-v2-1gpu's fits are left out."""
     chosen = {}
-    for res in levels(cfg):
+    for res in trained_levels(cfg):
         best, best_batch = 1, v2_batch(res)
         for gpus in sorted(V2_PRESETS)[1:]:
             n = v2_batch(res, gpus)
@@ -92,7 +91,7 @@ def find_batch_caps(cfg: TrainConfig, images, device: torch.device, dist_info, f
     fits = fits or probe(cfg, images, device)
     caps = {}
     start = max(min(cfg.net.mbstd_group_size, 4), 1)
-    for res in levels(cfg):
+    for res in trained_levels(cfg):
         share = batch_for(res, cfg.sched, dist_info.world) // dist_info.world
         best = share if fits(res, share) else largest_fitting(lambda n: fits(res, n), share, start)
         if dist_info.enabled:
