@@ -389,3 +389,45 @@ def test_compile_leaves_room_for_every_levels_graphs(tmp_path, monkeypatch):
     images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)
     Trainer(cfg.replace(compile=True), images, torch.device("cpu"))
     assert dynamo_config.recompile_limit == COMPILED_GRAPHS_PER_LEVEL * cfg.net.resolution_log2 >= 4 * 3
+
+
+def test_ema_skips_only_what_it_would_leave_as_it_is(tmp_path):
+    """G_ema skips the parameters G has not trained yet (equal to their copies): the same G_ema, bit for bit,
+    as lerping every parameter, across 4x4, the fade into 8x8 and 8x8; after --init, whose G_ema differs
+    from G at every level, the levels above the current one move as well."""
+    from pggan.data.load import load_images
+    from pggan.training.trainer import Trainer
+
+    cfg = tiny_config(tmp_path)
+    images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)
+
+    def trainer(lerp_all: bool) -> Trainer:
+        t = Trainer(cfg, images, torch.device("cpu"))
+        if lerp_all:
+            t._ema_live = [True] * len(t._ema_live)
+        return t
+
+    names = [n for n, _ in trainer(False).G.named_parameters()]
+    untouched = [i for i, n in enumerate(names) if n.startswith(("blocks.4.", "torgb.4."))]   # 16x16
+    skipping, lerping = trainer(False), trainer(True)
+    for t in (skipping, lerping):
+        torch.manual_seed(1)
+        t.cur_nimg = 150                        # 4x4, then the fade into 8x8 from 200 images on, then 8x8
+        for _ in range(40):
+            t.step()
+    assert skipping.phase().res_log2 == 3 and not skipping.phase().fading
+    for (n, x), y in zip(skipping.G_ema.state_dict().items(), lerping.G_ema.state_dict().values()):
+        assert torch.equal(x, y), n
+    assert not any(skipping._ema_live[i] for i in untouched)
+    assert all(skipping._ema_live[i] for i, n in enumerate(names) if n.startswith(("blocks.2.", "torgb.3.")))
+
+    ckpt = {"G": skipping.G.state_dict(), "D": skipping.D.state_dict(),
+            "G_ema": {k: v + 0.5 for k, v in skipping.G_ema.state_dict().items()}}
+    tuned = trainer(False)
+    tuned.load_init(ckpt, "ckpt.pt")
+    top = dict(tuned.G_ema.named_parameters())["torgb.4.weight"]
+    before = top.clone()
+    for _ in range(2):
+        tuned.step()
+    assert tuned.phase().res_log2 == 2 and all(tuned._ema_live)
+    assert not torch.equal(top, before)

@@ -70,6 +70,7 @@ class Trainer:
         self._d_params = list(self.D.parameters())
         self._ema_pairs = (list(self.G_ema.parameters()), self._g_params,
                            list(self.G_ema.buffers()), list(self.G.buffers()))
+        self._ema_live = [False] * len(self._g_params)         # see _update_ema
         self.order = DataOrder(len(images), cfg.seed, cfg.mirror)
         self.lsgan = LSGANNoise(device=device)
         self.aug_policy = parse_policy(cfg.aug.policy)
@@ -283,15 +284,27 @@ class Trainer:
 
     @torch.no_grad()
     def _update_ema(self, weight) -> None:
-        ema_p, p, ema_b, b = self._ema_pairs
-        if isinstance(weight, torch.Tensor):
+        """G_ema moves towards G. A parameter G has never trained (the levels above the current one) is
+        still equal to its copy, which lerping would leave as it is: it is skipped, until its first
+        gradient, at no change to any value (a run at 4x4 of the 1024 network moves 6.6M of 23M)."""
+        ema_all, p_all, ema_b, b = self._ema_pairs
+        live = self._ema_live
+        for i, p in enumerate(p_all):
+            live[i] = live[i] or p.grad is not None      # G's step before this one trained it
+        ema_p = [e for e, on in zip(ema_all, live) if on]
+        p = [x for x, on in zip(p_all, live) if on]
+        if p and isinstance(weight, torch.Tensor):
             delta = torch._foreach_sub(p, ema_p)          # [p - ema] * weight: lerp by a device tensor
             torch._foreach_mul_(delta, weight)
             torch._foreach_add_(ema_p, delta)
-        else:
+        elif p:
             torch._foreach_lerp_(ema_p, p, weight)
         if ema_b:
             torch._foreach_copy_(ema_b, b)
+
+    def _find_ema_live(self) -> None:
+        """After loading weights: the parameters whose G_ema copy differs from G's."""
+        self._ema_live = [not torch.equal(e, p) for e, p in zip(self._ema_pairs[0], self._g_params)]
 
     # ---- snapshots -----------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -320,6 +333,7 @@ class Trainer:
                 raise CheckpointError(f"--init '{path}': {name} does not fit this run's network "
                                       f"({', '.join(misfit[:3])})")
             module.load_state_dict(state, strict=False)
+        self._find_ema_live()
 
     def load_state_dict(self, ckpt: dict, path: str) -> None:
         if "opt_G" not in ckpt:
@@ -327,6 +341,7 @@ class Trainer:
                                   f"use it with generate, interpolate or metrics, not --resume")
         for name in ("G", "D", "G_ema"):
             load_state(getattr(self, name), ckpt[name], name, path)
+        self._find_ema_live()
         self.opt_G.load_state_dict(ckpt["opt_G"])
         self.opt_D.load_state_dict(ckpt["opt_D"])
         if ckpt.get("scaler_G"):
