@@ -144,3 +144,24 @@ def test_peer_bench_reference_network_caps_the_peers_maps(fake_peer):
 def test_peer_bench_names_a_folder_without_the_package(tmp_path, own_imports):
     with pytest.raises(SystemExit, match="no pro-gan-pth there"):
         peer_bench.import_peer(str(tmp_path))
+
+
+@pytest.mark.parametrize("native", (True, False))
+def test_peer_bench_precision_auto_is_what_train_picks(fake_peer, monkeypatch, capsys, native):
+    """--precision auto: pggan's side in the precision pggan train picks on the device (bf16 on a CPU with
+    native bf16, else fp32); the peer stays in fp32."""
+    import pggan.util.device as device_util
+
+    monkeypatch.setattr(device_util, "cpu_has_native_bf16", lambda: native)
+    seen = []
+
+    def steps(cfg, device, resolutions, seconds, fades=True):
+        seen.append(cfg.precision)
+        yield {"img_per_s": 100.0}
+
+    monkeypatch.setattr(peer_bench, "iter_steps", steps)
+    peer_bench.main(["--peer", str(fake_peer), "--device", "cpu", "--network", "reference", "--precision", "auto",
+                     "--resolutions", "4", "--seconds", "0.01"])
+    want = "bf16" if native else "fp32"
+    assert seen == [want]
+    assert f"pro-gan-pth (fp32) against pggan ({want}, auto:" in capsys.readouterr().out

@@ -5,7 +5,8 @@
 #          cuda_graphs=true, `pggan bench` at the paper widths up to 1024 with the v2 batches (eager and
 #          graphs a row), and the projected length of celebahq-1024-v2 (`--project-run`), also at the
 #          batches auto_batch raises it to (`--auto-batch`); where peer/ holds pro-gan-pth (a device run
-#          carries it; `make peer` fetches it), its step beside ours at 4-32.
+#          carries it; `make peer` fetches it), its step beside ours at 4-32 (paper widths: ours as train
+#          runs them, bf16; reference network: both fp32).
 #   paths: training in fp32/fp16, kill -9 and --resume, generate and metrics, auto_batch, a budgeted run
 #          on real images, torch.compile.
 # Each step runs under its own time limit and the script goes on after a failure; every step's output
@@ -64,9 +65,11 @@ if want speed; then
     --json "$out/project.json"
   table project
   if [ -d peer/pro_gan_pytorch ]; then      # the peer's step on the same device (tools/peer_bench.py)
-    for net in paper reference; do
+    # the paper's widths as a user's pggan train runs them (auto: bf16 on a GPU), the reference network fp32 as the peer
+    for spec in paper:auto reference:fp32; do
+      net=${spec%%:*}
       step "peer-$net" 150 "$py" tools/peer_bench.py --peer peer --device "$device" --network "$net" \
-        --resolutions "$peer_res" --seconds 1 --json "$out/peer-$net.json"
+        --precision "${spec##*:}" --resolutions "$peer_res" --seconds 1 --json "$out/peer-$net.json"
       table "peer-$net"
     done
   fi

@@ -3,11 +3,13 @@
 pro-gan-pth (PyPI, akanimax) is not a dependency and none of it is in this repository: ``make peer``
 puts its source in peer/, ignored by git (and carried to a GPU machine as it is); then
 
-    python tools/peer_bench.py --peer peer [--device cuda] [--resolutions 4,8,16,32] [--json out.json]
+    python tools/peer_bench.py --peer peer [--device cuda] [--precision auto] [--resolutions 4,8,16,32] [--json out.json]
 
-Both sides train, in fp32 with the same global settings (on CUDA TF32 and cuDNN's autotuner, as
-``pggan bench`` sets them), either the paper's widths (``--network paper``: pro-gan-pth's are the
-paper's up to 32x32, 512 maps; it keeps 512 at 64x64, where the paper has 256) at
+Both sides train with the same global settings (on CUDA TF32 and cuDNN's autotuner, as ``pggan bench``
+sets them); pro-gan-pth in fp32, the only precision it has, pggan in ``--precision`` (fp32 by default;
+``auto`` is what ``pggan train`` picks on the device: bf16 where it is native). They train either the
+paper's widths (``--network paper``: pro-gan-pth's are the paper's up to 32x32, 512 maps; it keeps 512
+at 64x64, where the paper has 256) at
 ``pggan.bench.paper_batch``'s minibatch, or the reference network of ``pggan bench`` (``--network
 reference``: 32x32, 128 maps, latent 128, batch 16; pro-gan-pth's map counts capped at 128, its reals
 at 32x32 downsampled to each level by its own code, as its training loop feeds them). The peer's step is
@@ -28,7 +30,7 @@ import types
 import torch
 
 from pggan.bench import iter_steps, paper_batch, paper_config, reference_config
-from pggan.util.device import configure_cuda, resolve_device
+from pggan.util.device import configure_cuda, resolve_device, resolve_precision
 from pggan.util.timing import timeit
 
 
@@ -111,10 +113,12 @@ def peer_step(peer, res: int, batch: int, device: torch.device, net_res: int | N
     return step
 
 
-def compare(peer, device: torch.device, resolutions, seconds: float, network: str = "paper", log=print) -> list[dict]:
-    """One row per resolution: both steps' images/s (ours eager and, on CUDA, as graphs) and the ratio."""
+def compare(peer, device: torch.device, resolutions, seconds: float, network: str = "paper", log=print,
+            precision: str = "fp32") -> list[dict]:
+    """One row per resolution: both steps' images/s (ours eager and, on CUDA, as graphs, in ``precision``)
+    and the ratio."""
     if network == "reference":
-        ref = reference_config("fp32")
+        ref = reference_config(precision)
         peer.networks.nf = functools.partial(peer.networks.nf, fmap_max=ref.net.fmap_max)
     rows = []
     for res in resolutions:
@@ -123,10 +127,11 @@ def compare(peer, device: torch.device, resolutions, seconds: float, network: st
             step = peer_step(peer, res, batch, device, ref.net.resolution, ref.net.latent_size)
         else:
             batch = paper_batch(res, device)
-            cfg, step = paper_config("fp32", res, batch), peer_step(peer, res, batch, device)
+            cfg, step = paper_config(precision, res, batch), peer_step(peer, res, batch, device)
         peer_dt, _ = timeit(step, seconds, warmup=2)
         ours = next(iter_steps(cfg, device, [res], seconds, fades=False))
-        row = {"network": network, "resolution": res, "batch": batch, "peer_img_per_s": batch / peer_dt,
+        row = {"network": network, "precision": precision, "resolution": res, "batch": batch,
+               "peer_img_per_s": batch / peer_dt,
                "img_per_s": ours["img_per_s"], "graph_img_per_s": ours.get("graph_img_per_s")}
         row["speedup"] = max(row["img_per_s"], row["graph_img_per_s"] or 0) / row["peer_img_per_s"]
         rows.append(row)
@@ -148,6 +153,8 @@ def main(argv=None):
     ap.add_argument("--peer", required=True, help="folder holding pro-gan-pth's pro_gan_pytorch package")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--network", choices=("paper", "reference"), default="paper")
+    ap.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                    help="pggan's (the peer trains in fp32); auto: as pggan train picks on the device")
     ap.add_argument("--resolutions", default="4,8,16,32")
     ap.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
     ap.add_argument("--json", help="also write the rows as JSON")
@@ -155,9 +162,12 @@ def main(argv=None):
     peer = import_peer(args.peer)
     device = resolve_device(args.device)
     cuda = configure_cuda(device)
-    print(f"pro-gan-pth against pggan on {device}, fp32, the {args.network} network; {cuda or 'no CUDA settings'}")
+    precision, why = resolve_precision(args.precision, device)
+    print(f"pro-gan-pth (fp32) against pggan ({precision}, {why}) on {device}, the {args.network} network; "
+          f"{cuda or 'no CUDA settings'}")
     print(HEADER)
-    rows = compare(peer, device, [int(r) for r in args.resolutions.split(",")], args.seconds, args.network)
+    rows = compare(peer, device, [int(r) for r in args.resolutions.split(",")], args.seconds, args.network,
+                   precision=precision)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": str(device), "torch": torch.__version__, "rows": rows}, f, indent=2)
