@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from pggan.bench import measure_steps, reference_config
@@ -110,3 +111,25 @@ def test_project_run_with_auto_batch_says_what_it_resolved(monkeypatch):
     lines = []
     r = bench.project_run("cpu-small", torch.device("cpu"), "fp32", 0.01, log=lines.append, auto_batch=True)
     assert lines[0].startswith("auto_batch: applies to CUDA devices") and r["phases"][0]["batch"] == small.sched.batch_table[4]
+
+
+@pytest.mark.parametrize("native", (True, False))
+def test_bench_measures_bf16_where_the_cpu_computes_it(monkeypatch, native):
+    """By default: fp32, and bf16 only where the CPU has it natively (elsewhere a slow fallback that no run
+    would choose, minutes per row); asked for, bf16 is measured anyway. --project-run: train's pick."""
+    from click.testing import CliRunner
+
+    import pggan.bench as bench
+    import pggan.util.device as device_util
+    from pggan.cli import main
+
+    monkeypatch.setattr(device_util, "cpu_has_native_bf16", lambda: native)
+    asked = []
+    monkeypatch.setattr(bench, "run_bench", lambda dev, precs, *a, **k: asked.append(precs) or {})
+    monkeypatch.setattr(bench, "project_run", lambda preset, dev, prec, *a, **k: asked.append(prec) or {"hours": {}})
+    assert bench.default_precisions(torch.device("cpu"))[0] == (["fp32", "bf16"] if native else ["fp32"])
+    for args in ([], ["--precision", "fp32,bf16"], ["--project-run", "cpu-small"]):
+        r = CliRunner().invoke(main, ["bench", "--device", "cpu", *args])
+        assert r.exit_code == 0, r.output
+        assert ("bf16 left out" in r.output) == (not native and not args)
+    assert asked == [["fp32", "bf16"] if native else ["fp32"], ["fp32", "bf16"], "bf16" if native else "fp32"]

@@ -28,7 +28,7 @@ from .training.graphs import WARMUP, graph_support
 from .training.sampler import DataOrder, minibatch
 from .training.setup import resolve_config
 from .training.trainer import Trainer
-from .util.device import configure_cuda, peak_memory_mb
+from .util.device import configure_cuda, peak_memory_mb, resolve_precision
 from .util.timing import timeit
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -170,6 +170,15 @@ def _step_fn(trainer: Trainer, ph: Phase, device: torch.device):
         if device.type == "cuda":
             torch.cuda.synchronize()
     return step
+
+
+def default_precisions(device: torch.device) -> tuple[list[str], str | None]:
+    """What ``pggan bench`` measures unless told: fp32, and bf16 where the device computes it natively
+    (elsewhere it runs through a slow fallback that no run would choose); and a note on what was left out."""
+    prec, why = resolve_precision("auto", device)
+    if prec == "bf16":
+        return ["fp32", "bf16"], None
+    return ["fp32"], f"bf16 left out ({why.removeprefix('auto: ')}); --precision fp32,bf16 measures it anyway"
 
 
 def run_bench(device: torch.device, precisions=("fp32", "bf16"), paper_max_res: int = 16, seconds: float = 3.0,

@@ -6,7 +6,7 @@ import os
 import click
 
 from ..util.checks import or_list
-from ..util.device import PRECISIONS, resolve_device
+from ..util.device import PRECISIONS, resolve_device, resolve_precision
 from .app import friendly_errors, main, progress_bar
 
 
@@ -59,8 +59,9 @@ def metrics(network, data, names, num, pairs, seed, inception, cache_dir, kid_su
 
 @main.command()
 @click.option("--device", default="auto", show_default=True)
-@click.option("--precision", "precisions", default="fp32,bf16", show_default=True,
-              help=f"comma-separated: {','.join(PRECISIONS)}")
+@click.option("--precision", "precisions", default="auto", show_default=True,
+              help=f"comma-separated: {','.join(PRECISIONS)}; auto: fp32, and bf16 where the device computes it "
+                   "natively (with --project-run: what train picks)")
 @click.option("--paper-max-res", default=16, show_default=True,
               help="measure the paper's widths up to this resolution (0 = skip; 32 and above take minutes on a CPU; "
                    "on a GPU at the authors' one-GPU v2 batches)")
@@ -77,16 +78,20 @@ def metrics(network, data, names, num, pairs, seed, inception, cache_dir, kid_su
 @friendly_errors
 def bench(device, precisions, paper_max_res, seconds, resolutions, json_path, use_compile, project, auto_batch):
     """Measure training speed against this machine's convolution peak (on a GPU, eager and as CUDA graphs)."""
-    from ..bench import GRAPH_HEADER, HEADER, PROJECTION_HEADER, project_run, run_bench, write_json
+    from ..bench import GRAPH_HEADER, HEADER, PROJECTION_HEADER, default_precisions, project_run, run_bench, write_json
     from ..presets import PRESETS
 
     precs = [p.strip() for p in precisions.split(",") if p.strip()]
-    bad = [p for p in precs if p not in PRECISIONS]
+    bad = [p for p in precs if p not in PRECISIONS] if precs != ["auto"] else []
     if bad:
-        raise click.ClickException(f"unknown precision {bad[0]}; use {or_list(PRECISIONS)}")
+        raise click.ClickException(f"unknown precision {bad[0]}; use {or_list(PRECISIONS)} or auto")
     if auto_batch and not project:
         raise click.ClickException("--auto-batch goes with --project-run PRESET (the batches of a preset's run)")
     dev = resolve_device(device)
+    if precs == ["auto"]:
+        precs, note = ([resolve_precision("auto", dev)[0]], None) if project else default_precisions(dev)
+        if note:
+            click.echo(note)
     if project:
         if project not in PRESETS:
             raise click.ClickException(f"--project-run: unknown preset '{project}'; choose one of {or_list(PRESETS)}")
