@@ -11,9 +11,9 @@ import torch
 from test_training import tiny_config
 
 from pggan.config import set_option, validate
-from pggan.data.load import load_images
 from pggan.training import graphs
 from pggan.training.graphs import ReplayBackend
+from pggan.training.setup import run_data
 from pggan.training.trainer import Trainer
 
 spec = importlib.util.spec_from_file_location(
@@ -28,7 +28,7 @@ def _trainer(tmp_path, case: str | None = None, **cfg_changes) -> Trainer:
     for path, value in cfg_changes.items():
         cfg = set_option(cfg, path, value)
     cfg = validate(cfg)
-    images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)
+    cfg, images = run_data(cfg)
     return Trainer(cfg, images, torch.device("cpu"))
 
 

@@ -15,8 +15,8 @@ import pggan.conv
 import pggan.layers
 import pggan.losses
 from pggan.bench import paper_config, reference_config
-from pggan.data.load import load_images
 from pggan.schedule import Phase
+from pggan.training.setup import run_data
 from pggan.training.trainer import Trainer
 from pggan.util.timing import timeit
 
@@ -43,7 +43,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=2.0, help="per variant and round")
     args = ap.parse_args()
     cfg = paper_config("fp32", args.res, 16) if args.paper else reference_config("fp32")
-    images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)
+    cfg, images = run_data(cfg)
     trainer = Trainer(cfg, images, torch.device("cpu"))
     k = args.res.bit_length() - 1
     ph = Phase(kimg=0, lod=float(cfg.net.resolution_log2 - k), res_log2=k, alpha=1.0, batch=16, g_lr=1e-3, d_lr=1e-3)

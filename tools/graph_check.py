@@ -23,9 +23,9 @@ import sys
 import torch
 
 from pggan.config import set_option, validate
-from pggan.data.load import load_images
 from pggan.presets import get_preset
 from pggan.training.graphs import ReplayBackend
+from pggan.training.setup import run_data
 from pggan.training.trainer import Trainer
 
 CASES = {
@@ -56,7 +56,7 @@ def with_case(cfg, case: str):
 
 def train(cfg, device: torch.device, steps: int, graphs, start_nimg: int):
     """``steps`` steps from ``start_nimg``; graphs None (eager) or a backend ("cuda" for the real one)."""
-    images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)
+    cfg, images = run_data(cfg)
     t = Trainer(cfg, images, device)          # seeds the random numbers: build one trainer at a time
     t.captures = []
     if graphs is not None:

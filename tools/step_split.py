@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from pggan.bench import reference_config
-from pggan.data.load import load_images
 from pggan.flops import conv_flops
 from pggan.schedule import Phase
+from pggan.training.setup import run_data
 from pggan.training.trainer import Trainer
 from pggan.util.timing import timeit
 
@@ -70,7 +70,7 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     args = ap.parse_args()
     cfg = reference_config("fp32")
-    images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)
+    cfg, images = run_data(cfg)
     trainer = Trainer(cfg, images, torch.device("cpu"))
     k = args.res.bit_length() - 1
     ph = Phase(kimg=0, lod=float(cfg.net.resolution_log2 - k), res_log2=k, alpha=1.0, batch=16, g_lr=1e-3, d_lr=1e-3)

@@ -20,13 +20,12 @@ import torch.nn.functional as F
 
 from .config import NetworkConfig, TrainConfig
 from .data.dataset import DatasetWriter, open_dataset
-from .data.load import load_images
 from .flops import count_flops
 from .presets import get_preset
 from .schedule import V2_BATCH, Phase, batch_for, phase_for_level, phase_kimg
 from .training.graphs import WARMUP, graph_support
 from .training.sampler import DataOrder, minibatch
-from .training.setup import resolve_config
+from .training.setup import load_training_data, resolve_config, run_data
 from .training.trainer import Trainer
 from .util.device import configure_cuda, peak_memory_mb, resolve_precision
 from .util.timing import timeit
@@ -113,7 +112,7 @@ def measure_steps(cfg: TrainConfig, device: torch.device, resolutions, seconds: 
 
 def iter_steps(cfg: TrainConfig, device: torch.device, resolutions, seconds: float, fades: bool = True):
     """One result row per resolution and phase, as soon as it is measured."""
-    images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)
+    cfg, images = run_data(cfg)                   # as a run: an unconditional one draws no labels
     trainer, graphed = Trainer(cfg, images, device), graphed_trainer(cfg, images, device)
     tmp = tempfile.TemporaryDirectory()
     stored = on_disk(images, tmp.name)
@@ -251,7 +250,7 @@ def project_run(preset: str, device: torch.device, precision: str, seconds: floa
     cfg.precision, cfg.data, cfg.data_count = precision, "builtin:shapes", 64
     cfg.sched.auto_batch = auto_batch
     configure_cuda(device)
-    images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)
+    images = load_training_data(cfg)
     cfg, notes = resolve_config(cfg, images, device)    # the batches a run of the preset gets on this device
     for note in notes:
         log(note)

@@ -33,6 +33,15 @@ def load_training_data(cfg: TrainConfig) -> ImageSet:
     return images
 
 
+def run_data(cfg: TrainConfig) -> tuple[TrainConfig, ImageSet]:
+    """The images a run of ``cfg`` trains on, and ``cfg`` with its network's classes set from them: what
+    benchmarks and checks build their Trainer from, so that they time and test what a run trains."""
+    images = load_training_data(cfg)
+    cfg = copy.deepcopy(cfg)
+    cfg.net.label_size = images.label_size
+    return cfg, images
+
+
 def check_init_labels(cfg: TrainConfig, images: ImageSet) -> None:
     """A fine-tuned network keeps its classes: the run must have the same ones (``cfg.net`` is the network's)."""
     have, want = cfg.net.label_size, images.label_size
