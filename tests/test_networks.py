@@ -181,6 +181,30 @@ def test_minibatch_stddev_matches_reference_grouping(n):
     assert np.allclose(y, _mbstd_numpy(x.numpy(), 4), atol=1e-5)
 
 
+def _mbstd_plain(x, group):
+    n, c, h, w = x.shape
+    g = min(group, n)
+    y = x.reshape(g, n // g, c, h, w)
+    y = (y - y.mean(dim=0)).square().mean(dim=0).add(1e-8).sqrt().mean(dim=(1, 2, 3))
+    return torch.cat([x, y.reshape(-1, 1, 1, 1).repeat(g, 1, h, w)], dim=1)
+
+
+@pytest.mark.parametrize("n,chunks", [(4, 1), (8, 1), (8, 2), (2, 1)])
+def test_minibatch_stddev_training_node_is_the_formula_to_second_order(n, chunks):
+    """The training path's own backward (one node for the statistic) gives autograd's gradients through
+    the formula, first and second order (the penalties differentiate D twice), and passes gradcheck."""
+    x = (torch.randn(n, 3, 2, 2, dtype=torch.float64) * 2).requires_grad_(True)
+    mine = lambda v: minibatch_stddev(v, 4, chunks)                                        # noqa: E731
+    plain = lambda v: torch.cat([_mbstd_plain(p, 4) for p in v.chunk(chunks)])          # noqa: E731
+    assert torch.autograd.gradcheck(mine, (x,)) and torch.autograd.gradgradcheck(mine, (x,))
+    g = torch.randn(n, 4, 2, 2, dtype=torch.float64)
+    (a,), (b,) = (torch.autograd.grad(f(x), x, g, create_graph=True) for f in (mine, plain))
+    assert torch.allclose(a, b, atol=1e-12)
+    h = torch.randn_like(x)
+    (aa,), (bb,) = (torch.autograd.grad(v, x, h) for v in (a, b))
+    assert torch.allclose(aa, bb, atol=1e-10)
+
+
 def test_minibatch_stddev_refuses_indivisible_batch():
     with pytest.raises(ValueError, match="not divisible by the group size 4"):
         minibatch_stddev(torch.randn(6, 2, 4, 4), 4)
