@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from pggan.api import load_generator, parse_seeds
-from pggan.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+from pggan.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, network_file
 from pggan.cli import main
 from pggan.config import TrainConfig, validate
 from pggan.presets import get_preset
@@ -148,6 +148,22 @@ def test_generate_and_load_generator(tmp_path):
     assert np.array_equal(a.images, b.images)
     t = load_generator(ckpt).generate(seeds=[3], truncate=0.5).tensor
     assert t.shape == (1, 3, 8, 8)
+    # a run directory stands for its final generator, or with --raw (G) for its newest checkpoint
+    r = CliRunner().invoke(main, ["generate", "--network", run, "--seeds", "3-4", "--outdir", str(tmp_path / "d")])
+    assert r.exit_code == 0 and "generator-final.safetensors" in r.output
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "d" / "seed0003.png")), a.images[0])
+    assert network_file(run, need_checkpoint=True) == ckpt and load_generator(run, use_ema=False).source == ckpt
+    results = os.path.join(run, "metric-swd.jsonl")                   # beside the file read
+    before = open(results).read().count("\n") if os.path.isfile(results) else 0
+    r = CliRunner().invoke(main, ["metrics", "--network", run, "--data", "builtin:shapes", "--metrics", "swd", "--num", "64"])
+    assert r.exit_code == 0 and open(results).read().count("\n") == before + 1, r.output
+    os.unlink(os.path.join(run, "generator-final.safetensors"))       # an unfinished run: its newest checkpoint
+    assert load_generator(run).source == ckpt
+    for f in list_checkpoints(run):
+        os.unlink(f)
+    r = CliRunner().invoke(main, ["generate", "--network", run, "--outdir", str(tmp_path / "e")])
+    assert r.exit_code == 1 and "no generator-final.safetensors and no checkpoint-*.pt" in r.output
+    assert "Traceback" not in r.output and not (tmp_path / "e").exists()
 
 
 def test_seed_syntax():

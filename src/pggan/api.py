@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, checkpoint_config, load_checkpoint, load_state, read_generator
+from .checkpoint import CheckpointError, checkpoint_config, load_checkpoint, load_state, network_file, read_generator
 from .classes import ClassPrior, ClassPriorError, parse_class
 from .config import NetworkConfig, TrainConfig
 from .networks import Generator
@@ -187,8 +187,10 @@ def checkpoint_level(ckpt: dict, cfg: TrainConfig) -> tuple[int, float]:
 
 
 def load_generator(path: str, device: str | torch.device = "cpu", use_ema: bool = True) -> LoadedGenerator:
-    """A ready generator from a training checkpoint (.pt, G_ema by default) or an exported .safetensors."""
+    """A ready generator from a training checkpoint (.pt, G_ema by default), an exported .safetensors, or a
+    run directory (its final generator, else its newest checkpoint: :func:`network_file`)."""
     device = torch.device(device)
+    path = network_file(str(path), need_checkpoint=not use_ema)
     res_log2, alpha = None, 1.0
     if str(path).endswith(".safetensors"):
         net, state, meta = read_generator(path)

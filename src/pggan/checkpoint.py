@@ -16,6 +16,7 @@ from .util.errors import PgganError, first_line
 from .util.files import atomic_write, kimg_tag, tagged_files
 
 FORMAT_VERSION = 1
+GENERATOR_FILE = "generator-final.safetensors"     # what a finished run leaves for generate, metrics, export
 
 
 class CheckpointError(PgganError, ValueError):
@@ -77,6 +78,23 @@ def checkpoint_name(nimg: int) -> str:
 def list_checkpoints(run_dir: str) -> list[str]:
     """Checkpoints of a run, oldest first."""
     return [p for _, p in tagged_files(run_dir, "checkpoint-", ".pt")]
+
+
+def network_file(path: str, need_checkpoint: bool = False) -> str:
+    """The network file a command reads for ``path``: the file itself, or for a run directory its final
+    generator, else (a run not finished, or ``need_checkpoint``: G itself or the training state is
+    wanted) its newest checkpoint."""
+    if not os.path.isdir(path):
+        return path
+    final = os.path.join(path, GENERATOR_FILE)
+    if not need_checkpoint and os.path.isfile(final):
+        return final
+    ckpts = list_checkpoints(path)
+    if ckpts:
+        return ckpts[-1]
+    wanted = "no checkpoint-*.pt" if need_checkpoint else f"no {GENERATOR_FILE} and no checkpoint-*.pt"
+    raise CheckpointError(f"'{path}' is a directory with {wanted}; give a run directory that `pggan train` wrote "
+                          f"(after its first snapshot) or a network file (.pt or .safetensors)")
 
 
 def prune_checkpoints(run_dir: str, keep: int) -> None:

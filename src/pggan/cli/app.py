@@ -39,11 +39,18 @@ def main():
     """Progressive Growing of GANs: train, generate, benchmark."""
 
 
+NETWORK_HELP = ("a run directory (its final generator, else its newest checkpoint), a checkpoint (.pt) "
+                "or a generator (.safetensors)")
+
+
 def load_network(network: str, device: str, use_ema: bool = True):
     from ..api import load_generator
     from ..util.device import resolve_device
 
-    return load_generator(network, device=resolve_device(device), use_ema=use_ema)
+    gen = load_generator(network, device=resolve_device(device), use_ema=use_ema)
+    if os.path.isdir(network):
+        click.echo(f"reading {gen.source}", err=True)
+    return gen
 
 
 def progress_bar(total: int, unit: str, **kwargs):

@@ -5,7 +5,7 @@ import os
 
 import click
 
-from .app import friendly_errors, load_network, main, progress_bar
+from .app import NETWORK_HELP, friendly_errors, load_network, main, progress_bar
 
 CLASS_HELP = ("class of a conditional generator: K, 'turn' (seed s: class s mod the classes) or 'prior' "
               "(default: each seed draws its class from the training data's shares)")
@@ -26,13 +26,13 @@ def _parse_grid(text: str) -> tuple[int, int]:
 
 
 @main.command()
-@click.option("--network", required=True, type=click.Path(), help="checkpoint (.pt) or generator (.safetensors)")
+@click.option("--network", required=True, type=click.Path(), help=NETWORK_HELP)
 @click.option("--seeds", default="0-7", show_default=True, help="e.g. 0-99,200")
 @click.option("--outdir", default="out", show_default=True, type=click.Path(file_okay=False))
 @click.option("--grid", is_flag=True, help="write one grid image instead of one file per seed")
 @click.option("--truncate", type=float, default=None, help="redraw latent components beyond +-T")
 @click.option("--class", "class_idx", default=None, help=CLASS_HELP)
-@click.option("--raw", is_flag=True, help="use G instead of G_ema (checkpoints only)")
+@click.option("--raw", is_flag=True, help="use G instead of G_ema (checkpoints only; of a run directory, its newest)")
 @click.option("--device", default="cpu", show_default=True)
 @friendly_errors
 def generate(network, seeds, outdir, grid, truncate, class_idx, raw, device):
@@ -52,7 +52,7 @@ def generate(network, seeds, outdir, grid, truncate, class_idx, raw, device):
 
 
 @main.command()
-@click.option("--network", required=True, type=click.Path(), help="checkpoint (.pt) or generator (.safetensors)")
+@click.option("--network", required=True, type=click.Path(), help=NETWORK_HELP)
 @click.option("--out", default="interpolation.mp4", show_default=True, type=click.Path(dir_okay=False),
               help=".mp4 (H.264) or .gif; with --strip a .png")
 @click.option("--duration", default=10.0, show_default=True, help="seconds")
@@ -127,7 +127,7 @@ def training_video_cmd(run_dir, out, fps, size):
 
 
 @main.command()
-@click.option("--network", required=True, type=click.Path(), help="checkpoint (.pt) or generator (.safetensors)")
+@click.option("--network", required=True, type=click.Path(), help=NETWORK_HELP)
 @click.option("--data", required=True, help="the training data: a dataset, a folder or builtin:NAME")
 @click.option("--seeds", default="0-7", show_default=True, help="generated images to look up, e.g. 0-7")
 @click.option("--k", default=8, show_default=True, help="neighbours per image")
@@ -161,7 +161,7 @@ def neighbors(network, data, seeds, k, space, inception, data_count, class_idx, 
 
 
 @main.command()
-@click.option("--network", required=True, type=click.Path(), help="checkpoint (.pt) or generator (.safetensors)")
+@click.option("--network", required=True, type=click.Path(), help=NETWORK_HELP)
 @click.option("--outdir", default="export", show_default=True, type=click.Path(file_okay=False))
 @click.option("--onnx/--no-onnx", default=True, show_default=True, help="also write an ONNX graph")
 @click.option("--resolution", type=int, help="ONNX output resolution (default: the level the generator was trained to)")
@@ -172,7 +172,7 @@ def export(network, outdir, onnx, resolution):
 
     gen = load_network(network, "cpu")
     os.makedirs(outdir, exist_ok=True)
-    for path in export_safetensors(gen, outdir, {"exported_from": os.path.abspath(network)}):
+    for path in export_safetensors(gen, outdir, {"exported_from": os.path.abspath(gen.source)}):
         click.echo(f"wrote {path}")
     if onnx:
         r = export_onnx(gen, outdir, resolution or gen.resolution)
@@ -203,7 +203,7 @@ def convert_official(pkl, out):
 
 
 @main.command()
-@click.option("--network", required=True, type=click.Path(), help="checkpoint (.pt) or generator (.safetensors)")
+@click.option("--network", required=True, type=click.Path(), help=NETWORK_HELP)
 @click.option("--image", "images", required=True, multiple=True, type=click.Path(dir_okay=False),
               help="an image to project (repeat for several)")
 @click.option("--outdir", default="projected", show_default=True, type=click.Path(file_okay=False))

@@ -7,11 +7,11 @@ import click
 
 from ..util.checks import or_list
 from ..util.device import PRECISIONS, resolve_device, resolve_precision
-from .app import friendly_errors, main, progress_bar
+from .app import NETWORK_HELP, friendly_errors, main, progress_bar
 
 
 @main.command()
-@click.option("--network", required=True, type=click.Path(), help="checkpoint (.pt) or generator (.safetensors)")
+@click.option("--network", required=True, type=click.Path(), help=NETWORK_HELP)
 @click.option("--data", required=True, help="the training data: a dataset, a folder or builtin:NAME")
 @click.option("--metrics", "names", default="swd,msssim", show_default=True,
               help="comma-separated: swd, msssim, fid, is, kid (x1e3), pr (precision and recall)")
@@ -33,10 +33,12 @@ from .app import friendly_errors, main, progress_bar
 def metrics(network, data, names, num, pairs, seed, inception, cache_dir, kid_subsets, kid_subset_size, vgg16, pr_k,
             batch, real_baseline, device):
     """SWD (x1e3 per level), MS-SSIM, FID, Inception Score, KID (x1e3), precision and recall of a generator."""
+    from ..checkpoint import network_file
     from ..metrics.evaluate import MetricOptions, append_results, evaluate_network, format_result
 
     opts = MetricOptions(names, num, pairs, seed, batch, inception, cache_dir, kid_subsets, kid_subset_size, vgg16,
                          pr_k).validate()
+    network = network_file(network)       # a run directory: its results go beside the file read
     total = (num if {"swd", "fid", "is", "kid", "pr"} & set(opts.names) else 0) + (2 * pairs if "msssim" in opts.names else 0)
     bars = []                               # opened at the first image: nothing is shown before the work starts
 

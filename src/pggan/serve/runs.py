@@ -5,7 +5,7 @@ import json
 import os
 import time
 
-from ..checkpoint import list_checkpoints
+from ..checkpoint import GENERATOR_FILE, list_checkpoints
 from ..training.rundir import RUN_RE
 from ..util.files import tagged_files
 
@@ -60,7 +60,7 @@ def run_summary(path: str, now: float | None = None) -> dict:
     log = os.path.join(path, "log.txt")
     # a run just created has its options but no log yet: its age counts from the options (finite, so JSON)
     age = now - os.path.getmtime(log if os.path.isfile(log) else os.path.join(path, "training_options.json"))
-    finished = os.path.isfile(os.path.join(path, "generator-final.safetensors"))
+    finished = os.path.isfile(os.path.join(path, GENERATOR_FILE))
     status = "finished" if finished else "training" if age < GROWING_S else "interrupted"
     rate = last.get("img_per_s")
     kimg = last.get("kimg", 0.0)
@@ -83,6 +83,6 @@ def run_detail(path: str, log_lines: int = 40) -> dict:
 def networks_of(path: str) -> list[str]:
     """The generators of a run the explorer can open: generator-final, then checkpoints, newest first."""
     out = []
-    if os.path.isfile(os.path.join(path, "generator-final.safetensors")):
-        out.append("generator-final.safetensors")
+    if os.path.isfile(os.path.join(path, GENERATOR_FILE)):
+        out.append(GENERATOR_FILE)
     return out + [os.path.basename(p) for p in reversed(list_checkpoints(path))]

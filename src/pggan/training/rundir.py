@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from ..checkpoint import checkpoint_name, list_checkpoints, prune_checkpoints, save_checkpoint, save_generator
+from ..checkpoint import GENERATOR_FILE, checkpoint_name, list_checkpoints, prune_checkpoints, save_checkpoint, save_generator
 from ..config import NetworkConfig, TrainConfig
 from ..metrics.evaluate import append_results
 from ..util.files import append_jsonl, atomic_write, kimg_tag, truncate_jsonl
@@ -133,7 +133,7 @@ class RunDir:
         return path
 
     def write_generator(self, G_ema, net: NetworkConfig, extra: dict) -> str:
-        path = self.file("generator-final.safetensors")
+        path = self.file(GENERATOR_FILE)
         save_generator(path, G_ema, net, extra)
         return path
 
