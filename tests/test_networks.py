@@ -152,12 +152,25 @@ def test_pixel_norm_training_node_is_the_formula(shape, channels_last):
         assert pixel_norm(x).is_contiguous(memory_format=torch.channels_last)
 
 
-def test_pixel_norm_reduced_precision_keeps_dtype():
-    x = torch.randn(2, 8, 3, 3).bfloat16().requires_grad_(True)
+def test_pixel_norm_reduced_precision_keeps_dtype_and_accuracy():
+    """A bf16 activation is normalized without an fp32 copy, to within bf16's own rounding of the exact
+    values: output and gradient against the formula in fp64."""
+    x64 = (torch.randn(4, 64, 6, 6, dtype=torch.float64) * 3).contiguous(memory_format=torch.channels_last)
+    g64 = torch.randn_like(x64)
+    x = x64.bfloat16().requires_grad_(True)
     y = pixel_norm(x)
-    assert y.dtype == torch.bfloat16
-    y.float().sum().backward()
+    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last)
+    y.backward(g64.bfloat16())
     assert x.grad.dtype == torch.bfloat16
+    exact = x.detach().double().requires_grad_(True)
+    y_ref = _pixel_norm_plain(exact)
+    grad_ref, = torch.autograd.grad(y_ref, exact, g64.bfloat16().double())
+    ulp = 2.0 ** -8                                   # bf16's spacing relative to a value
+    assert ((y.double() - y_ref).abs() <= 2 * ulp * y_ref.abs() + 1e-6).all()
+    rounding = (grad_ref - grad_ref.bfloat16().double()).norm() / grad_ref.norm()
+    assert (x.grad.double() - grad_ref).norm() / grad_ref.norm() < 3 * rounding
+    with torch.no_grad():
+        assert torch.equal(pixel_norm(x), y)
 
 
 def _mbstd_numpy(x, group):

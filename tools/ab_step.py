@@ -3,6 +3,7 @@ the machine's drift hits both alike (this VM's clock moves by ~10 % between runs
 
     python tools/ab_step.py scale-output --res 4 --paper        # equalized LR: scale the output, not the weight
     python tools/ab_step.py double-backward-convs --res 32      # conv.py's kernels in the penalty pass
+    python tools/ab_step.py pixel-norm --res 32 --precision bf16  # bf16 pixel norm off: on an fp32 copy
 
 '--all-sizes' applies double-backward-convs below conv.MIN_SIZE too (to re-measure that threshold).
 """
@@ -14,6 +15,7 @@ import torch
 import pggan.conv
 import pggan.layers
 import pggan.losses
+import pggan.networks
 from pggan.bench import paper_config, reference_config
 from pggan.schedule import Phase
 from pggan.training.setup import run_data
@@ -22,7 +24,9 @@ from pggan.util.timing import timeit
 
 
 def switch(feature: str, on: bool, all_sizes: bool) -> None:
-    if feature == "scale-output":
+    if feature == "pixel-norm":
+        pggan.networks.pixel_norm = ORIGINAL["pixel_norm"] if on else _pixel_norm_fp32
+    elif feature == "scale-output":
         pggan.layers._scale_output = ORIGINAL["scale"] if on else (lambda output_numel, weight_numel: False)
     else:
         pggan.losses.double_backward_convs = ORIGINAL["dbc"] if on else contextlib.nullcontext
@@ -30,19 +34,25 @@ def switch(feature: str, on: bool, all_sizes: bool) -> None:
 
 
 ORIGINAL = {"scale": pggan.layers._scale_output, "dbc": pggan.losses.double_backward_convs,
-            "min_size": pggan.conv.MIN_SIZE}
+            "min_size": pggan.conv.MIN_SIZE, "pixel_norm": pggan.networks.pixel_norm}
+
+
+def _pixel_norm_fp32(x, eps=1e-8):
+    """Pixel norm on an fp32 copy of a reduced-precision activation, cast back (the feature off)."""
+    return pggan.layers.pixel_norm(pggan.layers.at_least_fp32(x), eps).to(x.dtype)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("feature", choices=("scale-output", "double-backward-convs"))
+    ap.add_argument("feature", choices=("scale-output", "double-backward-convs", "pixel-norm"))
     ap.add_argument("--res", type=int, default=4, choices=(4, 8, 16, 32, 64))
     ap.add_argument("--paper", action="store_true", help="the paper's widths instead of the reference network")
     ap.add_argument("--all-sizes", action="store_true")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--seconds", type=float, default=2.0, help="per variant and round")
     args = ap.parse_args()
-    cfg = paper_config("fp32", args.res, 16) if args.paper else reference_config("fp32")
+    cfg = paper_config(args.precision, args.res, 16) if args.paper else reference_config(args.precision)
     cfg, images = run_data(cfg)
     trainer = Trainer(cfg, images, torch.device("cpu"))
     k = args.res.bit_length() - 1
@@ -52,7 +62,7 @@ def main():
         for on in (True, False):
             switch(args.feature, on, args.all_sizes)
             times[on].append(timeit(lambda: trainer.step(ph), args.seconds, min_iters=2)[0])
-    name = "paper widths" if args.paper else "reference network"
+    name = ("paper widths" if args.paper else "reference network") + f" ({args.precision})"
     for on in (True, False):
         t = sorted(times[on])
         print(f"{name} {args.res}x{args.res}, {args.feature} {'on ' if on else 'off'}: "
