@@ -80,11 +80,11 @@ def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
 def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Normalize the feature vector of every pixel (dim 1) to unit RMS (section 4.2).
 
-    The statistic is computed in fp32 whatever the input's dtype (exact under bf16/fp16 autocast) and
-    applied in the input's dtype: a bf16 output is within two roundings of the exact one, and costs no
-    fp32 copy of the activation and cast back. The channels
-    are moved last for the reduction (contiguous in channels_last); in training a single autograd node
-    holds the output and the factor, and its backward is one expression.
+    The statistic is computed in fp32 whatever the input's dtype and applied in the input's dtype, so
+    under bf16 the output and the backward's products are bf16 passes (within two roundings of the
+    exact output), not fp32 ones cast back. The channels are moved last for the reduction (contiguous
+    in channels_last); in training a single autograd node holds the output and the factor, and its
+    backward is one expression.
     """
     if torch.compiler.is_compiling():   # in fp32: the compiler fuses the casts away
         return _pixel_norm_last(at_least_fp32(x).movedim(1, -1), eps)[0].movedim(-1, 1).to(x.dtype)
