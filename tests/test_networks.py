@@ -1,3 +1,4 @@
+import copy
 import math
 
 import numpy as np
@@ -6,7 +7,17 @@ import torch
 import torch.nn.functional as F
 
 from pggan.config import NetworkConfig
-from pggan.layers import EqualizedConv2d, EqualizedLinear, downsample2x, fade_images, minibatch_stddev, pixel_norm, upsample2x
+from pggan.layers import (
+    EqualizedConv2d,
+    EqualizedLinear,
+    downsample2x,
+    fade_images,
+    flatten_channel_major,
+    like_weight,
+    minibatch_stddev,
+    pixel_norm,
+    upsample2x,
+)
 from pggan.networks import Discriminator, Generator, count_params
 from pggan.presets import get_preset
 from pggan.schedule import lod_to_level
@@ -216,6 +227,39 @@ def test_minibatch_stddev_training_node_is_the_formula_to_second_order(n, chunks
     h = torch.randn_like(x)
     (aa,), (bb,) = (torch.autograd.grad(v, x, h) for v in (a, b))
     assert torch.allclose(aa, bb, atol=1e-10)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_flatten_channel_major_is_flatten_with_gradients_in_the_input_layout(channels_last):
+    """D's head flattens channel-major whatever the layout, to any order of differentiation, and sends
+    its gradient back in the layout of its input (mixed layouts put the leaky ReLU before it on a slow path)."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(3, 5, 4, 4, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_(True)
+    y = flatten_channel_major(x)
+    assert torch.equal(y, x.detach().flatten(1))
+    (g,) = torch.autograd.grad((y * torch.arange(80.0, dtype=torch.float64)).sum(), x)
+    assert g.is_contiguous(memory_format=layout)
+    assert torch.equal(g, torch.arange(80.0, dtype=torch.float64).reshape(1, 5, 4, 4).expand(3, -1, -1, -1))
+    f = lambda v: flatten_channel_major(v).square()                                     # noqa: E731
+    assert torch.autograd.gradcheck(f, (x,)) and torch.autograd.gradgradcheck(f, (x,))
+
+
+def test_like_weight_takes_the_layout_of_a_conv_weight():
+    x = torch.randn(2, 8, 4, 4)
+    cl = EqualizedConv2d(8, 8, 3).to(memory_format=torch.channels_last).weight
+    assert like_weight(x, cl).is_contiguous(memory_format=torch.channels_last) and not like_weight(x, cl).is_contiguous()
+    assert like_weight(x, EqualizedConv2d(8, 8, 3).weight).is_contiguous()
+    assert torch.equal(like_weight(x, cl), x)
+
+
+def test_networks_give_the_same_results_in_either_layout():
+    G, D = _nets()
+    G_cl, D_cl = (copy.deepcopy(m).to(memory_format=torch.channels_last) for m in (G, D))
+    z = torch.randn(8, SMALL.z_dim)
+    for k in (2, 3):
+        img = G(z, None, k)
+        assert torch.allclose(G_cl(z, None, k), img, atol=1e-5)
+        assert torch.allclose(D_cl(img.contiguous(memory_format=torch.channels_last), k), D(img, k), atol=1e-5)
 
 
 def test_minibatch_stddev_refuses_indivisible_batch():

@@ -1,9 +1,9 @@
 """Where a training step's time goes, by kernel: the reference network's step at one resolution, every
 aten call counted and timed (forward convolutions, input gradients, weight gradients, everything else), with the
-FLOPs and GFLOP/s of each kind; then the three 3x3 convolution kernels on their own, on all threads and
-on one.
+FLOPs and GFLOP/s of each kind, and the slowest other calls; then the three 3x3 convolution kernels on
+their own, on all threads and on one, in the step's precision.
 
-    python tools/step_split.py [--res 32] [--steps 5]
+    python tools/step_split.py [--res 32] [--steps 5] [--precision fp32|bf16]
 """
 import argparse
 import collections
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from pggan.bench import reference_config
+from pggan.bench import DTYPES, reference_config
 from pggan.flops import conv_flops
 from pggan.schedule import Phase
 from pggan.training.setup import run_data
@@ -30,6 +30,7 @@ class KernelTimer(TorchDispatchMode):
         super().__init__()
         self.seconds = collections.defaultdict(float)
         self.flops = collections.defaultdict(float)
+        self.others = collections.defaultdict(float)         # seconds per aten call outside the convolutions
         self.calls = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -37,7 +38,9 @@ class KernelTimer(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         dt = time.perf_counter() - start
         kind, flops = "other (element-wise, matmul, optimizer)", 0
-        if func.overloadpacket is aten.convolution:
+        if func.overloadpacket is aten._to_copy:
+            kind = "dtype casts (autocast)"
+        elif func.overloadpacket is aten.convolution:
             kind, flops = "conv forward", conv_flops(args[0].shape, args[1].shape, out.shape, bool(args[6]))
         elif func.overloadpacket is aten.convolution_backward:
             grad_out, x, w, mask = args[0], args[1], args[2], args[10]
@@ -45,15 +48,17 @@ class KernelTimer(TorchDispatchMode):
                 (mask[0], mask[1]), "conv input + weight gradients")
             flops = conv_flops(x.shape, w.shape, grad_out.shape, bool(args[7])) * (int(mask[0]) + int(mask[1]))
         self.seconds[kind] += dt
+        if not kind.startswith("conv"):
+            self.others[func.overloadpacket.__name__] += dt
         self.flops[kind] += flops
         self.calls += 1
         return out
 
 
-def kernels(n=16, c=128, r=32):
+def kernels(dtype, n=16, c=128, r=32):
     cl = torch.channels_last
-    x, g = (torch.randn(n, c, r, r).contiguous(memory_format=cl) for _ in range(2))
-    w = torch.randn(c, c, 3, 3).contiguous(memory_format=cl)
+    x, g = (torch.randn(n, c, r, r).to(dtype).contiguous(memory_format=cl) for _ in range(2))
+    w = torch.randn(c, c, 3, 3).to(dtype).contiguous(memory_format=cl)
     flops = 2 * n * c * c * 9 * r * r
 
     def bwd(mask):
@@ -68,8 +73,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--res", type=int, default=32, choices=(4, 8, 16, 32))
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     args = ap.parse_args()
-    cfg = reference_config("fp32")
+    cfg = reference_config(args.precision)
     cfg, images = run_data(cfg)
     trainer = Trainer(cfg, images, torch.device("cpu"))
     k = args.res.bit_length() - 1
@@ -85,16 +91,18 @@ def main():
         for _ in range(args.steps):
             trainer.step(ph)
     total = sum(timer.seconds.values())
-    print(f"reference network, {args.res}x{args.res}, batch 16: {plain * 1e3:.0f} ms per step "
+    print(f"reference network ({args.precision}), {args.res}x{args.res}, batch 16: {plain * 1e3:.0f} ms per step "
           f"({total / args.steps * 1e3:.0f} ms in {timer.calls / args.steps:.0f} timed aten calls)")
     for kind, s in sorted(timer.seconds.items(), key=lambda kv: -kv[1]):
         gf = timer.flops[kind] / s / 1e9 if timer.flops[kind] else float("nan")
         print(f"  {kind:<42}{100 * s / total:5.1f} %  {timer.flops[kind] / args.steps / 1e9:7.2f} GFLOP  {gf:6.0f} GFLOP/s")
+    slowest = sorted(timer.others.items(), key=lambda kv: -kv[1])[:6]
+    print("  slowest other calls: " + ", ".join(f"{name} {100 * s / total:.1f} %" for name, s in slowest))
     threads = torch.get_num_threads()
     for t in sorted({threads, 1}, reverse=True):
         torch.set_num_threads(t)
-        speeds = kernels()
-        print(f"3x3 kernels, batch 16, 128 maps, 32x32, {t} thread(s): "
+        speeds = kernels(DTYPES[args.precision])
+        print(f"3x3 kernels ({args.precision}), batch 16, 128 maps, 32x32, {t} thread(s): "
               + ", ".join(f"{name} {v:.0f}" for name, v in speeds.items()) + " GFLOP/s")
     torch.set_num_threads(threads)
 

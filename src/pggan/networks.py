@@ -12,7 +12,19 @@ import torch.nn.functional as F
 
 from .config import NetworkConfig
 from .conv import conv2d
-from .layers import SQRT2, EqualizedConv2d, EqualizedLinear, downsample2x, fading, lerp, minibatch_stddev, pixel_norm, upsample2x
+from .layers import (
+    SQRT2,
+    EqualizedConv2d,
+    EqualizedLinear,
+    downsample2x,
+    fading,
+    flatten_channel_major,
+    lerp,
+    like_weight,
+    minibatch_stddev,
+    pixel_norm,
+    upsample2x,
+)
 
 
 class _GNormAct(nn.Module):
@@ -61,7 +73,7 @@ class GInput(nn.Module):
         self.post1 = _GNormAct(cfg, ch)
 
     def forward(self, z):
-        x = self.dense(z).reshape(-1, self.ch, 4, 4)   # channel-major, as the reference
+        x = like_weight(self.dense(z).reshape(-1, self.ch, 4, 4), self.conv.weight)   # channel-major, as the reference
         x = self.post0(x + self.bias.reshape(1, -1, 1, 1).to(x.dtype))
         return self.post1(self.conv(x))
 
@@ -169,7 +181,7 @@ class DHead(nn.Module):
         if self.group:
             x = minibatch_stddev(x, self.group, chunks)
         x = self.conv(x, noise)
-        x = x.flatten(1)                                 # [N, C*4*4], channel-major
+        x = flatten_channel_major(x)                     # [N, C*4*4]
         if _noisy(noise):
             x = x * (1.0 + noise * torch.randn_like(x))
         x = self.dense0(x)
