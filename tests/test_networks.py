@@ -369,3 +369,27 @@ def test_discriminator_chunks_keep_separate_minibatch_statistics():
     both = D(torch.cat([a, b]), 4, 0.5, chunks=2)
     assert torch.allclose(both, torch.cat([D(a, 4, 0.5), D(b, 4, 0.5)]), atol=1e-5)
     assert not torch.allclose(D(torch.cat([a, b]), 4, 0.5), both, atol=1e-3)
+
+
+def test_minibatch_stddev_avoids_mkl_sqrt():
+    """torch.sqrt on the CPU runs MKL's vsSqrt, which on some VMs now and then returned 12-bit results on
+    one thread (the same run, repeated, then differed); the statistic takes PyTorch's own rsqrt instead,
+    and stays the biased std to fp64 rounding."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Calls(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.add(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    x = (torch.randn(8, 5, 3, 3, dtype=torch.float64) * 2).requires_grad_(True)
+    calls = Calls()
+    with calls:
+        y = minibatch_stddev(x, 4)
+        torch.autograd.grad(y.sum(), x, create_graph=True)
+    assert "sqrt" not in calls.names
+    assert torch.allclose(y[:, -1], _mbstd_plain(x.detach(), 4)[:, -1], rtol=1e-15, atol=0)

@@ -39,7 +39,7 @@ class KernelTimer(TorchDispatchMode):
         dt = time.perf_counter() - start
         kind, flops = "other (element-wise, matmul, optimizer)", 0
         if func.overloadpacket is aten._to_copy:
-            kind = "dtype casts (autocast)"
+            kind = "dtype casts (autocast, the data)"
         elif func.overloadpacket is aten.convolution:
             kind, flops = "conv forward", conv_flops(args[0].shape, args[1].shape, out.shape, bool(args[6]))
         elif func.overloadpacket is aten.convolution_backward:

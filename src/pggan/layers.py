@@ -154,7 +154,10 @@ def _group_std(y: torch.Tensor) -> torch.Tensor:
 
 def _centred_std(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     d = y - y.mean(dim=0)
-    return d, (d.square().mean(dim=0) + 1e-8).sqrt()   # [G, M, C, H, W], [M, C, H, W]
+    var = d.square().mean(dim=0) + 1e-8
+    # not torch.sqrt: on the CPU it runs MKL's vsSqrt, which on some VMs returned 12-bit results on one
+    # thread now and then (a run then differs from the same run repeated); rsqrt is PyTorch's own kernel
+    return d, var * torch.rsqrt(var)                     # [G, M, C, H, W], [M, C, H, W]
 
 
 class _GroupStd(torch.autograd.Function):
@@ -178,12 +181,16 @@ class _GroupStd(torch.autograd.Function):
         return d_over_s * (g.reshape(1, -1, 1, 1, 1) / (y[0, 0].numel() * len(y)))
 
 
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.channels_last if cl else torch.contiguous_format
+
+
 def like_weight(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``x`` in the memory format of a conv ``weight`` (the network's: channels_last or not), so that the
-    element-wise kernels before and after the conv, forward and backward, see one layout (mixed layouts
-    run on a slow path: a leaky ReLU's backward at 4x4 took 8x as long)."""
-    cl = weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
-    return x.contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+    element-wise kernels before and after the conv, forward and backward, see one layout (on mixed
+    layouts they take a slower, strided path)."""
+    return x.contiguous(memory_format=_layout(weight))
 
 
 def flatten_channel_major(x: torch.Tensor) -> torch.Tensor:
@@ -197,8 +204,7 @@ class _ChannelMajorFlatten(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x):
-        cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-        ctx.shape, ctx.layout = x.shape, torch.channels_last if cl else torch.contiguous_format
+        ctx.shape, ctx.layout = x.shape, _layout(x)
         return x.reshape(len(x), -1)
 
     @staticmethod
