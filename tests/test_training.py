@@ -447,3 +447,40 @@ def test_ema_skips_only_what_it_would_leave_as_it_is(tmp_path):
         tuned.step()
     assert tuned.phase().res_log2 == 2 and all(tuned._ema_live)
     assert not torch.equal(top, before)
+
+
+def test_no_leaky_relu_runs_on_mixed_memory_layouts(tmp_path):
+    """With channels_last (the default) every leaky ReLU of a training step, forward and backward, at 4x4,
+    in a fade and at 16x16, sees one layout: mixed layouts put the element-wise kernels on a slow path
+    (G's dense output and D's flatten used to be NCHW between channels_last layers)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from pggan.data.load import load_images
+    from pggan.training.trainer import Trainer
+
+    def layouts(args):
+        maps = [a for a in args if isinstance(a, torch.Tensor) and a.dim() == 4 and a.shape[1] > 1 and a[0, 0].numel() > 1]
+        return {a.is_contiguous(memory_format=torch.channels_last) for a in maps}
+
+    class Mixed(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen, self.mixed = 0, []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket.__name__.startswith("leaky_relu"):
+                self.seen += 1
+                if len(layouts(args)) > 1:
+                    self.mixed.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    cfg = tiny_config(tmp_path)
+    assert cfg.channels_last
+    t = Trainer(cfg, load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed),
+                torch.device("cpu"))
+    mode = Mixed()
+    for kimg in (0.1, 0.3, 10.0):
+        t.cur_nimg = int(kimg * 1000)
+        with mode:
+            t.step()
+    assert mode.seen > 50 and not mode.mixed, mode.mixed
