@@ -30,6 +30,13 @@ def test_training_step_flops_include_the_double_backward():
     # D step ~ 2 fwd + 2x2 bwd + penalty (fwd, grad, double backward ~6 fwd); G step adds ~3-4 more D fwds
     assert 10 * fwd / 16 < per_img < 20 * fwd / 16 + 6 * fwd
     assert rows[0]["img_per_s"] > 0 and rows[0]["loader_img_per_s"] > 0
+    # G and D forwards, their backwards, the penalty's double backward, two Adam steps and the EMA
+    assert 200 < rows[0]["ops"] < 2000
+
+
+def test_op_count_counts_computing_calls_not_views():
+    x = torch.randn(4, 6)
+    assert count_flops(lambda: (x + 1).view(-1).t().mul(2).reshape(2, 12)[0].sum())["ops"] == 3
 
 
 def test_bench_cli_validates_its_options():

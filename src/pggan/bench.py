@@ -3,7 +3,7 @@
 Measures, in one process: the 3x3 convolution peak (fp32 and bf16, channels_last), the training
 step's images/s at each resolution in a stabilise and a fade phase, the FLOPs one step executes
 (counted by :mod:`pggan.flops`), achieved GFLOP/s and its share of the peak, the step's fixed cost
-(what does not shrink with the batch), peak memory and the data loader's images/s at the same level,
+(what does not shrink with the batch) and number of operations, peak memory and the data loader's images/s at the same level,
 reading a memory-mapped dataset with mirroring on. On a CUDA GPU every step is measured twice, eager
 and replayed as a CUDA graph (training/graphs.py). ``project_run`` times every phase of a preset and
 sums kimg x sec/kimg into the run's length on this device.
@@ -121,7 +121,8 @@ def iter_steps(cfg: TrainConfig, device: torch.device, resolutions, seconds: flo
             ph = phase_for_level(res, alpha, cfg.sched.batch_base, cfg.sched, cfg.net.resolution)
             step = _step_fn(trainer, ph, device)
             trainer.compiled(False)              # FLOPs are counted on the eager ops (compiled kernels hide them)
-            flops = count_flops(step)["total"]
+            counted = count_flops(step)
+            flops = counted["total"]
             trainer.compiled(cfg.compile)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
@@ -131,7 +132,7 @@ def iter_steps(cfg: TrainConfig, device: torch.device, resolutions, seconds: flo
             load_dt, _ = timeit(lambda: minibatch(stored, order, ph.batch, res, device), min(seconds, 0.3), 5)
             row = {"resolution": res, "phase": "stabilise" if alpha == 1.0 else "fade", "batch": ph.batch,
                    "img_per_s": ph.batch / dt, "gflop_per_img": flops / ph.batch / 1e9,
-                   "gflops": flops / dt / 1e9, "steps_timed": n, "mem_mb": mem,
+                   "gflops": flops / dt / 1e9, "ops": counted["ops"], "steps_timed": n, "mem_mb": mem,
                    "loader_img_per_s": ph.batch / load_dt}
             if alpha == 1.0 and ph.batch % 4 == 0:
                 row["fixed_ms"] = fixed_step_cost(trainer, ph, dt, seconds / 2, device) * 1e3
@@ -212,14 +213,14 @@ def run_bench(device: torch.device, precisions=("fp32", "bf16"), paper_max_res: 
 
 
 HEADER = (f"{'network':<10}{'prec':<6}{'res':>5} {'phase':<10}{'batch':>6}{'img/s':>9}{'GFLOP/img':>11}"
-          f"{'GFLOP/s':>9}{'%peak':>7}{'%bound':>8}{'fixed ms':>10}{'mem MB':>9}{'loader img/s':>14}")
+          f"{'GFLOP/s':>9}{'%peak':>7}{'%bound':>8}{'fixed ms':>10}{'ops':>6}{'mem MB':>9}{'loader img/s':>14}")
 GRAPH_HEADER = f"{'graph img/s':>13}{'graph %peak':>13}{'graph fixed ms':>16}"
 
 
 def format_row(r: dict) -> str:
     line = (f"{r['network']:<10}{r['precision']:<6}{r['resolution']:>5} {r['phase']:<10}{r['batch']:>6}"
             f"{r['img_per_s']:>9.1f}{r['gflop_per_img']:>11.2f}{r['gflops']:>9.1f}{100 * r['peak_fraction']:>6.0f}%"
-            f"{100 * r['bound_fraction']:>7.0f}%{_fixed(r):>10}{r['mem_mb']:>9.0f}"
+            f"{100 * r['bound_fraction']:>7.0f}%{_fixed(r):>10}{r['ops']:>6}{r['mem_mb']:>9.0f}"
             f"{r['loader_img_per_s']:>14.0f}")
     if "graph_img_per_s" in r:
         graph_share = r["peak_fraction"] * r["graph_img_per_s"] / r["img_per_s"]

@@ -5,6 +5,8 @@ torch's FlopCounterMode does not follow the gradient penalty's double backward, 
 the aten level ourselves: every ``convolution`` and ``convolution_backward`` (per requested
 output) and every matrix product is priced from its operand shapes (one multiply-add = 2 FLOPs).
 Elementwise work is not counted; it is small beside the convolutions and is reported as time.
+Every aten call that computes (views excluded) is counted too: a step's number of kernels, which bounds
+it where each kernel is small (a GPU launching them one by one, or a CPU step at 4x4).
 """
 from __future__ import annotations
 
@@ -28,10 +30,12 @@ class FlopCounter(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.flops = {"conv": 0, "matmul": 0}
+        self.ops = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        self.ops += func.namespace == "aten" and not func.is_view
         pkt = func.overloadpacket
         if pkt is aten.convolution:
             x, w, transposed = args[0], args[1], bool(args[6])
@@ -55,7 +59,7 @@ class FlopCounter(TorchDispatchMode):
 
 
 def count_flops(fn) -> dict:
-    """Run ``fn()`` once under the counter; returns {'conv': ..., 'matmul': ..., 'total': ...}."""
+    """Run ``fn()`` once under the counter; returns {'conv': ..., 'matmul': ..., 'total': ..., 'ops': ...}."""
     with FlopCounter() as c:
         fn()
-    return dict(c.flops, total=c.total)
+    return dict(c.flops, total=c.total, ops=c.ops)
