@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from pggan.config import NetworkConfig
 from pggan.layers import (
@@ -371,25 +372,48 @@ def test_discriminator_chunks_keep_separate_minibatch_statistics():
     assert not torch.allclose(D(torch.cat([a, b]), 4, 0.5), both, atol=1e-3)
 
 
+class AtenCalls(TorchDispatchMode):
+    """Records (aten op, elements of its first output) of every call."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        first = out[0] if isinstance(out, (tuple, list)) else out
+        self.calls.append((func.overloadpacket.__name__, first.numel() if isinstance(first, torch.Tensor) else 0))
+        return out
+
+    @property
+    def names(self) -> set[str]:
+        return {name for name, _ in self.calls}
+
+
 def test_minibatch_stddev_avoids_mkl_sqrt():
     """torch.sqrt on the CPU runs MKL's vsSqrt, which on some VMs now and then returned 12-bit results on
     one thread (the same run, repeated, then differed); the statistic takes PyTorch's own rsqrt instead,
     and stays the biased std to fp64 rounding."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Calls(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.names = set()
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.names.add(func.overloadpacket.__name__)
-            return func(*args, **(kwargs or {}))
-
     x = (torch.randn(8, 5, 3, 3, dtype=torch.float64) * 2).requires_grad_(True)
-    calls = Calls()
+    calls = AtenCalls()
     with calls:
         y = minibatch_stddev(x, 4)
         torch.autograd.grad(y.sum(), x, create_graph=True)
     assert "sqrt" not in calls.names
     assert torch.allclose(y[:, -1], _mbstd_plain(x.detach(), 4)[:, -1], rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_dense_layer_makes_no_pass_over_its_weight_to_scale_it(bias):
+    """With a small batch the equalized-LR constant goes on the output, forward and backward: the only
+    weight-sized calls are the matmul of the weight's gradient and views (addmm's alpha would add an
+    element-wise pass over the gradient, a weight-sized memory pass in every backward)."""
+    lin = EqualizedLinear(256, 64, bias=bias)
+    x = torch.randn(4, 256, requires_grad=True)
+    calls = AtenCalls()
+    with calls:
+        y = lin(x)
+        torch.autograd.grad(y.square().sum(), [x, lin.weight])
+    weight_sized = {name for name, numel in calls.calls if numel == lin.weight.numel()}
+    assert weight_sized <= {"mm", "t", "view", "transpose", "permute"}, weight_sized
+    assert "mm" in weight_sized

@@ -5,6 +5,7 @@ the machine's drift hits both alike (this VM's clock moves by ~10 % between runs
     python tools/ab_step.py double-backward-convs --res 32      # conv.py's kernels in the penalty pass
     python tools/ab_step.py pixel-norm --res 32 --precision bf16  # bf16 pixel norm off: on an fp32 copy
     python tools/ab_step.py layouts --res 4                     # off: G's dense output and D's flatten in NCHW
+    python tools/ab_step.py dense-scale --res 4                 # off: D's dense layers as addmm(.., alpha=scale)
 
 '--all-sizes' applies double-backward-convs below conv.MIN_SIZE too (to re-measure that threshold).
 """
@@ -30,6 +31,8 @@ def switch(feature: str, on: bool, all_sizes: bool) -> None:
         pggan.networks.flatten_channel_major = ORIGINAL["flatten"] if on else (lambda x: x.flatten(1))
     elif feature == "pixel-norm":
         pggan.networks.pixel_norm = ORIGINAL["pixel_norm"] if on else _pixel_norm_fp32
+    elif feature == "dense-scale":
+        pggan.layers.EqualizedLinear.forward = ORIGINAL["linear"] if on else _linear_addmm
     elif feature == "scale-output":
         pggan.layers._scale_output = ORIGINAL["scale"] if on else (lambda output_numel, weight_numel: False)
     else:
@@ -39,7 +42,15 @@ def switch(feature: str, on: bool, all_sizes: bool) -> None:
 
 ORIGINAL = {"scale": pggan.layers._scale_output, "dbc": pggan.losses.double_backward_convs,
             "min_size": pggan.conv.MIN_SIZE, "pixel_norm": pggan.networks.pixel_norm,
-            "like_weight": pggan.networks.like_weight, "flatten": pggan.networks.flatten_channel_major}
+            "like_weight": pggan.networks.like_weight, "flatten": pggan.networks.flatten_channel_major,
+            "linear": pggan.layers.EqualizedLinear.forward}
+
+
+def _linear_addmm(self, x):
+    """The dense layer with a bias as one addmm with alpha=scale (the feature off)."""
+    if self.bias is None:
+        return ORIGINAL["linear"](self, x)
+    return torch.addmm(self.bias, x, self.weight.t(), alpha=self.scale)
 
 
 def _pixel_norm_fp32(x, eps=1e-8):
@@ -49,7 +60,8 @@ def _pixel_norm_fp32(x, eps=1e-8):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("feature", choices=("scale-output", "double-backward-convs", "pixel-norm", "layouts"))
+    ap.add_argument("feature", choices=("scale-output", "double-backward-convs", "pixel-norm", "layouts",
+                                           "dense-scale"))
     ap.add_argument("--res", type=int, default=4, choices=(4, 8, 16, 32, 64))
     ap.add_argument("--paper", action="store_true", help="the paper's widths instead of the reference network")
     ap.add_argument("--all-sizes", action="store_true")

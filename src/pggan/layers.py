@@ -33,7 +33,9 @@ class EqualizedConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
-        if self.scale == 1.0 or not _scale_output(n * h * w * len(self.weight), self.weight.numel()):
+        if self.scale == 1.0:
+            return conv2d(x, self.weight, self.bias)
+        if not _scale_output(n * h * w * len(self.weight), self.weight.numel()):
             return conv2d(x, self.weight * self.scale, self.bias)
         y = conv2d(x, self.weight)   # [N, C_out, H, W]: no more values than the weight
         return y * self.scale if self.bias is None else torch.add(_as_map(self.bias, y), y, alpha=self.scale)
@@ -53,11 +55,11 @@ class EqualizedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.scale == 1.0:
             return F.linear(x, self.weight, self.bias)
-        if self.bias is not None:    # one fused op: bias + scale * (x @ W^T)
-            return torch.addmm(self.bias, x, self.weight.t(), alpha=self.scale)
-        if _scale_output(x.shape[0] * len(self.weight), self.weight.numel()):
-            return F.linear(x, self.weight) * self.scale
-        return F.linear(x, self.weight * self.scale)
+        if not _scale_output(x.shape[0] * len(self.weight), self.weight.numel()):
+            return F.linear(x, self.weight * self.scale, self.bias)
+        # not addmm(.., alpha=scale): its backward scales the weight's gradient, a full pass over it
+        y = F.linear(x, self.weight)   # [N, out]: no more values than the weight
+        return y * self.scale if self.bias is None else torch.add(self.bias.to(y.dtype), y, alpha=self.scale)
 
 
 def _scale_output(output_numel: int, weight_numel: int) -> bool:
