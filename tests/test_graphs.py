@@ -91,12 +91,18 @@ def test_static_buffers_are_the_graphs_own_and_refilled_each_step(tmp_path):
     assert all(isinstance(w, torch.Tensor) for _, _, w in captured)      # G_ema's weight a device tensor
 
 
-def test_where_steps_cannot_be_captured_the_reason_is_given(tmp_path):
+def test_where_steps_cannot_be_captured_the_reason_is_given(tmp_path, monkeypatch):
     cfg = tiny_config(tmp_path)
     cuda = torch.device("cuda")
     assert graphs.graph_support(cfg, cuda, 1) is None
     assert "CUDA" in graphs.graph_support(cfg, torch.device("cpu"), 1)
-    assert "multi-process" in graphs.graph_support(cfg, cuda, 2)
+    assert "over no process group" in graphs.graph_support(cfg, cuda, 2)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_backend", lambda: "gloo")
+    assert "over gloo: only NCCL's collectives are captured" in graphs.graph_support(cfg, cuda, 2)
+    monkeypatch.setattr(torch.distributed, "get_backend", lambda: "nccl")
+    assert graphs.graph_support(cfg, cuda, 2) is None        # NCCL's all-reduces are captured with the step
+    monkeypatch.undo()
     for change, word in (({"precision": "fp16"}, "fp16"), ({"compile": True}, "compile"),
                          ({"deterministic": True}, "deterministic")):
         assert word in graphs.graph_support(dataclasses.replace(cfg, **change), cuda, 1)

@@ -1,5 +1,10 @@
 """CUDA graphs of the training step: a step's ~1,000 small kernels launched as one graph.
 
+In a multi-process run the gradients' all-reduces (and LSGAN's score) are NCCL collectives captured in
+the graph: every rank captures and replays the same keys at the same steps, as NCCL requires of a
+captured collective (the keys follow from the image count, which the ranks share). ADA's statistic is
+all-reduced between steps, eagerly.
+
 A graph is captured per key (the level, fade or not, the micro-batches, the lazy penalty's weight: what
 fixes the sequence of kernels), after ``WARMUP`` eager steps of that key (cuDNN's autotuning, Adam's
 state, the allocator's pools), and replayed for every later step of the key. What changes from step to
@@ -24,12 +29,17 @@ WARMUP = 2                 # eager steps of a key before it is captured
 def graph_support(cfg, device: torch.device, world: int) -> str | None:
     """None when the training step can be captured, else why not (for the run's log)."""
     reasons = [(device.type != "cuda", f"the device is {device.type}: CUDA graphs need a CUDA GPU"),
-               (world > 1, "a multi-process run all-reduces gradients between the step's parts (not captured)"),
+               (world > 1 and _backend() != "nccl", f"the processes all-reduce over {_backend()}: only NCCL's "
+                                                    "collectives are captured in a CUDA graph"),
                (cfg.precision == "fp16", "fp16's loss scaler reads its scale on the host; bf16 is captured"),
                (cfg.compile, "compile: torch.compile's graphs are not captured again"),
                (cfg.optim.n_critic != 1, "n_critic > 1: the D steps of one minibatch differ"),
                (cfg.deterministic, "deterministic algorithms")]
     return next((why for cond, why in reasons if cond), None)
+
+
+def _backend() -> str:
+    return torch.distributed.get_backend() if torch.distributed.is_initialized() else "no process group"
 
 
 class CudaBackend:
