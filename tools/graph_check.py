@@ -102,7 +102,9 @@ def nccl_capture_ok(device: torch.device) -> bool:
     capture (it runs nothing), then 1 and 2."""
     import torch.distributed as dist
     try:
-        dist.init_process_group("nccl", store=dist.HashStore(), rank=0, world_size=1, device_id=device)
+        index = torch.cuda.current_device() if device.index is None else device.index
+        dist.init_process_group("nccl", store=dist.HashStore(), rank=0, world_size=1,
+                                device_id=torch.device("cuda", index))
         x = torch.zeros(1024, device=device)
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
