@@ -142,7 +142,7 @@ def main() -> int:
     if device.type == "cuda" and not args.mock:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     backend = ReplayBackend() if args.mock else "cuda"
-    nccl_ok = nccl_capture_ok(device) if backend == "cuda" else True
+    nccl_ok = nccl_capture_ok(device) if backend == "cuda" and device.type == "cuda" else True
     rows = []
     print(f"{'case':<20}{'prec':<6}{'captures':>9}{'loss rel':>11}{'G rel':>10}{'D rel':>10}{'G_ema rel':>11}  ok")
     for prec in args.precision.split(","):
