@@ -91,6 +91,28 @@ def test_static_buffers_are_the_graphs_own_and_refilled_each_step(tmp_path):
     assert all(isinstance(w, torch.Tensor) for _, _, w in captured)      # G_ema's weight a device tensor
 
 
+def test_learning_rates_are_moved_where_fused_adam_reads_them_after_a_resume(tmp_path, monkeypatch):
+    """A resumed checkpoint's rates are CPU tensors (loaded to the CPU); on a GPU, fused Adam would read
+    them on the host, once, so a graph would keep its capture's rate. The first step after loading puts
+    them where fused Adam reads them (the GPU stood in for by the meta device), and later steps fill
+    those same tensors in place."""
+    from pggan.training import trainer as T
+    t = _trainer(tmp_path)
+    t.step()
+    path = tmp_path / "ckpt.pt"
+    torch.save(t.state_dict(), path)
+    t.load_state_dict(torch.load(path, weights_only=True), str(path))
+    monkeypatch.setattr(T, "_lr_device", lambda device: torch.device("meta"))
+
+    def set_rates(lr):
+        for opt in (t.opt_G, t.opt_D):
+            T.set_lr(opt, lr)
+        return [g["lr"] for opt in (t.opt_G, t.opt_D) for g in opt.param_groups]
+    moved = set_rates(1e-3)
+    assert all(r.device.type == "meta" for r in moved)
+    assert all(a is b for a, b in zip(set_rates(5e-4), moved))
+
+
 def test_where_steps_cannot_be_captured_the_reason_is_given(tmp_path, monkeypatch):
     cfg = tiny_config(tmp_path)
     cuda = torch.device("cuda")

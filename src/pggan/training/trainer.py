@@ -373,19 +373,25 @@ class Trainer:
 def adam(params, cfg: TrainConfig, device: torch.device) -> torch.optim.Adam:
     """The paper's Adam, fused, with its learning rate a tensor (set per step without a host value)."""
     o = cfg.optim
-    return torch.optim.Adam(params, lr=_lr_tensor(cfg.sched.lr_base, device), betas=(o.beta1, o.beta2), eps=o.eps,
+    return torch.optim.Adam(params, lr=torch.tensor(cfg.sched.lr_base, device=_lr_device(device)),
+                            betas=(o.beta1, o.beta2), eps=o.eps,
                             fused=device.type in ("cpu", "cuda"), capturable=device.type == "cuda")
 
 
-def _lr_tensor(lr: float, device: torch.device) -> torch.Tensor:
-    return torch.tensor(lr, device=device if device.type == "cuda" else "cpu")   # fused Adam's places
+def _lr_device(device: torch.device) -> torch.device:
+    """Where fused Adam reads a tensor learning rate: on the GPU (a CPU tensor there is read on the host,
+    once: a CUDA graph would keep the rate it was captured with), on the CPU for a CPU run."""
+    return device if device.type == "cuda" else torch.device("cpu")
 
 
 def set_lr(opt: torch.optim.Adam, lr: float) -> None:
-    """Every group's learning rate, in place (a checkpoint from before tensor rates holds floats)."""
+    """Every group's learning rate, in place. A rate that is a float (a checkpoint from before tensor rates)
+    or a tensor elsewhere (a resumed checkpoint's, loaded to the CPU) is made a tensor where fused Adam
+    reads it, at the first step after loading: before any graph is captured."""
     for group in opt.param_groups:
-        if not isinstance(group["lr"], torch.Tensor):
-            group["lr"] = _lr_tensor(lr, group["params"][0].device)
+        where = _lr_device(group["params"][0].device)
+        if not isinstance(group["lr"], torch.Tensor) or group["lr"].device != where:
+            group["lr"] = torch.tensor(lr, device=where)
         group["lr"].fill_(lr)
 
 
