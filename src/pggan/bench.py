@@ -5,8 +5,8 @@ step's images/s at each resolution in a stabilise and a fade phase, the FLOPs on
 (counted by :mod:`pggan.flops`), achieved GFLOP/s and its share of the peak, the step's fixed cost
 (what does not shrink with the batch) and number of operations, peak memory and the data loader's
 images/s at the same level, reading a memory-mapped dataset with mirroring on. On a CUDA GPU every
-step is measured twice, eager and replayed as a CUDA graph (training/graphs.py). ``project_run`` times every phase of a preset and
-sums kimg x sec/kimg into the run's length on this device.
+step is measured twice, eager and replayed as a CUDA graph (training/graphs.py). ``project_run``
+times every phase of a preset and sums kimg x sec/kimg into the run's length on this device.
 """
 from __future__ import annotations
 

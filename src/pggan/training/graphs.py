@@ -28,9 +28,10 @@ WARMUP = 2                 # eager steps of a key before it is captured
 
 def graph_support(cfg, device: torch.device, world: int) -> str | None:
     """None when the training step can be captured, else why not (for the run's log)."""
+    backend = _backend() if world > 1 else None
     reasons = [(device.type != "cuda", f"the device is {device.type}: CUDA graphs need a CUDA GPU"),
-               (world > 1 and _backend() != "nccl", f"the processes all-reduce over {_backend()}: only NCCL's "
-                                                    "collectives are captured in a CUDA graph"),
+               (world > 1 and backend != "nccl", f"the processes all-reduce over {backend}: only NCCL's "
+                                                 "collectives are captured in a CUDA graph"),
                (cfg.precision == "fp16", "fp16's loss scaler reads its scale on the host; bf16 is captured"),
                (cfg.compile, "compile: torch.compile's graphs are not captured again"),
                (cfg.optim.n_critic != 1, "n_critic > 1: the D steps of one minibatch differ"),
