@@ -116,14 +116,37 @@ def test_signals_save_checkpoint_and_exit_cleanly(tmp_path, sig, code):
     assert ckpts and load_checkpoint(ckpts[-1])["cur_nimg"] > 0
 
 
-def test_resume_latest_from_cli(tmp_path):
+def test_resume_latest_from_cli(tmp_path, monkeypatch):
     cfg = tiny_config(tmp_path)
     cfg.sched.total_kimg = 0.4
     train(cfg, progress=False, echo=lambda m: None)
+    reads, real_load = [], torch.load
+
+    def spy(f, *a, **kw):
+        reads.append((os.path.basename(str(f)), kw.get("mmap", False)))
+        return real_load(f, *a, **kw)
+
+    monkeypatch.setattr(torch, "load", spy)
     r = CliRunner().invoke(main, ["train", "--resume", "latest", "--outdir", cfg.outdir, "--kimg", "0.6", "--no-progress"])
     assert r.exit_code == 0, r.output
+    # the checkpoint's config is read mapped (its tensors untouched), the training state once, in full
+    assert reads == [("checkpoint-000000.400.pt", True), ("checkpoint-000000.400.pt", False)]
     ckpts = list_checkpoints(os.path.join(cfg.outdir, "00000-shapes-16-cpu-small"))
     assert load_checkpoint(ckpts[-1])["cur_nimg"] >= 600
+
+
+def test_lazy_checkpoint_read_holds_the_same_and_refuses_the_same(tmp_path):
+    cfg = tiny_config(tmp_path)
+    cfg.sched.total_kimg = 0.2
+    path = list_checkpoints(train(cfg, progress=False, echo=lambda m: None).run_dir)[-1]
+    full, lazy = load_checkpoint(path), load_checkpoint(path, lazy=True)
+    assert lazy["config"] == full["config"] and lazy["cur_nimg"] == full["cur_nimg"]
+    assert all(torch.equal(lazy["G"][k], v) for k, v in full["G"].items())
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(open(path, "rb").read()[:-1000])
+    for lazily in (False, True):
+        with pytest.raises(CheckpointError, match="not a readable pggan checkpoint"):
+            load_checkpoint(str(cut), lazy=lazily)
 
 
 def test_generate_and_load_generator(tmp_path):

@@ -28,11 +28,13 @@ def save_checkpoint(path: str, payload: dict) -> None:
     atomic_write(path, lambda f: torch.save(payload, f))
 
 
-def load_checkpoint(path: str, map_location="cpu") -> dict:
+def load_checkpoint(path: str, map_location="cpu", lazy: bool = False) -> dict:
+    """A checkpoint's contents, checked. ``lazy``: its tensors mapped from the file and read only where
+    touched, for reading its config and counters (a 1024x1024 run's checkpoint is over 600 MB)."""
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint '{path}' does not exist")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=lazy)
     except Exception as e:  # noqa: BLE001 - any failure to read it (torch raises many kinds) means the same
         first = first_line(e)
         if "weights only load failed" in first.lower():      # torch's advice to drop weights_only does not apply

@@ -67,7 +67,7 @@ def resume_config(resume: str, flags: dict, sets=(), preset: str | None = None,
         path = find_latest_checkpoint(outdir)
         if path is None:
             raise ConfigError(f"--resume latest: no checkpoint found under '{outdir}'")
-    base = checkpoint_config(load_checkpoint(path))
+    base = checkpoint_config(load_checkpoint(path, lazy=True))
     cfg = validate(apply_overrides(base, flags, sets))
     if cfg.net != base.net:
         raise ConfigError("the network options differ from the checkpoint's; a run cannot change its networks "
@@ -85,7 +85,7 @@ def init_config(init: str, preset: str | None, config_file: str | None, flags: d
     and a schedule that starts stabilising at the level the network was trained at."""
     if init.endswith(".safetensors"):
         raise ConfigError(f"--init '{init}' {GENERATOR_ONLY}")
-    ckpt = load_checkpoint(init)
+    ckpt = load_checkpoint(init, lazy=True)
     if not all(k in ckpt for k in ("G", "D", "G_ema")):
         raise ConfigError(f"--init '{init}' {GENERATOR_ONLY}")
     source = checkpoint_config(ckpt)
@@ -151,7 +151,7 @@ def auto_config(request: TrainConfig) -> tuple[TrainConfig, str | None]:
     path = find_matching_checkpoint(request)
     if path is None:
         return request, None
-    return checkpoint_config(load_checkpoint(path)), path
+    return checkpoint_config(load_checkpoint(path, lazy=True)), path
 
 
 def relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
