@@ -30,7 +30,7 @@ import types
 import torch
 
 from pggan.bench import iter_steps, paper_batch, paper_config, reference_config
-from pggan.util.device import configure_cuda, resolve_device, resolve_precision
+from pggan.util.device import configure_cuda, resolve_device, resolve_precision, synchronize
 from pggan.util.timing import timeit
 
 
@@ -108,8 +108,7 @@ def peer_step(peer, res: int, batch: int, device: torch.device, net_res: int | N
         pg.optimize_discriminator(loss, dis_optim, z, reals, depth, 1.0)
         peer.update_average(pg.gen_shadow, pg.gen, beta=pg.ema_beta)
         pg.optimize_generator(loss, gen_optim, z, reals, depth, 1.0)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
     return step
 
 

@@ -27,7 +27,7 @@ from .training.graphs import WARMUP, graph_support
 from .training.sampler import DataOrder, minibatch
 from .training.setup import load_training_data, resolve_config, run_data
 from .training.trainer import Trainer
-from .util.device import configure_cuda, peak_memory_mb, resolve_precision
+from .util.device import configure_cuda, peak_memory_mb, resolve_precision, synchronize
 from .util.timing import timeit
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -52,18 +52,14 @@ def conv_peak(precision: str, device: torch.device, shapes=None, seconds: float 
         x.requires_grad_(True)
         w.requires_grad_(True)
 
-        def sync():
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-
         def forward():
             with torch.no_grad():
                 F.conv2d(x, w, padding=1)
-            sync()
+            synchronize(device)
 
         def both():
             torch.autograd.grad(F.conv2d(x, w, padding=1), (x, w), g)
-            sync()
+            synchronize(device)
         flops = 2 * n * c * c * 9 * r * r
         fwd, _ = timeit(forward, seconds)
         total, _ = timeit(both, seconds)
@@ -167,8 +163,7 @@ def _step_fn(trainer: Trainer, ph: Phase, device: torch.device):
     """One training step at ``ph``, finished (synchronised) when it returns."""
     def step():
         trainer.step(ph)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
     return step
 
 

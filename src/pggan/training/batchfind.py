@@ -18,6 +18,7 @@ import torch
 
 from ..config import TrainConfig
 from ..schedule import V2_PRESETS, batch_for, levels, phase_for_level, v2_batch
+from ..util.device import synchronize
 from ..util.dist import all_min
 from ..util.errors import DeviceError
 from .trainer import Trainer
@@ -38,8 +39,7 @@ def step_fits(trainer, res: int, per_device: int) -> bool:
     ph = dataclasses.replace(ph, g_lr=0.0, d_lr=0.0)          # a probe: the weights stay as they are
     try:
         trainer.step(ph)
-        if trainer.device.type == "cuda":
-            torch.cuda.synchronize(trainer.device)
+        synchronize(trainer.device)
         return True
     except torch.OutOfMemoryError:
         return False

@@ -30,6 +30,7 @@ from ..config import ConfigError, TrainConfig, parse_duration
 from ..data.base import ImageSet
 from ..presets import scaled_cpu_small
 from ..schedule import batch_for, phase_for_level
+from ..util.device import synchronize
 from ..util.dist import DistInfo, all_max
 from ..util.grids import make_grid, save_png
 from ..util.timing import timeit
@@ -141,8 +142,7 @@ def measure_costs(cfg: TrainConfig, images: ImageSet, device: torch.device, leve
 
 def _step(trainer: Trainer, ph) -> None:
     trainer.step(ph)
-    if trainer.device.type == "cuda":
-        torch.cuda.synchronize(trainer.device)
+    synchronize(trainer.device)
 
 
 def budget_seconds(cfg: TrainConfig) -> float:

@@ -25,6 +25,12 @@ def resolve_device(name: str) -> torch.device:
         raise DeviceError(f"unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError(f"device '{name}' was asked for but CUDA is not available here; use --device cpu or auto")
+    if dev.type == "cuda" and dev.index is not None:
+        count = torch.cuda.device_count()
+        if dev.index >= count:
+            raise DeviceError(f"device '{name}' was asked for but this machine has {count} CUDA device"
+                              f"{'s' if count != 1 else ''} (cuda:0{f' to cuda:{count - 1}' if count > 1 else ''})")
+        torch.cuda.set_device(dev)     # what defaults to the current GPU (streams, graphs' pools) uses this one
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise DeviceError("device 'mps' was asked for but MPS is not available here; use --device cpu or auto")
     return dev
@@ -71,6 +77,15 @@ def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2 ** 20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait until ``device`` has finished the work queued on it (a GPU runs asynchronously: a timing
+    without this measures only the launches); a CPU has finished when its calls return."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
