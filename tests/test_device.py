@@ -17,7 +17,7 @@ def two_gpus(monkeypatch):
 
 
 def test_a_gpu_index_the_machine_lacks_is_refused_with_what_it_has(two_gpus):
-    with pytest.raises(DeviceError, match=r"'cuda:2' .* has 2 CUDA devices \(cuda:0 to cuda:1\)"):
+    with pytest.raises(DeviceError, match=r"'cuda:2' .* has 2 CUDA device\(s\): use one of cuda:0 to cuda:1"):
         devmod.resolve_device("cuda:2")
     assert two_gpus == []
 

@@ -28,8 +28,9 @@ def resolve_device(name: str) -> torch.device:
     if dev.type == "cuda" and dev.index is not None:
         count = torch.cuda.device_count()
         if dev.index >= count:
-            raise DeviceError(f"device '{name}' was asked for but this machine has {count} CUDA device"
-                              f"{'s' if count != 1 else ''} (cuda:0{f' to cuda:{count - 1}' if count > 1 else ''})")
+            have = f"cuda:0 to cuda:{count - 1}" if count > 1 else "cuda:0"
+            raise DeviceError(f"device '{name}' was asked for but this machine has {count} CUDA device(s): "
+                              f"use one of {have}")
         torch.cuda.set_device(dev)     # what defaults to the current GPU (streams, graphs' pools) uses this one
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise DeviceError("device 'mps' was asked for but MPS is not available here; use --device cpu or auto")
