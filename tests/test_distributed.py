@@ -224,3 +224,32 @@ def test_a_budgeted_run_plans_once_for_the_group_and_ends_on_time(tmp_path):
     assert r.returncode == 0, r.stderr
     again = json.loads(load_checkpoint(list_checkpoints(str(run))[-1])["config"])["sched"]
     assert again["fade_kimg_table"] == saved["fade_kimg_table"]        # the resumed run kept the plan
+
+
+def _pggan_train(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "pggan", "train", *args], env=ENV, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_nproc_refuses_bad_input_once_before_starting_any_process(tmp_path):
+    out = str(tmp_path / "runs")
+    for args, said in ((["--set", "sched.lr_base=abc"], "option 'sched.lr_base': cannot read 'abc' as float"),
+                       (["--data", str(tmp_path / "nowhere")], "does not exist"),
+                       (["--device", "cuda:1"], "choose the GPUs with CUDA_VISIBLE_DEVICES")):
+        r = _pggan_train("--nproc", "2", "--preset", "demo", "--outdir", out, *args)
+        text = r.stdout + r.stderr
+        assert r.returncode == 1 and text.count("Error:") == 1 and said in text, text
+        assert "torch.distributed" not in text and "Traceback" not in text, text
+    assert not os.path.exists(out)
+
+
+def test_a_failure_in_the_processes_is_told_by_them_and_one_line_of_the_agent(tmp_path):
+    empty = tmp_path / "no-images"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image")
+    r = _pggan_train("--nproc", "2", "--preset", "demo", "--data", str(empty), "--outdir", str(tmp_path / "runs"),
+                     "--no-progress")
+    text = r.stdout + r.stderr
+    assert r.returncode == 1, text
+    assert text.count("no images") == 2 and "2 of the training processes failed" in text, text
+    assert "Traceback" not in text and "ChildFailedError" not in text and "OMP_NUM_THREADS" not in text, text

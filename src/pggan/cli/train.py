@@ -43,6 +43,7 @@ from .app import friendly_errors, main
 def train(preset, config_file, sets, resume, init, dry_run, help_options, nproc, progress, **flags):
     """Train a progressive GAN; writes runs/NNNNN-<desc>/."""
     from ..config import options_markdown
+    from ..data.load import check_data_exists
     from ..training.launch import auto_config, build_config, init_config, relaunch_with_torchrun, resume_config
     from ..training.progress import wanted
     from ..training.run import run_training
@@ -52,8 +53,6 @@ def train(preset, config_file, sets, resume, init, dry_run, help_options, nproc,
         return
     if nproc < 1:
         raise click.ClickException("--nproc must be >= 1")
-    if nproc > 1 and "WORLD_SIZE" not in os.environ and not dry_run:
-        sys.exit(relaunch_with_torchrun(nproc, sys.argv[1:]))
     if "WORLD_SIZE" in os.environ:
         exit_with_parent()             # a worker never outlives its torchrun agent (kill -9 included)
     flags = {k.replace("__", "."): v for k, v in flags.items() if v is not None}
@@ -71,6 +70,12 @@ def train(preset, config_file, sets, resume, init, dry_run, help_options, nproc,
     if dry_run:
         click.echo(cfg.to_json())
         return
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        if cfg.device.startswith("cuda:"):
+            raise click.ClickException(f"--device {cfg.device} with --nproc {nproc}: each process uses the GPU of "
+                                       f"its rank; choose the GPUs with CUDA_VISIBLE_DEVICES and --device cuda")
+        check_data_exists(cfg.data)       # here, once, rather than by every process and torchrun after them
+        sys.exit(relaunch_with_torchrun(nproc, sys.argv[1:]))
     result = run_training(cfg, resume=resume, progress=wanted(progress), started=time.time() - process_age())
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from ..util.dist import exit_now

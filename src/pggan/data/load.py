@@ -12,12 +12,16 @@ from .dataset import is_dataset, open_dataset
 from .sources import open_source
 
 
-def load_images(spec: str, resolution: int, channels: int, count: int, seed: int = 0) -> ImageSet:
-    """Training data at ``resolution``: a pggan dataset folder (memory-mapped), or ``builtin:NAME`` or a
-    folder / archive of images (decoded in memory by the same code as ``pggan dataset create``)."""
+def check_data_exists(spec: str) -> None:
     if not spec.startswith("builtin:") and not os.path.exists(spec):
         raise DataError(f"data '{spec}' does not exist; give a dataset made by `pggan dataset create`, a folder "
                         f"or archive of images, or builtin:NAME ({', '.join('builtin:' + b for b in BUILTIN)})")
+
+
+def load_images(spec: str, resolution: int, channels: int, count: int, seed: int = 0) -> ImageSet:
+    """Training data at ``resolution``: a pggan dataset folder (memory-mapped), or ``builtin:NAME`` or a
+    folder / archive of images (decoded in memory by the same code as ``pggan dataset create``)."""
+    check_data_exists(spec)
     if is_dataset(spec):
         ds = open_dataset(spec, resolution)
         if ds.channels != channels:

@@ -155,8 +155,8 @@ def auto_config(request: TrainConfig) -> tuple[TrainConfig, str | None]:
 
 
 def relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
-    """``pggan train --nproc N ...`` = ``torchrun --standalone --nproc_per_node N -m pggan train ...``;
-    returns torchrun's exit code."""
+    """``pggan train --nproc N ...`` = ``torchrun --standalone --nproc_per_node N -m pggan train ...`` (through
+    :mod:`.agent`: a failure is told once, by the processes); returns the agent's exit code."""
     args, skip = [], False
     for a in argv:
         if skip:
@@ -168,6 +168,6 @@ def relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
         if a.startswith("--nproc="):
             continue
         args.append(a)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "pggan"] + args
+    cmd = [sys.executable, "-m", "pggan.training.agent", "--standalone", f"--nproc_per_node={nproc}", "-m", "pggan"] + args
     # torchrun stops its workers gracefully on SIGTERM (they save a checkpoint): sent when this process dies
     return subprocess.call(cmd, preexec_fn=preexec_parent_death(signal.SIGTERM))
