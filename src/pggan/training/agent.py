@@ -1,6 +1,6 @@
 """The torchrun agent that ``pggan train --nproc N`` starts: ``python -m torch.distributed.run`` without its
 traceback and failure report when a process fails or the agent is stopped (the processes' own messages
-say what happened, once), and without its log lines unless PGGAN_DEBUG is set."""
+say what happened, once), and without its log lines; PGGAN_DEBUG=1 shows both."""
 from __future__ import annotations
 
 import logging
@@ -21,11 +21,14 @@ def quiet_torchrun_logs() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if not os.environ.get("PGGAN_DEBUG"):
+    debug = bool(os.environ.get("PGGAN_DEBUG"))
+    if not debug:
         quiet_torchrun_logs()
     try:
         run(parse_args(argv))
     except ChildFailedError as e:
+        if debug:
+            raise
         failures = e.failures                      # rank -> what torchrun saw of that process
         rank = min(failures, key=lambda r: failures[r].timestamp)
         print(f"pggan train: {len(failures)} of the training processes failed, first rank {rank} (exit code "
