@@ -235,7 +235,8 @@ def test_nproc_refuses_bad_input_once_before_starting_any_process(tmp_path):
     out = str(tmp_path / "runs")
     for args, said in ((["--set", "sched.lr_base=abc"], "option 'sched.lr_base': cannot read 'abc' as float"),
                        (["--data", str(tmp_path / "nowhere")], "does not exist"),
-                       (["--device", "cuda:1"], "choose the GPUs with CUDA_VISIBLE_DEVICES")):
+                       (["--device", "cuda:1"], "choose the GPUs with CUDA_VISIBLE_DEVICES"),
+                       (["--nproc", "3"], "minibatch 30 (10 per process) at 4x4 does not split")):
         r = _pggan_train("--nproc", "2", "--preset", "demo", "--outdir", out, *args)
         text = r.stdout + r.stderr
         assert r.returncode == 1 and text.count("Error:") == 1 and said in text, text

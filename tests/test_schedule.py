@@ -170,3 +170,30 @@ def test_paper_presets_train_at_the_v2_batches_on_one_gpu_only():
     cfg.sched.gpu_batches = "v3"
     with pytest.raises(ConfigError, match="sched.gpu_batches must be v2 or empty"):
         validate(cfg)
+
+
+def test_micro_batches_split_a_share_under_the_cap_into_whole_stddev_groups():
+    from pggan.schedule import micro_batches
+
+    sched = ScheduleConfig(device_batch_cap={8: 8})
+    assert micro_batches(32, 4, sched, 4) == ((0, 32),)                           # no cap at 4x4: one round
+    assert micro_batches(32, 8, sched, 4) == ((0, 8), (8, 16), (16, 24), (24, 32))
+    # 12 under a cap of 8: two rounds of 6 would not group by 4, three of 4 do (two of 6 without the layer)
+    assert micro_batches(12, 8, sched, 4) == ((0, 4), (4, 8), (8, 12))
+    assert micro_batches(12, 8, sched, 0) == ((0, 6), (6, 12))
+
+
+def test_batches_the_minibatch_stddev_cannot_group_are_refused_before_training():
+    from pggan.config import ConfigError, NetworkConfig
+    from pggan.schedule import check_batches
+
+    net = NetworkConfig(resolution=32, mbstd_group_size=4)
+    check_batches(ScheduleConfig(batch_base=16, batch_table={}), net)              # the paper's 16
+    check_batches(ScheduleConfig(batch_base=3, batch_table={}), net)               # below a group: one group
+    check_batches(ScheduleConfig(batch_base=6, batch_table={}), NetworkConfig(resolution=32, mbstd_group_size=0))
+    with pytest.raises(ConfigError, match=r"minibatch 6 at 4x4 .* groups of 4: give that level a multiple of 4"):
+        check_batches(ScheduleConfig(batch_base=6, batch_table={}), net)
+    with pytest.raises(ConfigError, match=r"minibatch 30 \(10 per process\) at 4x4 .* a multiple of 12"):
+        check_batches(ScheduleConfig(batch_base=32, batch_table={}), net, num_devices=3)
+    with pytest.raises(ConfigError, match="at 32x32"):                             # the level that fails is named
+        check_batches(ScheduleConfig(batch_base=16, batch_table={32: 10}), net)

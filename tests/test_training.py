@@ -225,6 +225,13 @@ def test_clear_errors(tmp_path):
     assert code == 1 and "no checkpoint found" in out
 
 
+def test_a_batch_the_minibatch_stddev_cannot_group_stops_before_the_run_starts(tmp_path):
+    code, out = _cli("train", "--preset", "demo", "--outdir", str(tmp_path / "runs"), "--no-progress",
+                     "--set", 'sched.batch_table={"8": 6}')
+    assert code == 1 and "minibatch 6 at 8x8 does not split into the minibatch stddev's groups of 4" in out, out
+    assert "Traceback" not in out and not os.path.exists(tmp_path / "runs")
+
+
 def test_checkpoint_from_a_different_network(tmp_path):
     cfg = tiny_config(tmp_path)
     cfg.sched.total_kimg = 0.1

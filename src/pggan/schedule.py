@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .config import ScheduleConfig
+from .config import ConfigError, NetworkConfig, ScheduleConfig
 
 
 @dataclass(frozen=True)
@@ -142,6 +142,36 @@ def batch_for(res: int, sched: ScheduleConfig, num_devices: int = 1) -> int:
     if cap is not None and not sched.accumulate:
         batch = min(batch, int(cap) * num_devices)
     return batch
+
+
+def micro_batches(share: int, res: int, sched: ScheduleConfig, group: int = 0) -> tuple[tuple[int, int], ...]:
+    """One device's ``share`` of the minibatch at ``res`` as (start, end) rows of gradient-accumulation
+    rounds: one without a cap, else as few equal rounds as keep each under ``device_batch_cap`` and split
+    into the minibatch stddev's groups of ``group``."""
+    cap = sched.device_batch_cap.get(res)
+    rounds = 1 if cap is None or share <= cap else -(-share // int(cap))
+    while rounds > 1 and (share % rounds or not _fits_groups(share // rounds, group)):
+        rounds += 1
+    return tuple((i * share // rounds, (i + 1) * share // rounds) for i in range(rounds))
+
+
+def _fits_groups(n: int, group: int) -> bool:
+    """Whether D's minibatch stddev can group ``n`` images (a batch below the group size is one group)."""
+    return not group or n <= group or n % group == 0
+
+
+def check_batches(sched: ScheduleConfig, net: NetworkConfig, num_devices: int = 1) -> None:
+    """Every level's batch on one device must split into the minibatch stddev's groups; else ConfigError,
+    before anything is trained."""
+    group = net.mbstd_group_size
+    for res in levels(sched.start_resolution if sched.growing else net.resolution, net.resolution):
+        batch = batch_for(res, sched, num_devices)
+        n = max(hi - lo for lo, hi in micro_batches(batch // num_devices, res, sched, group))
+        if not _fits_groups(n, group):
+            per = f" ({n} per process)" if num_devices > 1 else ""
+            raise ConfigError(f"the minibatch {batch}{per} at {res}x{res} does not split into the minibatch stddev's "
+                              f"groups of {group}: give that level a multiple of {group * num_devices} "
+                              f"(sched.batch_table), or change net.mbstd_group_size")
 
 
 def lod_to_level(lod: float, max_log2: int) -> tuple[int, float]:

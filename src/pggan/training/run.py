@@ -13,7 +13,7 @@ import torch
 from ..checkpoint import load_checkpoint
 from ..config import TrainConfig
 from ..data.clusters import with_clusters
-from ..schedule import Phase
+from ..schedule import Phase, check_batches
 from ..util.device import configure_cuda, peak_memory_mb, precision_note, resolve_device
 from ..util.dist import DistInfo, ProcessGroupError, all_mean, all_min, any_rank, check_identical, init_from_env, shutdown
 from ..util.grids import sample_indices
@@ -87,6 +87,7 @@ class Run:
                  started: float):
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
+        check_batches(cfg.sched, cfg.net, info.world)      # before the data is read
         ckpt = load_checkpoint(resume) if resume else None
         images = load_training_data(cfg)
         init = load_checkpoint(cfg.init) if cfg.init and ckpt is None else None
@@ -100,6 +101,7 @@ class Run:
             notes.append(f"budget: conditioned on {clusters} clusters of the images (budget_clusters; "
                          f"--set budget_clusters=0 for an unconditional generator)")
         cfg, more = resolve_config(cfg, images, device, info, fresh=ckpt is None)
+        check_batches(cfg.sched, cfg.net, info.world)      # and the batches chosen for this device
         notes += more
         end_s = 0.0
         if cfg.budget and ckpt is None:            # a resumed run follows the plan saved with it

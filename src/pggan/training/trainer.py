@@ -17,7 +17,7 @@ from ..data.base import ImageSet
 from ..layers import fade_images
 from ..losses import LSGANNoise, d_loss, g_loss
 from ..networks import Discriminator, Generator, freeze_d_blocks
-from ..schedule import Phase, phase_at, starts_new_phase
+from ..schedule import Phase, micro_batches, phase_at, starts_new_phase
 from ..util.checks import one_hot
 from ..util.device import autocast_for, resolve_precision, to_device
 from ..util.dist import DistInfo, all_mean, average_gradients, broadcast_module
@@ -113,16 +113,6 @@ class Trainer:
     def phase(self) -> Phase:
         return phase_at(self.cur_nimg, self.cfg.sched, self.cfg.net.resolution, self.dist.world)
 
-    def _rounds(self, share: int, res: int) -> int:
-        """Gradient-accumulation rounds so that no micro-batch exceeds the per-device cap."""
-        cap = self.cfg.sched.device_batch_cap.get(res)
-        if cap is None or share <= cap:
-            return 1
-        r = -(-share // int(cap))
-        while share % r:
-            r += 1
-        return r
-
     def _shared_draws(self, n: int, with_mix: bool):
         """Latents, penalty mixing factors and fake labels for the whole global minibatch, drawn on the
         CPU the same way on every rank (so the run does not depend on the number of ranks); only this
@@ -161,9 +151,7 @@ class Trainer:
         if ph.batch % self.dist.world:
             raise UsageError(f"the minibatch {ph.batch} at {ph.resolution}x{ph.resolution} cannot be split over "
                              f"{self.dist.world} processes; use a batch_table with multiples of {self.dist.world}")
-        share = ph.batch // self.dist.world
-        rounds = self._rounds(share, ph.resolution)
-        micro = tuple((i * share // rounds, (i + 1) * share // rounds) for i in range(rounds))
+        micro = micro_batches(ph.batch // self.dist.world, ph.resolution, self.cfg.sched, self.cfg.net.mbstd_group_size)
         for c in range(self.cfg.optim.n_critic):
             last = c == self.cfg.optim.n_critic - 1
             inputs = self._inputs(ph, with_g=last)
