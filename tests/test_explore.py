@@ -181,3 +181,41 @@ def test_mp4_falls_back_to_gif_without_imageio_ffmpeg(tiny_run, tmp_path, monkey
     assert r.exit_code == 0, r.output
     assert "a GIF was written instead" in r.output and (tmp_path / "walk.gif").is_file()
     assert not (tmp_path / "walk.mp4").exists() and len(read_video_frames(str(tmp_path / "walk.gif"))) == 3
+
+
+def test_generate_writes_any_number_of_images_a_batch_at_a_time(tiny_run, tmp_path, monkeypatch):
+    from pggan.api import load_generator
+    from pggan.explore import write_images
+    from pggan.util.grids import make_grid
+
+    gen = load_generator(tiny_run)
+    seeds = list(range(40))
+    whole = gen.generate(seeds=seeds).images
+    sizes, done, real_generate = [], [], gen.generate
+
+    def spy(**kw):
+        sizes.append(len(kw["seeds"]))
+        return real_generate(**kw)
+
+    monkeypatch.setattr(gen, "generate", spy)
+    paths = write_images(gen, seeds, str(tmp_path / "files"), progress=done.append)
+    assert sizes == [16, 16, 8] and done == sizes                 # never more than a batch in memory
+    assert [os.path.basename(p) for p in paths[:2]] == ["seed0000.png", "seed0001.png"] and len(paths) == 40
+    for s in (0, 17, 39):                                         # the same images as one call for all seeds
+        assert np.array_equal(np.asarray(Image.open(paths[s])), whole[s])
+    (grid,) = write_images(gen, seeds, str(tmp_path / "grid"), grid=True)
+    assert np.array_equal(np.asarray(Image.open(grid)), make_grid(whole, 6))
+
+
+def test_generate_refuses_what_it_could_not_write_or_read(tiny_run, tmp_path, monkeypatch):
+    from pggan import explore
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(explore, "GRID_PIXELS_MAX", 16 * 16 * 99)          # 100 images of 16x16 are more
+    r = CliRunner().invoke(main, ["generate", "--network", tiny_run, "--seeds", "0-99", "--grid", "--outdir", str(out)])
+    assert r.exit_code == 1 and "a grid of 100 images of 16x16" in r.output and "drop --grid" in r.output, r.output
+    assert not out.exists()
+    for seeds, said in (("0-10000000", "10,000,001 images, more than one call makes"),
+                        (str(2 ** 64), "too large: seeds are below 2**64")):
+        r = CliRunner().invoke(main, ["generate", "--network", tiny_run, "--seeds", seeds, "--outdir", str(out)])
+        assert r.exit_code == 1 and said in r.output and "Traceback" not in r.output, r.output

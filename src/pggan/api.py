@@ -16,10 +16,12 @@ from .util.checks import one_hot
 from .util.errors import UsageError
 from .util.grids import to_uint8
 
+SEEDS_MAX = 10_000_000       # one call's images (a list of 10M seeds is already ~400 MB of Python ints)
+
 
 def parse_seeds(text: str) -> list[int]:
     """'0-3,10' -> [0, 1, 2, 3, 10]; ranges are inclusive."""
-    seeds = []
+    ranges = []
     for part in str(text).split(","):
         part = part.strip()
         m = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
@@ -29,8 +31,14 @@ def parse_seeds(text: str) -> list[int]:
         hi = int(m.group(2)) if m.group(2) is not None else lo
         if hi < lo:
             raise UsageError(f"seed range '{part}' runs backwards; write it as {hi}-{lo}")
-        seeds.extend(range(lo, hi + 1))
-    return seeds
+        if hi >= 2 ** 64:
+            raise UsageError(f"seed {hi} is too large: seeds are below 2**64")
+        ranges.append(range(lo, hi + 1))
+    count = sum(len(r) for r in ranges)
+    if count > SEEDS_MAX:
+        raise UsageError(f"seeds '{text}' are {count:,} images, more than one call makes ({SEEDS_MAX:,}); "
+                         f"split them over several calls")
+    return [s for r in ranges for s in r]
 
 
 def latents_for_seeds(seeds, z_dim: int, truncate: float | None = None) -> torch.Tensor:

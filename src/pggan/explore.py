@@ -251,17 +251,35 @@ def find_neighbors(gen: LoadedGenerator, data: str, seeds: list[int], k: int, sp
     return {"generated": fakes, "indices": idx.numpy(), "distances": dist.sqrt().numpy(), "level": level}
 
 
+GRID_PIXELS_MAX = 2 * Image.MAX_IMAGE_PIXELS     # past this Pillow refuses to open a PNG (a decompression bomb)
+
+
 def write_images(gen: LoadedGenerator, seeds: list[int], outdir: str, grid: bool = False,
-                 class_idx: int | str | None = None, truncate: float | None = None) -> list[str]:
-    """``pggan generate``: one PNG per seed (seedNNNN.png), or one grid of them; returns the paths."""
+                 class_idx: int | str | None = None, truncate: float | None = None, progress=None,
+                 batch: int = 16) -> list[str]:
+    """``pggan generate``: one PNG per seed (seedNNNN.png), or one grid of them; returns the paths. Images
+    are made and written ``batch`` at a time, so that any number of them fits in memory."""
     labels = gen.class_labels(class_idx, seeds)          # a bad --class fails before the folder is made
+    side, cols = gen.resolution, max(1, int(round(len(seeds) ** 0.5)))
+    if grid and len(seeds) * side * side > GRID_PIXELS_MAX:
+        raise UsageError(f"a grid of {len(seeds)} images of {side}x{side} would be {len(seeds) * side * side / 1e6:.0f} "
+                         f"megapixels, more than image viewers open ({GRID_PIXELS_MAX / 1e6:.0f}); give fewer seeds, "
+                         f"or drop --grid for one file per image")
     os.makedirs(outdir, exist_ok=True)
-    out = gen.generate(seeds=seeds, labels=labels, truncate=truncate)
+    tiles, paths = [], []
+    for i in range(0, len(seeds), batch):
+        chunk = seeds[i:i + batch]
+        images = gen.generate(seeds=chunk, labels=None if labels is None else labels[i:i + batch],
+                              truncate=truncate).images
+        if grid:
+            tiles.append(images)
+        else:
+            for s, img in zip(chunk, images):
+                paths.append(os.path.join(outdir, f"seed{s:04d}.png"))
+                save_png(paths[-1], img)
+        if progress:
+            progress(len(chunk))
     if grid:
-        path = os.path.join(outdir, f"grid-seeds{seeds[0]}-{seeds[-1]}.png")
-        save_png(path, make_grid(out.images, max(1, int(round(len(seeds) ** 0.5)))))
-        return [path]
-    paths = [os.path.join(outdir, f"seed{s:04d}.png") for s in seeds]
-    for path, img in zip(paths, out.images):
-        save_png(path, img)
+        paths.append(os.path.join(outdir, f"grid-seeds{seeds[0]}-{seeds[-1]}.png"))
+        save_png(paths[-1], make_grid(np.concatenate(tiles), cols))
     return paths

@@ -47,7 +47,8 @@ def generate(network, seeds, outdir, grid, truncate, class_idx, raw, device):
     if gen.resolution < gen.net.resolution:
         click.echo(f"note: {network} was saved while its run trained at {gen.resolution}x{gen.resolution} "
                    f"(of {gen.net.resolution}x{gen.net.resolution}); the images have that size")
-    paths = write_images(gen, seed_list, outdir, grid, class_idx, truncate)
+    with progress_bar(len(seed_list), "img") as bar:
+        paths = write_images(gen, seed_list, outdir, grid, class_idx, truncate, progress=bar.update)
     click.echo(f"wrote {paths[0]}" if grid else f"wrote {len(paths)} images to {outdir}/")
 
 
