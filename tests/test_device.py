@@ -59,3 +59,15 @@ def test_bench_and_budget_time_a_step_on_the_device_that_ran_it(monkeypatch):
     bench._step_fn(Trainer(), ph, gpu1)()
     budget._step(Trainer(), ph)
     assert waited == [gpu1, gpu1]
+
+
+def test_the_commands_that_use_a_generator_take_a_gpu_where_there_is_one():
+    """generate, interpolate, neighbors, project, metrics and serve default to --device auto, as train does."""
+    from click.testing import CliRunner
+
+    from pggan.cli import main
+
+    for command in ("generate", "interpolate", "neighbors", "project", "metrics", "serve"):
+        out = " ".join(CliRunner().invoke(main, [command, "--help"]).output.split())
+        device = out[out.index("--device"):].split(" --")[0].split(" -h,")[0]     # that option's own help
+        assert device.endswith("[default: auto]"), (command, device)

@@ -39,6 +39,9 @@ def main():
     """Progressive Growing of GANs: train, generate, benchmark."""
 
 
+DEVICE_OPTION = click.option("--device", default="auto", show_default=True,
+                             help="auto: a GPU when there is one (CUDA, else Apple's MPS), else the CPU; or cpu, cuda:N, mps")
+
 NETWORK_HELP = ("a run directory (its final generator, else its newest checkpoint), a checkpoint (.pt) "
                 "or a generator (.safetensors)")
 

@@ -5,7 +5,7 @@ import os
 
 import click
 
-from .app import NETWORK_HELP, friendly_errors, load_network, main, progress_bar
+from .app import DEVICE_OPTION, NETWORK_HELP, friendly_errors, load_network, main, progress_bar
 
 CLASS_HELP = ("class of a conditional generator: K, 'turn' (seed s: class s mod the classes) or 'prior' "
               "(default: each seed draws its class from the training data's shares)")
@@ -33,7 +33,7 @@ def _parse_grid(text: str) -> tuple[int, int]:
 @click.option("--truncate", type=float, default=None, help="redraw latent components beyond +-T")
 @click.option("--class", "class_idx", default=None, help=CLASS_HELP)
 @click.option("--raw", is_flag=True, help="use G instead of G_ema (checkpoints only; of a run directory, its newest)")
-@click.option("--device", default="cpu", show_default=True)
+@DEVICE_OPTION
 @friendly_errors
 def generate(network, seeds, outdir, grid, truncate, class_idx, raw, device):
     """Generate images from a trained generator."""
@@ -66,7 +66,7 @@ def generate(network, seeds, outdir, grid, truncate, class_idx, raw, device):
               "latent (a projection's z.npy)")
 @click.option("--steps", default=8, show_default=True, help="images in the strip")
 @click.option("--class", "class_idx", help=CLASS_HELP + "; a strip's saved latent takes its class.npy")
-@click.option("--device", default="cpu", show_default=True)
+@DEVICE_OPTION
 @friendly_errors
 def interpolate(network, out, duration, fps, sigma, grid, size, seed, strip, steps, class_idx, device):
     """Latent-space interpolation video (the paper's), or a still slerp strip between two seeds."""
@@ -138,7 +138,7 @@ def training_video_cmd(run_dir, out, fps, size):
 @click.option("--data-count", default=10000, show_default=True, help="builtin data / folders: images to use")
 @click.option("--class", "class_idx", help=CLASS_HELP)
 @click.option("--out", default="neighbors.png", show_default=True, type=click.Path(dir_okay=False))
-@click.option("--device", default="cpu", show_default=True)
+@DEVICE_OPTION
 @friendly_errors
 def neighbors(network, data, seeds, k, space, inception, data_count, class_idx, out, device):
     """Nearest training images of generated ones, as one grid (the paper's appendix F)."""
@@ -216,7 +216,7 @@ def convert_official(pkl, out):
 @click.option("--seed", default=0, show_default=True)
 @click.option("--class", "class_idx", type=int, help="class of a conditional generator (default: its random starts "
               "take the classes in turn and the closest start's class is kept, saved as class.npy)")
-@click.option("--device", default="cpu", show_default=True)
+@DEVICE_OPTION
 @friendly_errors
 def project(network, images, outdir, steps, lr, starts, noise, inception, seed, class_idx, device):
     """Find the latent whose image is closest to each --image: OUTDIR/NAME/ gets proj.png, target.png, z.npy,

@@ -7,7 +7,7 @@ import click
 
 from ..util.checks import or_list
 from ..util.device import PRECISIONS, resolve_device, resolve_precision
-from .app import NETWORK_HELP, friendly_errors, main, progress_bar
+from .app import DEVICE_OPTION, NETWORK_HELP, friendly_errors, main, progress_bar
 
 
 @main.command()
@@ -28,7 +28,7 @@ from .app import NETWORK_HELP, friendly_errors, main, progress_bar
 @click.option("--pr-k", default=3, show_default=True, help="precision/recall: the k of the k-NN balls")
 @click.option("--batch", default=64, show_default=True)
 @click.option("--real-baseline", is_flag=True, help="MS-SSIM: also measure pairs of real images (the paper's baseline)")
-@click.option("--device", default="cpu", show_default=True)
+@DEVICE_OPTION
 @friendly_errors
 def metrics(network, data, names, num, pairs, seed, inception, cache_dir, kid_subsets, kid_subset_size, vgg16, pr_k,
             batch, real_baseline, device):

@@ -5,7 +5,7 @@ import os
 
 import click
 
-from .app import friendly_errors, main
+from .app import DEVICE_OPTION, friendly_errors, main
 
 
 @main.command()
@@ -14,7 +14,7 @@ from .app import friendly_errors, main
 @click.option("--port", default=8000, show_default=True)
 @click.option("--workers", default=2, show_default=True, help="threads generating images")
 @click.option("--max-images", default=64, show_default=True, help="most images one request may ask for")
-@click.option("--device", default="auto", show_default=True, help="auto: a GPU when there is one")
+@DEVICE_OPTION
 @friendly_errors(interrupted="the server stopped")
 def serve(path, host, port, workers, max_images, device):
     """A local web page: the runs under PATH (a runs folder, one run, or a network file) with live curves and
