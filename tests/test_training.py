@@ -281,6 +281,27 @@ def test_folder_data(tmp_path):
     assert code == 1 and "no images" in out
 
 
+def test_a_folder_is_decoded_a_window_at_a_time_and_refused_when_it_would_not_fit(tmp_path, monkeypatch):
+    from pggan.data import load
+
+    folder = tmp_path / "imgs"
+    rng = np.random.default_rng(1)
+    for sub in ("a", "b"):
+        (folder / sub).mkdir(parents=True)
+        for i in range(7):
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(folder / sub / f"{i}.png")
+    (folder / "a" / "bad.png").write_bytes(b"not a png")
+    whole = load.load_images(str(folder), 16, 3, 100)
+    monkeypatch.setattr(load, "DECODE_WINDOW", 4)                     # windows of 4 files, one of them bad
+    windowed = load.load_images(str(folder), 16, 3, 100)
+    assert len(windowed) == 14 and "14 images, 1 skipped" in windowed.description
+    assert all(np.array_equal(windowed.levels[r], whole.levels[r]) for r in whole.levels)
+    assert windowed.labels is None and whole.labels is None         # a folder trains unconditionally
+    monkeypatch.setattr(load, "available_memory", lambda: 2 * 14 * 3 * 16 * 16)     # half of it is too little
+    with pytest.raises(load.DataError, match=r"decodes its 15 images into memory: .*\(pggan dataset create"):
+        load.load_images(str(folder), 16, 3, 100)
+
+
 def test_conditional_training_on_labelled_dataset(tmp_path):
     from pggan.data.create import ConvertOptions, create_dataset
     from pggan.data.sources import open_source

@@ -11,10 +11,11 @@ from PIL import Image, ImageDraw
 
 from .api import LoadedGenerator, latents_for_seeds, parse_class_option
 from .classes import CLASS_STREAM, blend_classes
+from .util.device import available_memory
 from .util.errors import UsageError
 from .util.files import tagged_files
 from .util.grids import make_grid, save_png
-from .video import VideoWriter, available_memory, blur_over_time, check_frames_fit, slerp, smooth_latent_path, video_output
+from .video import VideoWriter, blur_over_time, check_frames_fit, slerp, smooth_latent_path, video_output
 
 
 def _resize(frame: np.ndarray, size: int | None) -> np.ndarray:

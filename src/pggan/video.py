@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 
+from .util.device import available_memory
 from .util.errors import UsageError
 from .util.files import partial_file
 
@@ -50,17 +51,6 @@ def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
     else:
         u = (np.sin((1 - t) * omega) * ua + np.sin(t * omega) * ub) / np.sin(omega)
     return (u * ((1 - t) * na + t * nb)).astype(np.float32)
-
-
-def available_memory() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 8 << 30
 
 
 def video_output(path: str) -> tuple[str, str]:

@@ -1,15 +1,20 @@
 """The front door of the data package: training data at a resolution from any supported spec."""
 from __future__ import annotations
 
+import itertools
 import os
 
 import numpy as np
 
+from ..util.device import available_memory
 from .base import IMAGE_EXTENSIONS, DataError, ImageSet
 from .builtin import BUILTIN
 from .create import ConvertOptions, prepare_many, select_keys
 from .dataset import is_dataset, open_dataset
 from .sources import open_source
+
+DECODE_WINDOW = 256          # files read and decoded at a time (their bytes are held only while they are)
+MAX_MEMORY_FRACTION = 0.5    # of the available memory, for the images decoded from a folder or archive
 
 
 def check_data_exists(spec: str) -> None:
@@ -33,9 +38,29 @@ def load_images(spec: str, resolution: int, channels: int, count: int, seed: int
     keys = select_keys(source, opts)
     if not keys:
         raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in '{spec}'")
-    report: list[str] = []
-    images, labels, bad = prepare_many(list(source.read(set(keys))), opts, report=report)
-    if images is None:
+    _check_fits_in_memory(spec, len(keys), channels, resolution)
+    images = np.empty((len(keys), channels, resolution, resolution), np.uint8)
+    labels, report, kept, bad = [], [], 0, 0
+    files = source.read(set(keys))
+    while window := list(itertools.islice(files, DECODE_WINDOW)):
+        decoded, window_labels, skipped = prepare_many(window, opts, report=report)
+        bad += skipped
+        if decoded is not None:
+            images[kept:kept + len(decoded)] = decoded
+            kept += len(decoded)
+            labels += window_labels or []
+    if not kept:
         raise DataError(f"none of the {len(keys)} files in '{spec}' could be read; first problem: {report[0]}")
-    return ImageSet.from_full(images, np.asarray(labels) if labels else None, len(source.label_names),
-                              description=f"{source.describe()} ({len(images)} images, {bad} skipped)")
+    return ImageSet.from_full(images[:kept], np.asarray(labels) if labels else None, len(source.label_names),
+                              description=f"{source.describe()} ({kept} images, {bad} skipped)")
+
+
+def _check_fits_in_memory(spec: str, count: int, channels: int, resolution: int) -> None:
+    """A folder or archive is decoded into memory, with every lower level (a third more): refuse what would
+    not fit, before reading it, and point to the dataset on disk that training reads without holding."""
+    need, free = count * channels * resolution ** 2 * 4 // 3, available_memory()
+    if need > MAX_MEMORY_FRACTION * free:
+        raise DataError(f"training on '{spec}' decodes its {count} images into memory: {need / 2 ** 30:.1f} GiB at "
+                        f"{resolution}x{resolution}, more than half of the {free / 2 ** 30:.1f} GiB available; make a "
+                        f"dataset on disk first (pggan dataset create '{spec}' DATASET --resolution {resolution}) and "
+                        f"train with --data DATASET, or use fewer images (--set data_count=N)")

@@ -80,6 +80,18 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def available_memory() -> int:
+    """Bytes of host memory a new allocation can take (Linux's MemAvailable; 8 GiB where it is not known)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 << 30
+
+
 def synchronize(device: torch.device) -> None:
     """Wait until ``device`` has finished the work queued on it (a GPU runs asynchronously: a timing
     without this measures only the launches); a CPU has finished when its calls return."""
