@@ -235,6 +235,7 @@ def test_nproc_refuses_bad_input_once_before_starting_any_process(tmp_path):
     out = str(tmp_path / "runs")
     for args, said in ((["--set", "sched.lr_base=abc"], "option 'sched.lr_base': cannot read 'abc' as float"),
                        (["--data", str(tmp_path / "nowhere")], "does not exist"),
+                       (["--data", str(tmp_path)], "no images"),
                        (["--device", "cuda:1"], "choose the GPUs with CUDA_VISIBLE_DEVICES"),
                        (["--nproc", "3"], "minibatch 30 (10 per process) at 4x4 does not split")):
         r = _pggan_train("--nproc", "2", "--preset", "demo", "--outdir", out, *args)
@@ -245,12 +246,12 @@ def test_nproc_refuses_bad_input_once_before_starting_any_process(tmp_path):
 
 
 def test_a_failure_in_the_processes_is_told_by_them_and_one_line_of_the_agent(tmp_path):
-    empty = tmp_path / "no-images"
-    empty.mkdir()
-    (empty / "notes.txt").write_text("not an image")
-    r = _pggan_train("--nproc", "2", "--preset", "demo", "--data", str(empty), "--outdir", str(tmp_path / "runs"),
+    broken = tmp_path / "broken"               # images by name only: found by the parent, unreadable to the processes
+    broken.mkdir()
+    (broken / "a.png").write_bytes(b"not a png")
+    r = _pggan_train("--nproc", "2", "--preset", "demo", "--data", str(broken), "--outdir", str(tmp_path / "runs"),
                      "--no-progress")
     text = r.stdout + r.stderr
     assert r.returncode == 1, text
-    assert text.count("no images") == 2 and "2 of the training processes failed" in text, text
+    assert text.count("could be read") == 2 and "2 of the training processes failed" in text, text
     assert "Traceback" not in text and "ChildFailedError" not in text and "OMP_NUM_THREADS" not in text, text

@@ -297,8 +297,14 @@ def test_a_folder_is_decoded_a_window_at_a_time_and_refused_when_it_would_not_fi
     assert len(windowed) == 14 and "14 images, 1 skipped" in windowed.description
     assert all(np.array_equal(windowed.levels[r], whole.levels[r]) for r in whole.levels)
     assert windowed.labels is None and whole.labels is None         # a folder trains unconditionally
-    monkeypatch.setattr(load, "available_memory", lambda: 2 * 14 * 3 * 16 * 16)     # half of it is too little
-    with pytest.raises(load.DataError, match=r"decodes its 15 images into memory: .*\(pggan dataset create"):
+    free = 3 * 15 * 3 * 16 * 16                       # a half of it holds one copy of the 15 files' levels
+    monkeypatch.setattr(load, "available_memory", lambda: free)
+    load.check_data(str(folder), 16, 3, 100)
+    with pytest.raises(load.DataError, match=r"decodes its 15 images into memory in each of 2 processes: "
+                                             r".*\(pggan dataset create"):
+        load.check_data(str(folder), 16, 3, 100, copies=2)
+    monkeypatch.setattr(load, "available_memory", lambda: free // 2)
+    with pytest.raises(load.DataError, match=r"decodes its 15 images into memory: "):
         load.load_images(str(folder), 16, 3, 100)
 
 

@@ -17,28 +17,27 @@ DECODE_WINDOW = 256          # files read and decoded at a time (their bytes are
 MAX_MEMORY_FRACTION = 0.5    # of the available memory, for the images decoded from a folder or archive
 
 
-def check_data_exists(spec: str) -> None:
-    if not spec.startswith("builtin:") and not os.path.exists(spec):
-        raise DataError(f"data '{spec}' does not exist; give a dataset made by `pggan dataset create`, a folder "
-                        f"or archive of images, or builtin:NAME ({', '.join('builtin:' + b for b in BUILTIN)})")
+def check_data(spec: str, resolution: int, channels: int, count: int, seed: int = 0, copies: int = 1) -> None:
+    """What :func:`load_images` refuses before it decodes anything: data that does not exist, a folder or
+    archive without images or whose images would not fit in memory (``copies``: the processes on this
+    machine that each decode them)."""
+    _check_exists(spec)
+    if not spec.startswith("builtin:") and not is_dataset(spec):
+        _files(spec, resolution, channels, count, seed, copies)
 
 
-def load_images(spec: str, resolution: int, channels: int, count: int, seed: int = 0) -> ImageSet:
+def load_images(spec: str, resolution: int, channels: int, count: int, seed: int = 0, copies: int = 1) -> ImageSet:
     """Training data at ``resolution``: a pggan dataset folder (memory-mapped), or ``builtin:NAME`` or a
-    folder / archive of images (decoded in memory by the same code as ``pggan dataset create``)."""
-    check_data_exists(spec)
+    folder / archive of images (decoded in memory by the same code as ``pggan dataset create``, a window
+    of files at a time)."""
+    _check_exists(spec)
     if is_dataset(spec):
         ds = open_dataset(spec, resolution)
         if ds.channels != channels:
             raise DataError(f"dataset '{spec}' has {ds.channels} channel(s) but the network expects {channels}; "
                             f"set --set net.channels={ds.channels}")
         return ds
-    source = open_source(spec, count=count, resolution=resolution, seed=seed, channels=channels)
-    opts = ConvertOptions(resolution=resolution, channels=channels, max_count=count, small="upscale").validate()
-    keys = select_keys(source, opts)
-    if not keys:
-        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in '{spec}'")
-    _check_fits_in_memory(spec, len(keys), channels, resolution)
+    source, opts, keys = _files(spec, resolution, channels, count, seed, copies)
     images = np.empty((len(keys), channels, resolution, resolution), np.uint8)
     labels, report, kept, bad = [], [], 0, 0
     files = source.read(set(keys))
@@ -55,12 +54,25 @@ def load_images(spec: str, resolution: int, channels: int, count: int, seed: int
                               description=f"{source.describe()} ({kept} images, {bad} skipped)")
 
 
-def _check_fits_in_memory(spec: str, count: int, channels: int, resolution: int) -> None:
-    """A folder or archive is decoded into memory, with every lower level (a third more): refuse what would
-    not fit, before reading it, and point to the dataset on disk that training reads without holding."""
-    need, free = count * channels * resolution ** 2 * 4 // 3, available_memory()
+def _check_exists(spec: str) -> None:
+    if not spec.startswith("builtin:") and not os.path.exists(spec):
+        raise DataError(f"data '{spec}' does not exist; give a dataset made by `pggan dataset create`, a folder "
+                        f"or archive of images, or builtin:NAME ({', '.join('builtin:' + b for b in BUILTIN)})")
+
+
+def _files(spec: str, resolution: int, channels: int, count: int, seed: int, copies: int):
+    """(source, options, keys) of a folder, archive or builtin set, checked (see :func:`check_data`)."""
+    source = open_source(spec, count=count, resolution=resolution, seed=seed, channels=channels)
+    opts = ConvertOptions(resolution=resolution, channels=channels, max_count=count, small="upscale").validate()
+    keys = select_keys(source, opts)
+    if not keys:
+        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in '{spec}'")
+    # decoded with every lower level (a third more), in each process on this machine
+    need, free = copies * len(keys) * channels * resolution ** 2 * 4 // 3, available_memory()
     if need > MAX_MEMORY_FRACTION * free:
-        raise DataError(f"training on '{spec}' decodes its {count} images into memory: {need / 2 ** 30:.1f} GiB at "
-                        f"{resolution}x{resolution}, more than half of the {free / 2 ** 30:.1f} GiB available; make a "
-                        f"dataset on disk first (pggan dataset create '{spec}' DATASET --resolution {resolution}) and "
-                        f"train with --data DATASET, or use fewer images (--set data_count=N)")
+        each = f" in each of {copies} processes" if copies > 1 else ""
+        raise DataError(f"training on '{spec}' decodes its {len(keys)} images into memory{each}: {need / 2 ** 30:.1f} "
+                        f"GiB at {resolution}x{resolution}, more than half of the {free / 2 ** 30:.1f} GiB available; "
+                        f"make a dataset on disk first (pggan dataset create '{spec}' DATASET --resolution "
+                        f"{resolution}) and train with --data DATASET, or use fewer images (--set data_count=N)")
+    return source, opts, keys

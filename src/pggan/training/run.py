@@ -89,7 +89,7 @@ class Run:
             torch.use_deterministic_algorithms(True)
         check_batches(cfg.sched, cfg.net, info.world)      # before the data is read
         ckpt = load_checkpoint(resume) if resume else None
-        images = load_training_data(cfg)
+        images = load_training_data(cfg, info.local_world)
         init = load_checkpoint(cfg.init) if cfg.init and ckpt is None else None
         if init is not None:
             check_init_labels(cfg, images)

@@ -21,9 +21,10 @@ from ..util.dist import DistInfo
 from .batchfind import find_batch_caps, pick_v2_presets, probe, release
 
 
-def load_training_data(cfg: TrainConfig) -> ImageSet:
-    """The run's images; labels kept only for a conditional run, or made from clusters."""
-    images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed)
+def load_training_data(cfg: TrainConfig, copies: int = 1) -> ImageSet:
+    """The run's images; labels kept only for a conditional run, or made from clusters. ``copies``: the
+    processes on this machine that each hold them."""
+    images = load_images(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed, copies)
     if cfg.clusters:
         return with_clusters(images, cfg.clusters, cfg.seed)
     if cfg.conditional and not images.label_size:

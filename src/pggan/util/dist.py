@@ -28,6 +28,7 @@ class DistInfo:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    local_world: int = 1        # the processes on this machine
 
     @property
     def is_main(self) -> bool:
@@ -49,7 +50,7 @@ def init_from_env(device_type: str) -> DistInfo:
         if device_type == "cuda":
             torch.cuda.set_device(local)
         dist.init_process_group(backend=backend)
-    return DistInfo(rank, world, local)
+    return DistInfo(rank, world, local, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def barrier() -> None:
