@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 from .api import LoadedGenerator, latents_for_seeds, parse_class_option
 from .classes import CLASS_STREAM, blend_classes
-from .util.device import available_memory
+from .util.device import MAX_MEMORY_FRACTION, available_memory
 from .util.errors import UsageError
 from .util.files import tagged_files
 from .util.grids import make_grid, save_png
@@ -51,7 +51,7 @@ def interpolation_video(gen: LoadedGenerator, out: str, duration: float = 10.0, 
     cols, rows = grid
     cell = size or gen.resolution
     check_frames_fit(kind, frames, cell * rows, cell * cols)
-    if frames * cols * rows * gen.z_dim * 8 * 3 > 0.5 * available_memory():    # float64 path and its FFT
+    if frames * cols * rows * gen.z_dim * 8 * 3 > MAX_MEMORY_FRACTION * available_memory():    # float64 path and its FFT
         raise UsageError(f"{frames} frames x {cols * rows} streams of {gen.z_dim}-d latents do not fit in memory; "
                          f"lower --duration, --fps or --grid")
     z = smooth_latent_path(frames, cols * rows, gen.z_dim, sigma, seed)

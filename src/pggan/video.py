@@ -10,11 +10,9 @@ import os
 
 import numpy as np
 
-from .util.device import available_memory
+from .util.device import MAX_MEMORY_FRACTION, available_memory
 from .util.errors import UsageError
 from .util.files import partial_file
-
-MAX_MEMORY_FRACTION = 0.5
 
 
 def smooth_latent_path(frames: int, streams: int, dim: int, sigma: float, seed: int) -> np.ndarray:

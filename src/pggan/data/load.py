@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from ..util.device import available_memory
+from ..util.device import MAX_MEMORY_FRACTION, available_memory
 from .base import IMAGE_EXTENSIONS, DataError, ImageSet
 from .builtin import BUILTIN
 from .create import ConvertOptions, prepare_many, select_keys
@@ -14,7 +14,6 @@ from .dataset import is_dataset, open_dataset
 from .sources import open_source
 
 DECODE_WINDOW = 256          # files read and decoded at a time (their bytes are held only while they are)
-MAX_MEMORY_FRACTION = 0.5    # of the available memory, for the images decoded from a folder or archive
 
 
 def check_data(spec: str, resolution: int, channels: int, count: int, seed: int = 0, copies: int = 1) -> None:

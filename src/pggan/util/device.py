@@ -80,6 +80,9 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+MAX_MEMORY_FRACTION = 0.5    # of the available memory, the most one command's in-memory data may take
+
+
 def available_memory() -> int:
     """Bytes of host memory a new allocation can take (Linux's MemAvailable; 8 GiB where it is not known)."""
     try:
