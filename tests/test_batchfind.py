@@ -1,4 +1,6 @@
 """auto_batch: the largest per-device batch that fits, found by probing (memory faked on CPU)."""
+import copy
+
 import torch
 from test_training import tiny_config
 
@@ -101,18 +103,23 @@ def test_auto_batch_raises_a_fresh_v2_run_on_one_gpu(monkeypatch):
 
     from pggan.presets import get_preset
     from pggan.schedule import V2_BATCH, batch_for
-    from pggan.training import setup
+    from pggan.training import plan
 
     fits, seen = _memory(4 * 1024 * 1024)
-    monkeypatch.setattr(setup, "probe", lambda cfg, images, device: fits)
+    monkeypatch.setattr(plan, "probe", lambda cfg, images, device: fits)
+
+    def resolve_config(cfg, images, device, fresh=True):
+        out = copy.deepcopy(cfg)
+        return out, plan.device_batches(out, images, device, fresh=fresh)
+
     cfg = get_preset("celebahq-1024")
     cfg.sched.auto_batch = True
     images, cuda = SimpleNamespace(label_size=0), torch.device("cuda")      # resolving touches no GPU
-    raised, notes = setup.resolve_config(cfg, images, cuda)
+    raised, notes = resolve_config(cfg, images, cuda)
     assert raised.sched.batch_table[4] == 512 and raised.sched.batch_table[512] == 16     # 16 x 512^2 = the budget
     assert raised.sched.g_lr_table[256] == 0.002
     assert batch_for(1024, raised.sched) == 4 and (1024, 8) in seen           # 8 does not fit: preset-v2-1gpu's
     assert raised.sched.device_batch_cap == {} and not raised.sched.accumulate  # what was chosen fits whole
     assert any(n.startswith("auto_batch: 4x4: minibatch 512") for n in notes)
-    resumed, _ = setup.resolve_config(cfg, images, cuda, fresh=False)           # a resumed run keeps its batches
+    resumed, _ = resolve_config(cfg, images, cuda, fresh=False)           # a resumed run keeps its batches
     assert resumed.sched.batch_table != V2_BATCH and resumed.sched.batch_table == cfg.sched.batch_table

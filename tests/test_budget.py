@@ -1,4 +1,6 @@
 """--budget: the planner (a fake timer, no training), the schedule it writes, and a resumed plan."""
+import dataclasses
+
 import pytest
 
 from pggan.config import ConfigError, parse_duration, validate
@@ -117,31 +119,35 @@ def test_bad_durations(text):
 
 
 def test_a_budgeted_run_moves_its_end_to_meet_the_deadline():
-    """In the last phase the end follows the measured speed: later when faster, now when past the deadline."""
+    """In the last phase the end follows the measured speed: later when faster, now when past the deadline.
+    The end is the trainer's schedule (run state, saved with checkpoints); the config is never changed."""
+    import copy
     from types import SimpleNamespace
 
     from pggan.schedule import Phase
     from pggan.training.budget import EndPace
     from pggan.training.run import Run
-    from pggan.training.trainer import Step
+    from pggan.training.trainer import Step, Trainer
     from pggan.util.dist import DistInfo
 
     cfg = get_preset("cpu-small")
     cfg.sched.total_kimg = 60.0
-    run = SimpleNamespace(cfg=cfg, trainer=SimpleNamespace(cur_nimg=60_000), pace=EndPace(1000.0), pace_steps=0,
-                          bar=None, info=DistInfo())
+    trainer = SimpleNamespace(cur_nimg=60_000, schedule=copy.deepcopy(cfg.sched))
+    trainer.set_schedule = lambda **kw: Trainer.set_schedule(trainer, **kw)
+    run = SimpleNamespace(cfg=cfg, trainer=trainer, pace=EndPace(1000.0), pace_steps=0, bar=None, info=DistInfo())
     top = Step(Phase(kimg=60.0, lod=0.0, res_log2=5, alpha=1.0, batch=16, g_lr=1e-3, d_lr=1e-3), {})
     fade = Step(Phase(kimg=50.0, lod=0.5, res_log2=5, alpha=0.5, batch=16, g_lr=1e-3, d_lr=1e-3), {})
     Run.end_on_time(run, fade, 500.0)
-    assert run.pace.start is None and cfg.sched.total_kimg == 60.0             # not before the last phase
+    assert run.pace.start is None and trainer.schedule.total_kimg == 60.0     # not before the last phase
     Run.end_on_time(run, top, 500.0)
-    assert run.pace.start == (500.0, 60_000) and cfg.sched.total_kimg == 60.0
+    assert run.pace.start == (500.0, 60_000) and trainer.schedule.total_kimg == 60.0
     run.trainer.cur_nimg = 61_000                                              # 1,000 images in 10 s: 100 img/s
     Run.end_on_time(run, top, 510.0)
-    assert cfg.sched.total_kimg == pytest.approx(61.0 + 490 * 100 / 1000)
+    assert trainer.schedule.total_kimg == pytest.approx(61.0 + 490 * 100 / 1000)
     run.trainer.cur_nimg = 70_000
     Run.end_on_time(run, top, 1001.0)
-    assert cfg.sched.total_kimg == 70.0                                        # past the deadline: the run ends
+    assert trainer.schedule.total_kimg == 70.0                                 # past the deadline: the run ends
+    assert cfg.sched.total_kimg == 60.0                                        # the config is as planned
 
 
 def test_the_end_follows_a_slowdown_near_the_deadline():
@@ -172,9 +178,24 @@ def test_cpu_small_scales_its_maps_and_latent_and_keeps_hand_chosen_networks():
     assert x2.widths == {4: 128, 8: 128, 16: 64, 32: 32} and x2.z_dim == 128
     assert [scaled_cpu_small(net, 8).width(r) for r in LEVELS] == [512, 512, 256, 128]   # at most the paper's 512
     assert scaled_cpu_small(net, 8).z_dim == 512
-    assert scaled_cpu_small(get_preset("celebahq-1024").net, 2) is None
-    cfg = validate(get_preset("cpu-small").replace(net=net.__class__(**{**vars(net), "fmap_max": 32})))
-    assert scaled_cpu_small(cfg.net, 2) is None
+    x2_64 = scaled_cpu_small(dataclasses.replace(net, resolution=64, channels=1, label_size=5), 2)
+    assert x2_64.widths[64] == 32 and (x2_64.channels, x2_64.label_size) == (1, 5)    # its other options kept
+
+
+def test_the_budget_sizes_the_network_by_an_explicit_rule():
+    """budget_family: the budget's presets, no width option given, no --init; values are not compared."""
+    from pggan.training.budget import budget_family
+
+    cfg = get_preset("cpu-small").replace(budget="25m")
+    assert budget_family(cfg) and budget_family(cfg, {"net.resolution", "data", "sched.lr_base"})
+    assert budget_family(get_preset("demo").replace(budget="4m"))
+    for given in ({"net.fmap_max"}, {"net.widths"}, {"net.latent_size"}, {"net.fmap_base"}):
+        assert not budget_family(cfg, given)
+    assert not budget_family(cfg.replace(budget=""))
+    assert not budget_family(cfg.replace(init="/a/checkpoint.pt"))
+    assert not budget_family(get_preset("celebahq-1024").replace(budget="2h"))
+    # a network given with cpu-small's very values is still the user's
+    assert not budget_family(cfg, {"net.fmap_max"}) and cfg.net.fmap_max == get_preset("cpu-small").net.fmap_max
 
 
 @pytest.mark.parametrize("seconds, chosen, measured", [(400, 1, [1]), (3000, 1, [1, 2]), (9000, 2, [1, 2, 4]),
@@ -197,8 +218,8 @@ def test_budget_network_auto_picks_the_widest_that_stabilises_long_enough(monkey
 
     monkeypatch.setattr(budget, "measure_costs", fake_measure)
     lines = []
-    out, c, plan = budget.choose_network(cfg, None, None, None, LEVELS, lambda: seconds, lines.append)
-    assert calls == measured and out.net.z_dim == 64 * chosen
+    out, c, plan, scale = budget.choose_network(cfg, None, None, None, LEVELS, lambda: seconds, True, lines.append)
+    assert calls == measured and out.net.z_dim == 64 * chosen and scale == chosen
     assert plan == plan_schedule(seconds, c, LEVELS, out)
     def top_kimg(scale):
         try:
@@ -210,9 +231,9 @@ def test_budget_network_auto_picks_the_widest_that_stabilises_long_enough(monkey
     wide_enough = [s for s in (1, 2, 4, 8) if top_kimg(s) >= budget.TOP_KIMG_WANTED]
     assert chosen == max(wide_enough, default=1)
     assert f"chose x{chosen}" in lines[0]
-    for kept in (cfg.replace(budget_network="fixed"), cfg.replace(init="/some/checkpoint.pt")):
-        calls.clear()
-        assert budget.choose_network(kept, None, None, None, LEVELS, lambda: seconds)[0].net == cfg.net and calls == [1]
+    calls.clear()
+    kept = budget.choose_network(cfg, None, None, None, LEVELS, lambda: seconds, False)
+    assert kept[0].net == cfg.net and kept[3] == 0 and calls == [1]
 
 
 @pytest.mark.parametrize("user_ramp, budget_ramp, expected", [(0.0, 0.25, 0.25), (0.1, 0.25, 0.1), (0.0, 0.0, 0.0)])
@@ -229,8 +250,8 @@ def test_a_budgeted_run_ramps_its_learning_rates_down_unless_told_otherwise(monk
     cfg.sched.lr_rampdown = user_ramp
     monkeypatch.setattr(budget, "measure_costs", lambda *a, **k: costs())
     lines = []
-    out, _ = budget.plan_budget(validate(cfg), None, None, DistInfo(), time.time(), lines.append)
-    assert out.sched.lr_rampdown == expected
+    out, plan = budget.plan_budget(validate(cfg), None, None, DistInfo(), time.time(), False, log=lines.append)
+    assert out.sched.lr_rampdown == plan.lr_rampdown == expected
     (plan_line,) = [line for line in lines if line.startswith("budget 25m")]
     assert ("ramp down to 0 over the last 25%" in plan_line) == (expected == 0.25)
     total, res = out.sched.total_kimg, out.net.resolution

@@ -79,7 +79,7 @@ def test_a_run_with_clusters_trains_a_generator_conditional_on_them(tmp_path):
     G = load_generator(list_checkpoints(run)[-1])
     assert G.net.label_size == 3
     assert not np.array_equal(G.generate(seeds=[4], labels=[0]).images, G.generate(seeds=[4], labels=[1]).images)
-    saved = json.load(open(f"{run}/training_options.json"))
+    saved = json.load(open(f"{run}/training_options.json"))["config"]
     assert saved["clusters"] == 3 and saved["net"]["label_size"] == 3
 
 
@@ -89,12 +89,10 @@ def test_grid_labels_reach_the_networks_device(tmp_path):
     another device, usable only through .to(device)."""
     import torch
 
-    from pggan.training.setup import load_training_data, resolve_config
+    from pggan.training.plan import run_data
     from pggan.training.trainer import Trainer, grid_latents
 
-    cfg = tiny_config(tmp_path, clusters=2)
-    images = load_training_data(cfg)
-    cfg, _ = resolve_config(cfg, images, torch.device("cpu"))
+    cfg, images = run_data(tiny_config(tmp_path, clusters=2))
     trainer = Trainer(cfg, images, torch.device("cpu"))
     z, labels = grid_latents(cfg, trainer.classes)
 
@@ -107,8 +105,7 @@ def test_grid_labels_reach_the_networks_device(tmp_path):
     assert np.array_equal(trainer.sample(z, Elsewhere()), trainer.sample(z, labels))
 
 
-def test_a_budgeted_run_clusters_its_images_only_where_nothing_else_decides_its_labels():
-    from pggan.config import NetworkConfig, TrainConfig
+def test_a_budgeted_run_clusters_its_images_only_on_the_budgets_own_network():
     from pggan.presets import get_preset
     from pggan.training.budget import clusters_for_budget
 
@@ -118,28 +115,27 @@ def test_a_budgeted_run_clusters_its_images_only_where_nothing_else_decides_its_
     assert clusters_for_budget(cfg, 199) == 0                         # too few images for two
     assert clusters_for_budget(cfg.replace(budget_clusters=0), 3916) == 0
     assert clusters_for_budget(cfg.replace(budget=""), 3916) == 0      # only a budgeted run
-    assert clusters_for_budget(cfg.replace(conditional=True), 3916) == 0      # the data's own labels
-    assert clusters_for_budget(cfg.replace(clusters=4), 3916) == 0             # the user's own clusters
     assert clusters_for_budget(cfg.replace(init="net.pt"), 3916) == 0          # a fine-tuned network keeps its classes
-    assert clusters_for_budget(cfg.replace(net=NetworkConfig(resolution=32)), 3916) == 0   # not cpu-small's network
-    assert clusters_for_budget(TrainConfig(budget="1h"), 3916) == 0
+    assert clusters_for_budget(cfg, 3916, {"net.fmap_max"}) == 0               # a network the user gave
+    assert clusters_for_budget(get_preset("celebahq-1024").replace(budget="1h"), 3916) == 0
+    # whether the data's labels or the user's clusters decide instead: tests/test_plan.py's label matrix
 
 
 def test_the_clusters_a_new_run_is_given_are_saved_and_a_resumed_run_keeps_them(tmp_path, monkeypatch):
     from pggan.checkpoint import checkpoint_config, load_checkpoint
-    from pggan.training import run as run_module
+    from pggan.training import plan
 
-    monkeypatch.setattr(run_module, "clusters_for_budget", lambda cfg, n: 3)      # as a --budget run would be given
+    monkeypatch.setattr(plan, "clusters_for_budget", lambda cfg, n, given: 3)    # as a --budget run would be given
     cfg = tiny_config(tmp_path)
     cfg.sched.total_kimg = 0.1
     lines = []
     run = train(cfg, progress=False, echo=lines.append).run_dir
     assert any("conditioned on 3 clusters" in line for line in lines)
-    saved = json.load(open(f"{run}/training_options.json"))
+    saved = json.load(open(f"{run}/training_options.json"))["config"]
     assert saved["clusters"] == 3 and saved["net"]["label_size"] == 3
     requested = json.load(open(f"{run}/requested_options.json"))
     assert requested.get("clusters", 0) == 0                                     # what the user asked for
-    monkeypatch.setattr(run_module, "clusters_for_budget", lambda cfg, n: 0)      # only new runs are given clusters
+    monkeypatch.setattr(plan, "clusters_for_budget", lambda cfg, n, given: 0)    # only new runs are given clusters
     ckpt = list_checkpoints(run)[-1]
     resumed = load_checkpoint(ckpt)
     assert json.loads(resumed["config"])["clusters"] == 3

@@ -213,7 +213,7 @@ def test_a_budgeted_run_plans_once_for_the_group_and_ends_on_time(tmp_path):
     log = (run / "log.txt").read_text()
     assert "budget 40s" in log and "stabilise 8" in log
     assert wall < 40 * 1.1, wall
-    saved = json.loads((run / "training_options.json").read_text())["sched"]
+    saved = json.loads((run / "training_options.json").read_text())["config"]["sched"]
     assert saved["fade_kimg_table"] and saved["stabilise_kimg_table"]
     ckpt = load_checkpoint(list_checkpoints(str(run))[-1])
     assert json.loads(ckpt["config"])["sched"]["fade_kimg_table"] == saved["fade_kimg_table"]

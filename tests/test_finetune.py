@@ -16,7 +16,8 @@ from pggan.config import ConfigError
 from pggan.data.create import ConvertOptions, create_dataset
 from pggan.data.sources import open_source
 from pggan.official.convert import convert_file
-from pggan.training.launch import init_config
+from pggan.training.launch import given_options, init_config
+from pggan.training.plan import RunRequest, plan_run
 from pggan.training.run import run_training
 from pggan.training.trainer import grid_latents
 from pggan.util.grids import make_grid, to_uint8
@@ -99,24 +100,31 @@ def _labelled(tmp_path, squares, count=8):
     return str(tmp_path / "labelled")
 
 
+def _request(src, flags, sets):
+    """--init as `pggan train` makes its request: the options and which of them were given."""
+    return RunRequest(init_config(src, None, None, flags, sets), given_options(None, flags, sets))
+
+
 def test_a_conditional_network_fine_tunes_without_its_classes_only_when_asked(tmp_path, squares):
     import torch
 
+    cpu = torch.device("cpu")
     cfg = tiny_config(tmp_path, conditional=True)
     cfg.data, cfg.data_count, cfg.sched.total_kimg = _labelled(tmp_path, squares, 40), 40, 0.3
     src = list_checkpoints(run_training(cfg, progress=False, echo=lambda m: None).run_dir)[-1]
     with pytest.raises(ConfigError, match="--set conditional=false to drop them"):
-        init_config(src, None, None, _flags(tmp_path, squares), SETS)
-    # or its classes learn as many clusters of the new images
-    assert init_config(src, None, None, _flags(tmp_path, squares), SETS + ["clusters=2"]).net.label_size == 2
+        plan_run(_request(src, _flags(tmp_path, squares), SETS), cpu)
+    # or its classes learn as many clusters of the new images: new ones, since its classes were labels
+    spec = plan_run(_request(src, _flags(tmp_path, squares), SETS + ["clusters=2"]), cpu)[0]
+    assert spec.config.net.label_size == 2 and spec.labels.kind == "clusters" and "new clusters" in spec.labels.why
     with pytest.raises(ConfigError, match="cannot learn 3 clusters; use --set clusters=2"):
-        init_config(src, None, None, _flags(tmp_path, squares), SETS + ["clusters=3"])
-    ft = init_config(src, None, None, _flags(tmp_path, squares, **{"sched.total_kimg": 0.05}), SETS + ["conditional=false"])
-    assert ft.net.label_size == 0
+        plan_run(_request(src, _flags(tmp_path, squares), SETS + ["clusters=3"]), cpu)
+    ft = _request(src, _flags(tmp_path, squares, **{"sched.total_kimg": 0.05}), SETS + ["conditional=false"])
+    assert plan_run(ft, cpu)[0].config.net.label_size == 0
     run = run_training(ft, progress=False, echo=lambda m: None).run_dir
     first = torch.load(list_checkpoints(run)[-1], weights_only=True)
     source = torch.load(src, weights_only=True)
-    z = ft.net.z_dim
+    z = ft.config.net.z_dim
     assert source["G"]["blocks.2.dense.weight"].shape[1] == z + 2 and first["G"]["blocks.2.dense.weight"].shape[1] == z
     assert source["D"]["blocks.2.dense1.weight"].shape[0] == 3 and first["D"]["blocks.2.dense1.weight"].shape[0] == 1
 
@@ -138,7 +146,7 @@ def test_bad_inits_fail_with_one_line(tmp_path, source, squares):
     assert "convert the source again with --channels 3" in train("--init", source, "--data", str(gray))
     assert "drop net.fmap_base" in train("--init", source, "--data", squares, "--set", "net.fmap_base=128")
     assert "cannot go below" in train("--init", source, "--data", squares, "--resolution", "8")
-    assert "has no classes, so it cannot learn 2 clusters" in train("--init", source, "--data", squares,
+    assert "is unconditional and cannot learn 2 clusters" in train("--init", source, "--data", squares,
                                                                      "--set", "clusters=2")
     assert "use one" in train("--init", source, "--resume", "latest")
     labelled = _labelled(tmp_path, squares)

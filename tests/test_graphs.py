@@ -13,7 +13,7 @@ from test_training import tiny_config
 from pggan.config import set_option, validate
 from pggan.training import graphs
 from pggan.training.graphs import ReplayBackend
-from pggan.training.setup import run_data
+from pggan.training.plan import run_data
 from pggan.training.trainer import Trainer
 
 spec = importlib.util.spec_from_file_location(

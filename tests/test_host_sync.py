@@ -13,6 +13,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from pggan.config import validate
 from pggan.data.load import load_images
+from pggan.training.plan import RunRequest, plan_run
 from pggan.training.run import Run, StopRequest
 from pggan.training.trainer import Trainer
 from pggan.util.dist import DistInfo
@@ -93,7 +94,8 @@ def test_the_training_loop_reads_nothing_between_ticks(tmp_path):
     cfg = tiny_config(tmp_path)
     cfg.tick_kimg = cfg.image_kimg = cfg.checkpoint_kimg = 100.0
     cfg.sched.total_kimg = 200.0
-    run = Run(cfg, torch.device("cpu"), DistInfo(), None, False, lambda m: None, time.time())
+    spec, images = plan_run(RunRequest(cfg), torch.device("cpu"))
+    run = Run(spec, images, torch.device("cpu"), DistInfo(), False, lambda m: None, time.time())
     stop = StopRequest()
     run.iteration(stop, None, 0.0)
     with HostReads() as reads:

@@ -1,9 +1,8 @@
 """precision=auto: bf16 where the hardware computes it natively, fp32 elsewhere, and the log says why."""
 import torch
 
-from pggan.data.load import load_images
 from pggan.presets import PRESETS, get_preset
-from pggan.training.setup import resolve_config
+from pggan.training.plan import RunRequest, plan_run
 from pggan.util.device import resolve_precision
 
 CPU = torch.device("cpu")
@@ -40,14 +39,14 @@ def test_an_explicit_precision_is_kept(monkeypatch):
 
 def test_a_run_resolves_auto_into_its_saved_config_and_logs_it(monkeypatch):
     _cpu_bf16(monkeypatch, False)
-    cfg = get_preset("cpu-small")
+    cfg = get_preset("cpu-small").replace(data_count=16)
     assert cfg.precision == "auto"
-    images = load_images("builtin:shapes", 32, 3, 16)
-    resolved, notes = resolve_config(cfg, images, CPU)
-    assert resolved.precision == "fp32" and cfg.precision == "auto"        # the given config is not changed
-    assert any("precision fp32" in n and "no native bf16" in n for n in notes)
+    spec, _ = plan_run(RunRequest(cfg), CPU)
+    assert spec.config.precision == spec.precision == "fp32" and cfg.precision == "auto"   # the request is kept
+    assert spec.request.precision == "auto" and "no native bf16" in spec.precision_why
+    assert any("precision fp32" in n and "no native bf16" in n for n in spec.notes)
     _cpu_bf16(monkeypatch, True)
-    assert resolve_config(cfg, images, CPU)[0].precision == "bf16"
+    assert plan_run(RunRequest(cfg), CPU)[0].precision == "bf16"
 
 
 def test_paper_presets_keep_fp32():

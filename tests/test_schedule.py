@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -150,8 +151,12 @@ def test_paper_presets_train_at_the_v2_batches_on_one_gpu_only():
 
     from pggan.config import ConfigError, validate
     from pggan.schedule import V2_BATCH, batch_for
-    from pggan.training.setup import resolve_config
+    from pggan.training.plan import device_batches
     from pggan.util.dist import DistInfo
+
+    def resolve_config(cfg, images, device, info=DistInfo(), fresh=True):
+        out = copy.deepcopy(cfg)
+        return out, device_batches(out, images, device, info, fresh)
 
     cfg = get_preset("celebahq-1024")
     images, cuda = SimpleNamespace(label_size=0), torch.device("cuda")      # resolving touches no GPU

@@ -45,7 +45,7 @@ def test_end_to_end_run_directory(tmp_path):
     files = set(os.listdir(run))
     assert {"training_options.json", "requested_options.json", "log.txt", "stats.jsonl", "reals.png",
             "generator-final.safetensors"} <= files
-    assert json.load(open(os.path.join(run, "training_options.json")))["net"]["resolution"] == 16
+    assert json.load(open(os.path.join(run, "training_options.json")))["config"]["net"]["resolution"] == 16
     stats = [json.loads(line) for line in open(os.path.join(run, "stats.jsonl"))]
     assert len(stats) == 5
     keys = {"kimg", "resolution", "lod", "alpha", "batch", "loss_d", "loss_g", "img_per_s", "sec_per_kimg", "mem_mb", "wall_s"}
@@ -129,8 +129,9 @@ def test_resume_latest_from_cli(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "load", spy)
     r = CliRunner().invoke(main, ["train", "--resume", "latest", "--outdir", cfg.outdir, "--kimg", "0.6", "--no-progress"])
     assert r.exit_code == 0, r.output
-    # the checkpoint's config is read mapped (its tensors untouched), the training state once, in full
-    assert reads == [("checkpoint-000000.400.pt", True), ("checkpoint-000000.400.pt", False)]
+    # the checkpoint's config (launch) and plan (the planner) are read mapped, its tensors untouched; the
+    # training state once, in full
+    assert reads == [("checkpoint-000000.400.pt", True)] * 2 + [("checkpoint-000000.400.pt", False)]
     ckpts = list_checkpoints(os.path.join(cfg.outdir, "00000-shapes-16-cpu-small"))
     assert load_checkpoint(ckpts[-1])["cur_nimg"] >= 600
 

@@ -20,7 +20,7 @@ import pggan.losses
 import pggan.networks
 from pggan.bench import paper_config, reference_config
 from pggan.schedule import Phase
-from pggan.training.setup import run_data
+from pggan.training.plan import run_data
 from pggan.training.trainer import Trainer
 from pggan.util.timing import timeit
 

@@ -31,7 +31,7 @@ import torch
 from pggan.config import set_option, validate
 from pggan.presets import get_preset
 from pggan.training.graphs import ReplayBackend
-from pggan.training.setup import run_data
+from pggan.training.plan import run_data
 from pggan.training.trainer import Trainer
 
 CASES = {

@@ -45,7 +45,7 @@ from pggan.data.load import load_images
 from pggan.layers import fade_images
 from pggan.metrics.swd import swd
 from pggan.networks import Discriminator, Generator
-from pggan.training.rundir import fakes_name
+from pggan.training.rundir import fakes_name, run_options
 from pggan.util.files import kimg_tag
 
 
@@ -99,7 +99,7 @@ def main() -> int:
     real = np.asarray(real_set.levels[args.resolution])
     # the fakes are what a user gets: the files `pggan generate --seeds 0-(N-1)` writes
     fakes = generated_files(gen.source, len(real))
-    opts = json.load(open(os.path.join(run, "training_options.json")))
+    opts = run_options(run)
     paired = None
     if opts.get("clusters"):   # the old internal draw, for comparison: fake i with real image i's cluster
         classes = cluster_labels(real_set, opts["clusters"], opts["seed"])

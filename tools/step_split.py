@@ -16,7 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from pggan.bench import DTYPES, reference_config
 from pggan.flops import conv_flops
 from pggan.schedule import Phase
-from pggan.training.setup import run_data
+from pggan.training.plan import run_data
 from pggan.training.trainer import Trainer
 from pggan.util.timing import timeit
 

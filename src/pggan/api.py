@@ -7,7 +7,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, checkpoint_config, load_checkpoint, load_state, network_file, read_generator
+from .checkpoint import (
+    CheckpointError,
+    checkpoint_config,
+    checkpoint_schedule,
+    load_checkpoint,
+    load_state,
+    network_file,
+    read_generator,
+)
 from .classes import ClassPrior, ClassPriorError, parse_class
 from .config import NetworkConfig, TrainConfig
 from .networks import Generator
@@ -189,7 +197,7 @@ def checkpoint_level(ckpt: dict, cfg: TrainConfig) -> tuple[int, float]:
     """(res_log2, alpha) the networks of a checkpoint were last trained at: mid-growth, the layers above
     that level are untrained. A checkpoint without images shown (converted, exported) is at the top."""
     if ckpt.get("cur_nimg"):
-        ph = phase_at(int(ckpt["cur_nimg"]), cfg.sched, cfg.net.resolution)
+        ph = phase_at(int(ckpt["cur_nimg"]), checkpoint_schedule(ckpt, cfg), cfg.net.resolution)
         return ph.res_log2, ph.alpha
     return cfg.net.resolution.bit_length() - 1, 1.0
 

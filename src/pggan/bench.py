@@ -24,8 +24,8 @@ from .flops import count_flops
 from .presets import get_preset
 from .schedule import V2_BATCH, Phase, batch_for, phase_for_level, phase_kimg
 from .training.graphs import WARMUP, graph_support
+from .training.plan import RunRequest, plan_run, run_data
 from .training.sampler import DataOrder, minibatch
-from .training.setup import load_training_data, resolve_config, run_data
 from .training.trainer import Trainer
 from .util.device import configure_cuda, peak_memory_mb, resolve_precision, synchronize
 from .util.timing import timeit
@@ -108,7 +108,7 @@ def measure_steps(cfg: TrainConfig, device: torch.device, resolutions, seconds: 
 
 def iter_steps(cfg: TrainConfig, device: torch.device, resolutions, seconds: float, fades: bool = True):
     """One result row per resolution and phase, as soon as it is measured."""
-    cfg, images = run_data(cfg)                   # as a run: an unconditional one draws no labels
+    cfg, images = run_data(cfg, device)           # as a run plans it: its classes, precision and batches
     trainer, graphed = Trainer(cfg, images, device), graphed_trainer(cfg, images, device)
     tmp = tempfile.TemporaryDirectory()
     stored = on_disk(images, tmp.name)
@@ -246,9 +246,9 @@ def project_run(preset: str, device: torch.device, precision: str, seconds: floa
     cfg.precision, cfg.data, cfg.data_count = precision, "builtin:shapes", 64
     cfg.sched.auto_batch = auto_batch
     configure_cuda(device)
-    images = load_training_data(cfg)
-    cfg, notes = resolve_config(cfg, images, device)    # the batches a run of the preset gets on this device
-    for note in notes:
+    spec, images = plan_run(RunRequest(cfg), device, measure=False)   # the batches a run of the preset gets here
+    cfg = spec.config
+    for note in spec.notes:
         log(note)
     trainers = {"eager": Trainer(cfg, images, device)}
     graphed = graphed_trainer(cfg, images, device)

@@ -6,6 +6,7 @@ The shareable generator file is safetensors with the network config in its metad
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -55,6 +56,27 @@ def checkpoint_config(ckpt: dict) -> TrainConfig:
         return TrainConfig.from_dict(json.loads(ckpt["config"]))
     except (KeyError, json.JSONDecodeError, ConfigError) as e:
         raise CheckpointError(f"checkpoint has no valid config: {first_line(e)}") from None
+
+
+def schedule_state(sched) -> dict:
+    """The part of a run's schedule that the run itself moves (a budget's end and re-plans), as saved."""
+    return {"stabilise_kimg_table": dict(sched.stabilise_kimg_table), "fade_kimg_table": dict(sched.fade_kimg_table),
+            "total_kimg": float(sched.total_kimg)}
+
+
+def schedule_state_from(saved: dict) -> dict:
+    return {"stabilise_kimg_table": {int(k): float(v) for k, v in saved["stabilise_kimg_table"].items()},
+            "fade_kimg_table": {int(k): float(v) for k, v in saved["fade_kimg_table"].items()},
+            "total_kimg": float(saved["total_kimg"])}
+
+
+def checkpoint_schedule(ckpt: dict, cfg: TrainConfig):
+    """The schedule a checkpoint's run followed: its config's, with what the run moved."""
+    sched = dataclasses.replace(cfg.sched)
+    if "schedule" in ckpt:
+        for k, v in schedule_state_from(ckpt["schedule"]).items():
+            setattr(sched, k, v)
+    return sched
 
 
 def load_state(module: torch.nn.Module, state: dict, what: str, path: str) -> None:

@@ -85,21 +85,22 @@ def demo() -> TrainConfig:
     return cfg
 
 
-def scaled_cpu_small(net: NetworkConfig, scale: int) -> NetworkConfig | None:
-    """cpu-small's network with ``scale`` times its feature maps at every resolution and its latent size
-    (at most the paper's 512), or None when ``net`` is not cpu-small's (its widths were chosen by hand).
-    The family a --budget run picks from (training/budget.py)."""
+BUDGET_PRESETS = ("cpu-small", "demo")      # presets whose network a --budget run sizes (training/budget.py)
+WIDTH_OPTIONS = ("net.fmap_base", "net.fmap_decay", "net.fmap_max", "net.widths", "net.latent_size")   # what sizes it
+
+
+def scaled_cpu_small(net: NetworkConfig, scale: int) -> NetworkConfig:
+    """cpu-small's network at ``net``'s resolution with ``scale`` times its feature maps at every
+    resolution and its latent size (at most the paper's 512): the family a --budget run picks from
+    (training/budget.py). ``net``'s other options (channels, classes, layers) are kept."""
     small = cpu_small().net
-    fields = ("fmap_base", "fmap_decay", "fmap_max", "widths", "latent_size")
-    if any(getattr(net, f) != getattr(small, f) for f in fields):
-        return None
-    if scale == 1:
-        return net
     res, widths = 4, {}
     while res <= net.resolution:
         widths[res] = min(512, scale * small.width(res))
         res *= 2
-    return replace(net, widths=widths, latent_size=min(512, scale * small.latent_size))
+    return replace(net, fmap_base=small.fmap_base, fmap_decay=small.fmap_decay, fmap_max=small.fmap_max,
+                   widths=widths if scale > 1 else dict(small.widths),
+                   latent_size=min(512, scale * small.latent_size))
 
 
 PRESETS = {

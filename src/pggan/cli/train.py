@@ -33,7 +33,8 @@ from .app import friendly_errors, main
               "run this same command started, else start one (for job scripts)")
 @click.option("--init", type=click.Path(dir_okay=False),
               help="fine-tune: start a new run from this network (a checkpoint, or a .pt of convert-official)")
-@click.option("--dry-run", is_flag=True, help="print the resolved config and exit")
+@click.option("--dry-run", is_flag=True, help="plan the run (data, classes, precision, batches; a --budget run times "
+              "this machine) and print its spec, as training_options.json will hold it, without training")
 @click.option("--help-options", is_flag=True, help="list every option with its default and exit")
 @click.option("--nproc", type=int, default=1, show_default=True,
               help="processes on this machine (one per GPU; gloo on CPU), started through torchrun")
@@ -45,9 +46,11 @@ def train(preset, config_file, sets, resume, init, dry_run, help_options, nproc,
     from ..config import options_markdown
     from ..data.load import check_data
     from ..schedule import check_batches
-    from ..training.launch import auto_config, build_config, init_config, relaunch_with_torchrun, resume_config
+    from ..training.launch import auto_config, build_config, given_options, init_config, relaunch_with_torchrun, resume_config
+    from ..training.plan import RunRequest, plan_run
     from ..training.progress import wanted
     from ..training.run import run_training
+    from ..util.device import resolve_device
 
     if help_options:
         click.echo(options_markdown())
@@ -68,8 +71,10 @@ def train(preset, config_file, sets, resume, init, dry_run, help_options, nproc,
         cfg, resume = resume_config(resume, flags, sets, preset, config_file)
     else:
         cfg = new()
+    started = time.time() - process_age()
+    req = RunRequest(cfg, given_options(config_file, flags, sets), resume, started)
     if dry_run:
-        click.echo(cfg.to_json())
+        click.echo(plan_run(req, resolve_device(cfg.device))[0].to_json())
         return
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         if cfg.device.startswith("cuda:"):
@@ -78,7 +83,7 @@ def train(preset, config_file, sets, resume, init, dry_run, help_options, nproc,
         check_batches(cfg.sched, cfg.net, nproc)     # here, once, rather than by every process
         check_data(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed, copies=nproc)
         sys.exit(relaunch_with_torchrun(nproc, sys.argv[1:]))
-    result = run_training(cfg, resume=resume, progress=wanted(progress), started=time.time() - process_age())
+    result = run_training(req, progress=wanted(progress))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from ..util.dist import exit_now
         exit_now(result.exit_code)        # skip the interpreter teardown that gloo's threads can abort

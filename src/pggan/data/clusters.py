@@ -83,22 +83,42 @@ def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 50, rounds: int = 4) -
     return centres
 
 
-def cluster_labels(images: ImageSet, k: int, seed: int) -> np.ndarray:
-    """[N] int64 cluster of every image, numbered by size (0 = the largest cluster)."""
+def fit_centres(images: ImageSet, k: int, seed: int) -> np.ndarray:
+    """The centres [k, D] (float32) of k clusters of the images, in class order: class 0 is the largest.
+    Assigning the same images to them (:func:`assign`) gives back the clustering exactly."""
     if not 2 <= k <= len(images):
         raise DataError(f"clusters={k}: need at least 2 clusters and no more than the {len(images)} images")
     x = _features(images)
     fit = x if len(x) <= FIT_MAX else x[np.random.default_rng(seed).choice(len(x), FIT_MAX, replace=False)]
-    labels, _ = _nearest(x, kmeans(fit, k, seed))
+    centres = kmeans(fit, k, seed)
+    labels, _ = _nearest(x, centres)
     by_size = np.argsort(-np.bincount(labels, minlength=k), kind="stable")
-    rank = np.empty(k, dtype=np.int64)
-    rank[by_size] = np.arange(k)
-    return rank[labels]
+    return np.ascontiguousarray(centres[by_size], dtype=np.float32)
+
+
+def assign(images: ImageSet, centres: np.ndarray) -> np.ndarray:
+    """[N] int64: the class (nearest centre) of every image; DataError when the images are not of the
+    size the centres were fitted on."""
+    x = _features(images)
+    centres = np.asarray(centres, np.float32)
+    if centres.ndim != 2 or centres.shape[1] != x.shape[1]:
+        raise DataError(f"the saved cluster centres have {centres.shape[-1]} values, these images' "
+                        f"{FEATURE_RES}x{FEATURE_RES} levels {x.shape[1]}: they were fitted on images of other channels")
+    return _nearest(x, centres)[0].astype(np.int64)
+
+
+def cluster_labels(images: ImageSet, k: int, seed: int) -> np.ndarray:
+    """[N] int64 cluster of every image, numbered by size (0 = the largest cluster)."""
+    return assign(images, fit_centres(images, k, seed))
+
+
+def with_labels(images: ImageSet, labels: np.ndarray, k: int) -> ImageSet:
+    """The same images, labelled by ``labels`` (k clusters)."""
+    sizes = np.bincount(labels, minlength=k)
+    return dataclasses.replace(images, labels=labels, label_size=k,
+                               description=f"{images.description}, {k} clusters of {sizes.min()}-{sizes.max()} images")
 
 
 def with_clusters(images: ImageSet, k: int, seed: int) -> ImageSet:
     """The same images, labelled by their k clusters."""
-    labels = cluster_labels(images, k, seed)
-    sizes = np.bincount(labels, minlength=k)
-    return dataclasses.replace(images, labels=labels, label_size=k,
-                               description=f"{images.description}, {k} clusters of {sizes.min()}-{sizes.max()} images")
+    return with_labels(images, cluster_labels(images, k, seed), k)

@@ -6,7 +6,7 @@ import os
 import time
 
 from ..checkpoint import GENERATOR_FILE, list_checkpoints
-from ..training.rundir import RUN_RE
+from ..training.rundir import RUN_RE, run_options
 from ..util.files import tagged_files
 
 GROWING_S = 120.0          # a log written to within this many seconds counts as a run still training
@@ -36,11 +36,6 @@ def _jsonl(path: str) -> list[dict]:
     return out
 
 
-def _options(path: str) -> dict:
-    with open(os.path.join(path, "training_options.json")) as f:
-        return json.load(f)
-
-
 def _tail(path: str, lines: int, block: int = 1 << 16) -> list[str]:
     """The last ``lines`` lines of a text file, reading at most its last ``block`` bytes."""
     if not os.path.isfile(path):
@@ -53,7 +48,7 @@ def _tail(path: str, lines: int, block: int = 1 << 16) -> list[str]:
 def run_summary(path: str, now: float | None = None) -> dict:
     """Status (training, finished, interrupted), kimg, resolution, image rate and ETA of one run."""
     now = time.time() if now is None else now
-    options = _options(path)
+    options = run_options(path)
     stats = _jsonl(os.path.join(path, "stats.jsonl"))
     last = stats[-1] if stats else {}
     total = float(options.get("sched", {}).get("total_kimg", 0))
@@ -75,7 +70,7 @@ def run_detail(path: str, log_lines: int = 40) -> dict:
     metrics = {f[len("metric-"):-len(".jsonl")]: _jsonl(os.path.join(path, f))
                for f in sorted(os.listdir(path)) if f.startswith("metric-") and f.endswith(".jsonl")}
     grids = [{"kimg": n / 1000.0, "file": os.path.basename(p)} for n, p in tagged_files(path, "fakes", ".png")]
-    return dict(run_summary(path), options=_options(path), stats=_jsonl(os.path.join(path, "stats.jsonl")),
+    return dict(run_summary(path), options=run_options(path), stats=_jsonl(os.path.join(path, "stats.jsonl")),
                 metrics=metrics, grids=grids, log=_tail(os.path.join(path, "log.txt"), log_lines),
                 reals="reals.png" if os.path.isfile(os.path.join(path, "reals.png")) else None)
 

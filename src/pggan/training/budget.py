@@ -11,9 +11,13 @@ other costs (grids, checkpoints, metrics) are timed too. ``plan_schedule`` then 
 - every earlier phase (each lower resolution's stabilise phase, each fade) the same number of images,
   as in the paper, with what remains.
 
-The plan is written into the config (``sched.stabilise_kimg_table``, ``sched.fade_kimg_table``,
-``sched.total_kimg``) and saved with the run, so that from then on the schedule is the usual pure
-function of images shown: a resumed run, on any machine, follows the saved plan.
+The plan is a :class:`BudgetPlan` of the run's :class:`~pggan.training.plan.RunSpec`, and its tables
+are written into the run's config (``sched.stabilise_kimg_table``, ``sched.fade_kimg_table``,
+``sched.total_kimg``), so that the schedule is the usual pure function of images shown. While the run
+trains, its own state (never the config) moves the end to meet the deadline (:class:`EndPace`) and,
+where a tick's measured speed departs from the plan by more than REPLAN_FACTOR, re-plans the phases not
+yet begun with the same rules (:func:`replan`): a busy minute during the measurement no longer fixes the
+growth of a machine many times slower.
 """
 from __future__ import annotations
 
@@ -21,15 +25,15 @@ import copy
 import math
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
 from ..checkpoint import save_checkpoint
 from ..config import ConfigError, TrainConfig, parse_duration
 from ..data.base import ImageSet
-from ..presets import scaled_cpu_small
-from ..schedule import batch_for, phase_for_level
+from ..presets import BUDGET_PRESETS, WIDTH_OPTIONS, scaled_cpu_small
+from ..schedule import batch_for, fade_kimg, levels, phase_for_level, stabilise_kimg
 from ..util.device import synchronize
 from ..util.dist import DistInfo, all_max
 from ..util.grids import make_grid, save_png
@@ -42,6 +46,7 @@ TOP_SHARE_MAX = 0.85      # ... up to this share of the training time (docs/budg
 MIN_PHASE_KIMG = 0.5      # shorter fades and stabilise phases are not worth growing for
 WIDTH_SCALES = (1, 2, 4, 8)   # budget_network auto: cpu-small's feature maps times these ...
 TOP_KIMG_WANTED = 150.0   # ... the widest that still stabilises the top resolution this long (docs/budget.md)
+REPLAN_FACTOR = 2.0       # a tick this many times slower or faster than planned re-plans the phases not yet begun
 
 
 @dataclass
@@ -78,29 +83,44 @@ def plan_schedule(seconds: float, costs: Costs, levels: list[int], cfg: TrainCon
     """Divide ``seconds`` between the phases of growing through ``levels`` (resolutions, smallest
     first); the extras (grids, checkpoints, metrics every so many kimg, and one of each at the end) are
     paid from the same time. Raises ConfigError when the time cannot even grow to the top level."""
-    extra = sum(c / every for c, every in ((costs.grid, cfg.image_kimg), (costs.checkpoint, cfg.checkpoint_kimg),
-                                           (costs.metrics, cfg.metrics_kimg)) if every > 0)   # s per kimg
-    end = costs.grid + costs.checkpoint + (costs.metrics if cfg.metrics.strip() else 0.0)
-    train_s = seconds - end
-    top, top_share = levels[-1], cfg.budget_top_share
+    extra = _extra_per_kimg(costs, cfg)
+    train_s = seconds - end_seconds(costs, cfg)
+    top = levels[-1]
     lower = [costs.stabilise[r] + extra for r in levels[:-1]] + [costs.fade[r] + extra for r in levels[1:]]
-    if lower:
-        k = (1.0 - top_share) * train_s / sum(lower)
-        if k > PHASE_KIMG_CAP:       # enough to grow through a level: the rest makes the images better
-            k = max(PHASE_KIMG_CAP, (1.0 - TOP_SHARE_MAX) * train_s / sum(lower))
-        if k < MIN_PHASE_KIMG:
-            need = MIN_PHASE_KIMG * sum(lower) / (1.0 - top_share) + end
-            raise ConfigError(f"budget: {seconds / 60:.1f} minutes left after set-up is too short to grow to "
-                              f"{top}x{top} on this machine (at least {need / 60:.1f} minutes); raise --budget, "
-                              f"lower --resolution or use a smaller network")
-        top_s = train_s - k * sum(lower)
-    else:
-        k, top_s = 0.0, train_s
-    top_kimg = top_s / (costs.stabilise[top] + extra)
+    k = _lower_kimg(train_s, lower, cfg.budget_top_share)
+    if k < MIN_PHASE_KIMG and lower:
+        need = MIN_PHASE_KIMG * sum(lower) / (1.0 - cfg.budget_top_share) + end_seconds(costs, cfg)
+        raise ConfigError(f"budget: {seconds / 60:.1f} minutes left after set-up is too short to grow to "
+                          f"{top}x{top} on this machine (at least {need / 60:.1f} minutes); raise --budget, "
+                          f"lower --resolution or use a smaller network")
+    top_kimg = (train_s - k * sum(lower)) / (costs.stabilise[top] + extra)
     stabilise = {r: k for r in levels[:-1]} | {top: top_kimg}
     fade = {r: k for r in levels[1:]}
     total = sum(stabilise.values()) + sum(fade.values())
     return Plan(stabilise, fade, total, seconds)
+
+
+def _extra_per_kimg(costs: Costs, cfg: TrainConfig) -> float:
+    """Seconds per kimg of the grids, checkpoints and metrics written every so many kimg."""
+    return sum(c / every for c, every in ((costs.grid, cfg.image_kimg), (costs.checkpoint, cfg.checkpoint_kimg),
+                                          (costs.metrics, cfg.metrics_kimg)) if every > 0)
+
+
+def end_seconds(costs: Costs, cfg: TrainConfig) -> float:
+    """Seconds the last grid, checkpoint and metrics take after the last step."""
+    return costs.grid + costs.checkpoint + (costs.metrics if cfg.metrics.strip() else 0.0)
+
+
+def _lower_kimg(train_s: float, lower: list[float], top_share: float) -> float:
+    """The kimg of each earlier phase (``lower``: their seconds per kimg) when ``train_s`` seconds are
+    left for them and the top phase: the top gets ``top_share`` of the time, more when that would leave
+    every earlier phase over PHASE_KIMG_CAP kimg (up to TOP_SHARE_MAX of it)."""
+    if not lower:
+        return 0.0
+    k = (1.0 - top_share) * train_s / sum(lower)
+    if k > PHASE_KIMG_CAP:       # enough to grow through a level: the rest makes the images better
+        k = max(PHASE_KIMG_CAP, (1.0 - TOP_SHARE_MAX) * train_s / sum(lower))
+    return k
 
 
 def measure_costs(cfg: TrainConfig, images: ImageSet, device: torch.device, levels: list[int],
@@ -150,18 +170,60 @@ def budget_seconds(cfg: TrainConfig) -> float:
     return parse_duration(cfg.budget) * (1.0 - END_RESERVE)
 
 
+@dataclass(frozen=True)
+class BudgetPlan:
+    """What ``--budget`` chose, as the run's spec saves it."""
+    budget: str                       # as given: 25m, 2h
+    seconds: float                    # what it plans for (the budget less END_RESERVE)
+    setup_s: float                    # spent before the plan was made (start-up, data, measurement)
+    sizes_network: bool               # True: the budget chose the widths (no network option was given)
+    width_scale: int                  # cpu-small's maps times this (0 where the network was given)
+    clusters: int                     # the clusters it conditions on (0: none)
+    lr_rampdown: float
+    stabilise_kimg: dict              # {res: kimg}, the top resolution's included
+    fade_kimg: dict                   # {res: kimg}
+    total_kimg: float
+    costs: Costs = field(default_factory=lambda: Costs({}, {}))   # the seconds it planned from
+
+    @property
+    def end_s(self) -> float:
+        """Seconds after the last step: the last grid, checkpoint and metrics."""
+        return self.costs.grid + self.costs.checkpoint + self.costs.metrics
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BudgetPlan:
+        c = d["costs"]
+        costs = Costs(_res_keys(c["stabilise"]), _res_keys(c["fade"]), c["grid"], c["checkpoint"], c["metrics"])
+        return cls(**{**d, "stabilise_kimg": _res_keys(d["stabilise_kimg"]), "fade_kimg": _res_keys(d["fade_kimg"]),
+                      "costs": costs})
+
+
+def _res_keys(d: dict) -> dict:
+    return {int(k): v for k, v in d.items()}
+
+
+def budget_family(cfg: TrainConfig, given=frozenset()) -> bool:
+    """The explicit rule: a --budget run chooses its network's widths (``budget_network`` auto) and
+    conditions on clusters only where its network is the budget's own, cpu-small's family: a preset of
+    BUDGET_PRESETS, no network width option given (``given``: the options the user set) and no --init."""
+    return (bool(cfg.budget) and cfg.preset in BUDGET_PRESETS and not cfg.init
+            and not any(k == o or k.startswith(o + ".") for k in given for o in WIDTH_OPTIONS))
+
+
 def plan_budget(cfg: TrainConfig, images: ImageSet, device: torch.device, info: DistInfo, started: float,
-                log=print) -> tuple[TrainConfig, float]:
-    """(the config with its schedule, and with ``budget_network`` auto its network, planned to end
-    ``cfg.budget`` after ``started``, a time.time(); the seconds its last grid, checkpoint and metrics
-    take after the last step)."""
+                sizes_network: bool, clusters: int = 0, log=print) -> tuple[TrainConfig, BudgetPlan]:
+    """(the config with its schedule, and where ``sizes_network`` its network, planned to end ``cfg.budget``
+    after ``started``, a time.time(); the plan)."""
     res, levels = cfg.net.resolution, []
     r = cfg.sched.start_resolution if cfg.sched.growing else res
     while r <= res:
         levels.append(r)
         r *= 2
-    cfg, costs, plan = choose_network(cfg, images, device, info, levels, lambda: _time_left(cfg, started, info, device),
-                                      log)
+    cfg, costs, plan, scale = choose_network(cfg, images, device, info, levels,
+                                             lambda: _time_left(cfg, started, info, device), sizes_network, log)
     cfg = copy.deepcopy(cfg)
     if cfg.sched.growing:
         cfg.sched.stabilise_kimg_table = {r: _round(k) for r, k in plan.stabilise_kimg.items() if r < res}
@@ -171,28 +233,32 @@ def plan_budget(cfg: TrainConfig, images: ImageSet, device: torch.device, info: 
         cfg.sched.lr_rampdown = cfg.budget_lr_rampdown
     ramp = (f"; learning rates ramp down to 0 over the last {cfg.sched.lr_rampdown:.0%} of it"
             if cfg.sched.lr_rampdown else "")
-    log(f"budget {cfg.budget}: {time.time() - started:.0f} s of set-up and measurement; the plan "
+    setup_s = time.time() - started
+    log(f"budget {cfg.budget}: {setup_s:.0f} s of set-up and measurement; the plan "
         f"(each earlier phase {plan.fade_kimg.get(res, 0):.1f} kimg, the rest stabilising {res}x{res}{ramp}):")
     for line in plan.lines(costs):
         log("  " + line)
-    return cfg, costs.grid + costs.checkpoint + (costs.metrics if cfg.metrics.strip() else 0.0)
+    if not cfg.metrics.strip():
+        costs = Costs(costs.stabilise, costs.fade, costs.grid, costs.checkpoint, 0.0)
+    return cfg, BudgetPlan(cfg.budget, budget_seconds(cfg), setup_s, sizes_network, scale, clusters,
+                           cfg.sched.lr_rampdown, {r: _round(k) for r, k in plan.stabilise_kimg.items()},
+                           dict(cfg.sched.fade_kimg_table), cfg.sched.total_kimg, costs)
 
 
 def choose_network(cfg: TrainConfig, images: ImageSet, device: torch.device, info: DistInfo, levels: list[int],
-                   time_left, log=print) -> tuple[TrainConfig, Costs, Plan]:
+                   time_left, sizes_network: bool, log=print) -> tuple[TrainConfig, Costs, Plan, int]:
     """The widest of cpu-small's network scaled by WIDTH_SCALES that still stabilises its top resolution
-    for TOP_KIMG_WANTED kimg in the time left (the smallest when none does), with its costs and plan;
-    ``cfg`` as it is when its network is not cpu-small's, is fine-tuned (``init``) or ``budget_network``
-    is fixed. Scales are measured smallest first, and the next only while this one's plan leaves room
-    for a network at least twice as slow (each doubling of the maps costs 1.8-3x the time per image on a CPU)."""
+    for TOP_KIMG_WANTED kimg in the time left (the smallest when none does), with its costs, plan and
+    scale; ``cfg`` as it is (scale 0) unless ``sizes_network``. Scales are measured smallest first, and
+    the next only while this one's plan leaves room for a network at least twice as slow (each doubling
+    of the maps costs 1.8-3x the time per image on a CPU)."""
     top = levels[-1]
-    auto = cfg.budget_network == "auto" and not cfg.init          # a fine-tuned network keeps its shape
-    nets = [scaled_cpu_small(cfg.net, s) for s in WIDTH_SCALES] if auto else [None]
-    if nets[0] is None:
+    if not sizes_network:
         costs = measure_costs(cfg, images, device, levels, info)
-        return cfg, costs, plan_schedule(time_left(), costs, levels, cfg)
+        return cfg, costs, plan_schedule(time_left(), costs, levels, cfg), 0
     chosen, seen = None, []
-    for scale, net in zip(WIDTH_SCALES, nets):
+    for scale in WIDTH_SCALES:
+        net = scaled_cpu_small(cfg.net, scale)
         cand = cfg.replace(net=net)
         costs = measure_costs(cand, images, device, levels, info)
         try:
@@ -212,18 +278,17 @@ def choose_network(cfg: TrainConfig, images: ImageSet, device: torch.device, inf
     cand, costs, scale = chosen
     log(f"budget_network auto: {'; '.join(seen)}; chose x{scale}, the widest that trains its top resolution "
         f"{TOP_KIMG_WANTED:.0f} kimg or more (the smallest when none does)")
-    return cand, costs, plan_schedule(time_left(), costs, levels, cand)
+    return cand, costs, plan_schedule(time_left(), costs, levels, cand), scale
 
 
 IMAGES_PER_CLUSTER = 100       # a budgeted run's clusters hold this many images or more on average
 
 
-def clusters_for_budget(cfg: TrainConfig, n_images: int) -> int:
-    """How many clusters of its images a new --budget run conditions on (``clusters``; 0 = none): up to
-    ``budget_clusters``, at most one per IMAGES_PER_CLUSTER images, where nothing else decides its labels
-    or its network (no ``clusters`` or ``conditional`` set, no --init, cpu-small's network as for
-    ``budget_network``)."""
-    if not cfg.budget or cfg.clusters or cfg.conditional or cfg.init or scaled_cpu_small(cfg.net, 1) is None:
+def clusters_for_budget(cfg: TrainConfig, n_images: int, given=frozenset()) -> int:
+    """How many clusters of its images a new --budget run would condition on where nothing else decides
+    its labels (training/labels.py): up to ``budget_clusters``, at most one per IMAGES_PER_CLUSTER
+    images, on the budget's own network (:func:`budget_family`); 0 = none."""
+    if not budget_family(cfg, given):
         return 0
     k = min(cfg.budget_clusters, n_images // IMAGES_PER_CLUSTER)
     return k if k >= 2 else 0
@@ -261,3 +326,63 @@ def _round(kimg: float) -> float:
     """Down to 0.001 kimg (one image): the saved plan then reads back exactly."""
     return math.floor(kimg * 1000.0) / 1000.0
 
+
+
+@dataclass(frozen=True)
+class Replan:
+    """A re-plan of a budgeted run's phases not yet begun, after a tick's speed departed from the plan."""
+    kimg: float                       # where it was made
+    phase: str                        # the phase measured: 'fade 16', 'stabilise 8'
+    planned: float                    # its seconds per kimg in the plan
+    measured: float                   # and in the tick
+    schedule: dict                    # the new stabilise_kimg_table, fade_kimg_table and total_kimg
+    costs: Costs                      # the plan's costs times measured / planned
+
+    def line(self) -> str:
+        s = self.schedule
+        later = sorted(set(s["fade_kimg_table"]) | set(s["stabilise_kimg_table"]))
+        return (f"budget: re-planned at kimg {self.kimg:.1f}: {self.phase} trains at {self.measured:.2f} s/kimg, "
+                f"the plan said {self.planned:.2f} ({self.measured / self.planned:.2f}x); phases not yet begun: "
+                + ", ".join(f"{r}: fade {s['fade_kimg_table'].get(r, 0):.1f} stabilise "
+                            f"{s['stabilise_kimg_table'].get(r, 0):.1f}" for r in later)
+                + f"; total {s['total_kimg']:.1f} kimg")
+
+
+def replan(cfg: TrainConfig, sched, costs: Costs, cur_kimg: float, res: int, fading: bool, measured: float,
+           seconds_left: float) -> Replan | None:
+    """Where ``measured`` (a tick's seconds per kimg, all in one phase: ``res``, ``fading``) departs from the
+    plan's cost of that phase by more than REPLAN_FACTOR either way: every cost scaled by the same ratio,
+    and the phases after the current one planned again by :func:`plan_schedule`'s rules in the
+    ``seconds_left`` (the current one keeps its length, so the schedule never steps back). None otherwise,
+    and in the top resolution's stabilise phase, whose end :class:`EndPace` moves."""
+    planned = (costs.fade if fading else costs.stabilise).get(res)
+    top = cfg.net.resolution
+    if not planned or measured <= 0 or (res == top and not fading) or not cfg.sched.growing:
+        return None
+    ratio = measured / planned
+    if 1.0 / REPLAN_FACTOR <= ratio <= REPLAN_FACTOR:
+        return None
+    scaled = Costs({r: c * ratio for r, c in costs.stabilise.items()}, {r: c * ratio for r, c in costs.fade.items()},
+                   costs.grid * ratio, costs.checkpoint * ratio, costs.metrics * ratio)
+    phases = []                                    # (res, fading) in the order trained, the top's stabilise last
+    for r in levels(sched.start_resolution, top):
+        phases += ([(r, True)] if r > sched.start_resolution else []) + [(r, False)]
+    now = phases.index((res, fading))
+    extra = _extra_per_kimg(scaled, cfg)
+    end_kimg = sum(_kimg(sched, p) for p in phases[:now + 1])
+    train_s = seconds_left - end_seconds(scaled, cfg) - max(end_kimg - cur_kimg, 0.0) * (measured + extra)
+    later = phases[now + 1:-1]
+    lower = [(scaled.fade if f else scaled.stabilise)[r] + extra for r, f in later]
+    k = max(_lower_kimg(train_s, lower, cfg.budget_top_share), MIN_PHASE_KIMG)
+    top_kimg = max((train_s - k * sum(lower)) / (scaled.stabilise[top] + extra), MIN_PHASE_KIMG)
+    stab, fade = dict(sched.stabilise_kimg_table), dict(sched.fade_kimg_table)
+    for r, f in later:
+        (fade if f else stab)[r] = _round(k)
+    total = _round(end_kimg + len(later) * _round(k) + top_kimg)
+    new = {"stabilise_kimg_table": stab, "fade_kimg_table": fade, "total_kimg": total}
+    return Replan(cur_kimg, f"{'fade' if fading else 'stabilise'} {res}", planned, measured, new, scaled)
+
+
+def _kimg(sched, phase: tuple[int, bool]) -> float:
+    r, fading = phase
+    return fade_kimg(r, sched) if fading else stabilise_kimg(r, sched)

@@ -89,7 +89,7 @@ def init_config(init: str, preset: str | None, config_file: str | None, flags: d
     if not all(k in ckpt for k in ("G", "D", "G_ema")):
         raise ConfigError(f"--init '{init}' {GENERATOR_ONLY}")
     source = checkpoint_config(ckpt)
-    given = {k for k in flags} | {s.split("=", 1)[0].strip() for s in sets}
+    given = given_options(None, flags, sets)
     widths = sorted(k for k in given if k.startswith("net.") and k != "net.resolution")
     if widths:
         raise ConfigError(f"--init takes the network's own options; drop {', '.join(widths)}")
@@ -100,16 +100,14 @@ def init_config(init: str, preset: str | None, config_file: str | None, flags: d
         raise ConfigError(f"--init '{init}' was trained at {res}x{res}; fine-tuning cannot go below that "
                           f"(use --resolution {res} or more)")
     net = replace(source.net, resolution=target)
-    net = _check_init_data(cfg, net, "conditional" in given or _in_file(config_file, "conditional"))
+    _check_init_data(cfg, net)
     return validate(cfg.replace(init=os.path.abspath(init), net=net, sched=replace(cfg.sched, start_resolution=res)))
 
 
-def _check_init_data(cfg: TrainConfig, net, conditional_given: bool):
+def _check_init_data(cfg: TrainConfig, net) -> None:
     """What a fine-tuned network cannot take, said before any work: a dataset of other channels or a lower
-    resolution, and classes that do not match (a folder of images is converted to the network's channels).
-    Returns the run's network options: without classes when the user said conditional=false to a
-    conditional network."""
-    labels = 0
+    resolution (a folder of images is converted to the network's channels). Its classes are decided with
+    every other run's (training/labels.py)."""
     if is_dataset(cfg.data):
         h = read_header(cfg.data)
         if h["channels"] != net.channels:
@@ -118,30 +116,23 @@ def _check_init_data(cfg: TrainConfig, net, conditional_given: bool):
         if h["resolution"] < net.resolution:
             raise ConfigError(f"--init: '{cfg.data}' is {h['resolution']}x{h['resolution']}, below the run's "
                               f"{net.resolution}x{net.resolution}")
-        labels = h.get("label_size", 0)
-    if cfg.clusters and cfg.clusters != net.label_size:
-        raise ConfigError(f"--init: the network has {net.label_size or 'no'} classes, so it cannot learn "
-                          f"{cfg.clusters} clusters" + (f"; use --set clusters={net.label_size}" if net.label_size else ""))
-    if net.label_size and not cfg.conditional and not cfg.clusters:
-        if conditional_given:
-            return replace(net, label_size=0)         # its class inputs and outputs are dropped (Trainer.load_init)
-        raise ConfigError(f"--init: the network is conditional ({net.label_size} classes); train it with "
-                          f"--set conditional=true on data with those classes or --set clusters={net.label_size} "
-                          f"on clusters of the images, or say --set conditional=false to drop them")
-    if not net.label_size and cfg.conditional:
-        raise ConfigError("--init: the network is unconditional and cannot learn the data's classes; "
-                          "use --set conditional=false")
-    if not net.label_size and labels and not conditional_given:
-        raise ConfigError(f"--init: '{cfg.data}' has {labels} classes but the network is unconditional; say "
-                          f"--set conditional=false to fine-tune it without them")
-    return net
 
 
-def _in_file(config_file: str | None, key: str) -> bool:
-    if not config_file:
-        return False
-    with open(config_file) as f:
-        return key in json.load(f)
+def given_options(config_file: str | None, flags: dict, sets=()) -> frozenset:
+    """The dotted options the user set: flags, --set items and the config file's keys."""
+    keys = {k for k, v in flags.items() if v is not None} | {s.split("=", 1)[0].strip() for s in sets if "=" in s}
+    if config_file:
+        with open(config_file) as f:
+            keys |= set(_dotted(json.load(f)))
+    return frozenset(keys)
+
+
+def _dotted(d: dict, prefix: str = ""):
+    for k, v in d.items():
+        if isinstance(v, dict) and k in ("net", "loss", "sched", "optim", "aug"):
+            yield from _dotted(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}"
 
 
 def auto_config(request: TrainConfig) -> tuple[TrainConfig, str | None]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import signal
 import threading
@@ -12,15 +13,14 @@ import torch
 
 from ..checkpoint import load_checkpoint
 from ..config import TrainConfig
-from ..data.clusters import with_clusters
-from ..schedule import Phase, check_batches
+from ..schedule import Phase
 from ..util.device import configure_cuda, peak_memory_mb, precision_note, resolve_device
 from ..util.dist import DistInfo, ProcessGroupError, all_mean, all_min, any_rank, check_identical, init_from_env, shutdown
 from ..util.grids import sample_indices
-from .budget import EndPace, budget_seconds, clusters_for_budget, plan_budget
+from .budget import EndPace, replan
+from .plan import RunRequest, RunSpec, plan_run
 from .progress import TrainingBar
 from .rundir import RunDir, fakes_name
-from .setup import check_init_labels, load_training_data, resolve_config
 from .trainer import Step, Trainer, grid_latents
 
 STAT_KEYS = ("loss_d", "loss_g", "score_real", "score_fake", "penalty")
@@ -44,21 +44,27 @@ class RunResult:
         return {signal.SIGINT: 130, signal.SIGTERM: 143}.get(self.signal, 1)
 
 
-def run_training(cfg: TrainConfig, resume: str | None = None, progress: bool = True, step_callback=None,
-                 echo=None, started: float | None = None) -> RunResult:
-    """Train (or resume) a run. ``started``: when the budget (``cfg.budget``) began, a time.time()
-    (default: now).
+def run_training(cfg: TrainConfig | RunRequest, resume: str | None = None, progress: bool = True,
+                 step_callback=None, echo=None, started: float | None = None) -> RunResult:
+    """Plan (:func:`~pggan.training.plan.plan_run`) and train (or resume) a run. ``cfg``: the options, or a
+    RunRequest that also says which the user gave; ``started``: when the budget (``cfg.budget``) began,
+    a time.time() (default: now).
 
     ``step_callback(trainer, step)`` is called after every minibatch; returning True requests a stop,
     which behaves exactly like SIGINT (checkpoint, then return). Under torchrun every process calls
     this; only rank 0 writes anything.
     """
-    device = resolve_device(cfg.device)
+    req = cfg if isinstance(cfg, RunRequest) else RunRequest(cfg)
+    req = dataclasses.replace(req, resume=resume or req.resume, started=started or req.started or time.time())
+    device = resolve_device(req.config.device)
     info = init_from_env(device.type)
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
     try:
-        result = Run(cfg, device, info, resume, progress, echo, started or time.time()).loop(step_callback)
+        if req.config.deterministic:
+            torch.use_deterministic_algorithms(True)
+        spec, images = plan_run(req, device, info)
+        result = Run(spec, images, device, info, progress, echo, req.started).loop(step_callback)
         if info.enabled:
             shutdown()           # waits for every rank: none tears down the group while another still writes
         return result
@@ -81,70 +87,59 @@ AGREE_STEPS = 8
 
 
 class Run:
-    """One training run: the trainer, its run directory (rank 0) and the loop's cadences."""
+    """One training run, as planned (``spec``): the trainer, its run directory (rank 0) and the loop's cadences."""
 
-    def __init__(self, cfg: TrainConfig, device, info: DistInfo, resume: str | None, progress: bool, echo,
-                 started: float):
-        if cfg.deterministic:
-            torch.use_deterministic_algorithms(True)
-        check_batches(cfg.sched, cfg.net, info.world)      # before the data is read
-        ckpt = load_checkpoint(resume) if resume else None
-        images = load_training_data(cfg, info.local_world)
-        init = load_checkpoint(cfg.init) if cfg.init and ckpt is None else None
-        if init is not None:
-            check_init_labels(cfg, images)
-        request, notes = cfg, []
-        clusters = clusters_for_budget(cfg, len(images)) if ckpt is None else 0
-        if clusters:
-            cfg = cfg.replace(clusters=clusters)
-            images = with_clusters(images, clusters, cfg.seed)
-            notes.append(f"budget: conditioned on {clusters} clusters of the images (budget_clusters; "
-                         f"--set budget_clusters=0 for an unconditional generator)")
-        cfg, more = resolve_config(cfg, images, device, info, fresh=ckpt is None)
-        check_batches(cfg.sched, cfg.net, info.world)      # and the batches chosen for this device
-        notes += more
-        end_s = 0.0
-        if cfg.budget and ckpt is None:            # a resumed run follows the plan saved with it
-            cfg, end_s = plan_budget(cfg, images, device, info, started, log=notes.append)
-        self.cfg, self.device, self.info = cfg, device, info
+    def __init__(self, spec: RunSpec, images, device, info: DistInfo, progress: bool, echo, started: float):
+        cfg, resumed = spec.config, spec.start == "resume"
+        self.spec, self.cfg, self.device, self.info = spec, cfg, device, info
         self.trainer = t = Trainer(cfg, images, device, info)
         self.metrics = None
         if cfg.metrics.strip():
             from .metric_tracker import TrainingMetrics
             self.metrics = TrainingMetrics(t)   # a bad weights file fails here, before any output
-        if ckpt is not None:
-            t.load_state_dict(ckpt, resume)
-        elif init is not None:
-            t.load_init(init, cfg.init)
-        # a budgeted run's clock starts with the process, so that its set-up counts against the budget
-        self.session_start = started if cfg.budget and ckpt is None else time.time() - t.wall_offset
-        ends_at = self.session_start + budget_seconds(cfg) if cfg.budget else None
-        self.pace = EndPace(ends_at - end_s) if cfg.budget else None
-        self.pace_steps = 0
-        self.bar = TrainingBar(cfg.sched.total_kimg, t.cur_nimg / 1000.0, ends_at) if progress and info.is_main else None
-        echo = echo or (self.bar.write if self.bar is not None else print)
+        if spec.start != "new":
+            (t.load_state_dict if resumed else t.load_init)(load_checkpoint(spec.checkpoint), spec.checkpoint)
+        self._start_clock(started if spec.budget and not resumed else time.time() - t.wall_offset)
+        self.bar = TrainingBar(t.schedule.total_kimg, t.cur_nimg / 1000.0, self.ends_at) if progress and info.is_main else None
         self.run_dir: RunDir | None = None
-        if info.is_main and ckpt is None:
-            self.run_dir = RunDir.create(cfg, request, echo)
-            self._describe_new_run(images)
-        elif info.is_main:
-            self.run_dir = RunDir.resume(resume, t.cur_nimg, cfg, echo)
-            self.log(f"resumed from {resume} at kimg {t.cur_nimg / 1000:.1f} on {device}"
-                     + (f" with {info.world} processes" if info.enabled else ""))
-        for note in notes + [precision_note(device, cfg.precision), configure_cuda(device, cfg.deterministic)]:
-            if note:
-                self.log(note)
+        self._open_run_dir(echo or (self.bar.write if self.bar is not None else print), images)
         if cfg.cuda_graphs:
             why = t.use_graphs(self.log)
             self.log(f"cuda_graphs: {'steps run eagerly: ' + why if why else 'each step is replayed as a CUDA graph'}")
         self.grid_z, self.grid_labels = grid_latents(cfg, t.classes)
-        if init is not None and self.run_dir is not None:     # where fine-tuning starts: the network as loaded
+        if spec.start == "init" and self.run_dir is not None:     # where fine-tuning starts: the network as loaded
             self.log(f"fine-tuning {cfg.init} from {cfg.sched.start_resolution}x{cfg.sched.start_resolution}")
             self.run_dir.write_fakes(0, t.sample(self.grid_z, self.grid_labels), cfg.grid_size, cfg.net.resolution)
         self.tick = int(t.cur_nimg // (cfg.tick_kimg * 1000))
         self.iterations = 0
         self.last_phase = t.phase()
         self._reset_tick()
+
+    def _start_clock(self, session_start: float) -> None:
+        """A budgeted run's clock starts with the process, so that its set-up counts against the budget."""
+        budget = self.spec.budget
+        self.session_start = session_start
+        self.ends_at = self.session_start + budget.seconds if budget else None
+        self.pace = EndPace(self.ends_at - budget.end_s) if budget else None
+        self.costs = budget.costs if budget else None        # what a re-plan compares the speed with
+        self.pace_steps = 0
+
+    def _open_run_dir(self, echo, images) -> None:
+        """Rank 0's run directory (a new one, or the resumed run's cut back to its checkpoint), and the first log lines."""
+        spec, t, info = self.spec, self.trainer, self.info
+        if not info.is_main:
+            return
+        if spec.start == "resume":
+            self.run_dir = RunDir.resume(spec.checkpoint, t.cur_nimg, self.cfg, echo)
+            self.log(f"resumed from {spec.checkpoint} at kimg {t.cur_nimg / 1000:.1f} on {self.device}"
+                     + (f" with {info.world} processes" if info.enabled else ""))
+        else:
+            self.run_dir = RunDir.create(spec, echo)
+            self._describe_new_run(images)
+        for note in [*spec.notes, precision_note(self.device, spec.precision),
+                     configure_cuda(self.device, self.cfg.deterministic)]:
+            if note:
+                self.log(note)
 
     def log(self, msg: str) -> None:
         if self.run_dir is not None:
@@ -164,6 +159,7 @@ class Run:
     def _reset_tick(self) -> None:
         self.acc = {k: torch.zeros((), device=self.device) for k in STAT_KEYS}
         self.steps, self.tick_start_nimg, self.tick_start_time = 0, self.trainer.cur_nimg, time.time()
+        self.tick_start_phase = self.trainer.phase()
 
     def _tick(self) -> float:
         """Write one stats line and log line; returns images/s."""
@@ -183,6 +179,8 @@ class Run:
         if self.run_dir is not None:
             self.run_dir.append_stats(t.cur_nimg, rec)
             self.log(format_tick(self.tick, ph, rec))
+        if self.costs is not None:
+            self.replan_if_off(rec, self.tick_start_phase, now)
         self._reset_tick()
         return rec["img_per_s"]
 
@@ -194,7 +192,8 @@ class Run:
         if self.run_dir is None:
             return None
         t.wall_offset = time.time() - self.session_start
-        path = self.run_dir.write_checkpoint(t.cur_nimg, t.state_dict(), self.cfg.keep_checkpoints)
+        path = self.run_dir.write_checkpoint(t.cur_nimg, {**t.state_dict(), "spec": self.spec.to_json()},
+                                             self.cfg.keep_checkpoints)
         self.log(f"{tag} checkpoint {path}")
         return path
 
@@ -204,11 +203,11 @@ class Run:
         self.tick_start_time += time.time() - start      # the tick's images/s measure training only
 
     def end_on_time(self, step: Step, now: float) -> None:
-        """A budgeted run in its last phase moves its end (total_kimg) after every step to where it meets
-        the deadline at the speed measured (``EndPace``): the plan's speeds were measured in seconds, and
-        a machine's speed drifts over a run or drops when another job starts. Nothing before the end of
-        the run changes. In a multi-process run every AGREE_STEPS steps, on every rank alike: the
-        ranks agree on the earliest end."""
+        """A budgeted run in its last phase moves its end (the trainer's schedule, saved with every
+        checkpoint; never the config) after every step to where it meets the deadline at the speed
+        measured (``EndPace``): the plan's speeds were measured in seconds, and a machine's speed drifts
+        over a run or drops when another job starts. In a multi-process run every AGREE_STEPS steps, on
+        every rank alike: the ranks agree on the earliest end."""
         ph, t = step.phase, self.trainer
         if ph.resolution != self.cfg.net.resolution or ph.alpha < 1.0:
             return
@@ -220,16 +219,39 @@ class Run:
             return
         if self.info.enabled:
             total = all_min(total, self.device)
-        self.cfg.sched.total_kimg = total / 1000.0          # saved with the next checkpoint
+        t.set_schedule(total_kimg=total / 1000.0)
         if self.bar is not None:
-            self.bar.set_total(self.cfg.sched.total_kimg)
+            self.bar.set_total(t.schedule.total_kimg)
+
+    def replan_if_off(self, rec: dict, phase_at_start: Phase, now: float) -> None:
+        """After a tick spent in one phase of a budgeted run's growth: where its speed departs from the plan
+        by more than REPLAN_FACTOR, the phases not yet begun are planned again (budget.replan), logged in
+        one line and recorded in replans.jsonl. Every rank decides on the same figures (rank 0's, agreed)."""
+        ph, t = self.last_phase, self.trainer
+        if (ph.resolution, ph.fading) != (phase_at_start.resolution, phase_at_start.fading):
+            return
+        measured, left = rec["sec_per_kimg"], self.ends_at - now
+        if self.info.enabled:
+            measured, left = all_mean(torch.tensor([measured, left], dtype=torch.float64, device=self.device),
+                                      self.info.world).tolist()
+        new = replan(self.cfg, t.schedule, self.costs, t.cur_nimg / 1000.0, ph.resolution, ph.fading, measured, left)
+        if new is None:
+            return
+        t.set_schedule(**new.schedule)
+        self.costs = new.costs
+        self.pace = EndPace(self.ends_at - (new.costs.grid + new.costs.checkpoint + new.costs.metrics))
+        if self.bar is not None:
+            self.bar.set_total(t.schedule.total_kimg)
+        if self.run_dir is not None:
+            self.run_dir.append_replan(new)
+        self.log(new.line())
 
     def loop(self, step_callback=None) -> RunResult:
         stop, rate = StopRequest(), 0.0
         with stop.installed():
             try:
                 stopping = False            # agreed by all ranks (a signal may reach one rank only)
-                while self.trainer.cur_nimg < int(self.cfg.sched.total_kimg * 1000) and not stopping:
+                while self.trainer.cur_nimg < int(self.trainer.schedule.total_kimg * 1000) and not stopping:
                     rate, stopping = self.iteration(stop, step_callback, rate)
             except RuntimeError as e:
                 if self.info.enabled and _is_comm_failure(e):
@@ -254,7 +276,7 @@ class Run:
             self.bar.update((t.cur_nimg - prev) / 1000.0, step.phase.resolution, step.phase.alpha, rate)
         if self.pace is not None:
             self.end_on_time(step, time.time())
-        done = t.cur_nimg >= int(cfg.sched.total_kimg * 1000)
+        done = t.cur_nimg >= int(t.schedule.total_kimg * 1000)
         if crossed(prev, t.cur_nimg, cfg.tick_kimg) or done:
             rate = self._tick()
         if (crossed(prev, t.cur_nimg, cfg.image_kimg) or done) and self.run_dir is not None:

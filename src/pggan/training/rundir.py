@@ -1,11 +1,13 @@
 """The run directory ``runs/NNNNN-desc/``: the one owner of every file of a run.
 
-training_options.json, log.txt, stats.jsonl, metric-*.jsonl, reals.png, fakesKKKKKK.KKK.png,
-checkpoint-KKKKKK.KKK.pt (the newest ``keep`` kept) and generator-final.safetensors; files are named
-by kimg with 3 decimals, the exact images shown. Only rank 0 of a multi-process run has one.
+training_options.json (the run's plan), log.txt, stats.jsonl, replans.jsonl (a budgeted run's re-plans),
+metric-*.jsonl, reals.png, fakesKKKKKK.KKK.png, checkpoint-KKKKKK.KKK.pt (the newest ``keep`` kept) and
+generator-final.safetensors; files are named by kimg with 3 decimals, the exact images shown. Only rank 0
+of a multi-process run has one.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -21,6 +23,7 @@ from .tensorboard import Events, open_events
 
 RUN_RE = re.compile(r"^(\d{5})-")
 REQUEST_FILE = "requested_options.json"
+OPTIONS_FILE = "training_options.json"
 
 
 def run_description(cfg: TrainConfig) -> str:
@@ -29,6 +32,14 @@ def run_description(cfg: TrainConfig) -> str:
     if cfg.desc:
         parts.append(re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg.desc))
     return "-".join(parts)
+
+
+def run_options(path: str) -> dict:
+    """A run's final config (a dict) from its training_options.json: the plan's "config", or the whole
+    file in runs made before plans were saved."""
+    with open(os.path.join(path, OPTIONS_FILE)) as f:
+        d = json.load(f)
+    return d["config"] if "config" in d and "request" in d else d
 
 
 def find_latest_checkpoint(outdir: str) -> str | None:
@@ -67,9 +78,11 @@ class RunDir:
         self.path, self.echo, self.events = path, echo, events      # events: TensorBoard's, when on
 
     @classmethod
-    def create(cls, cfg: TrainConfig, request: TrainConfig, echo) -> "RunDir":
-        """A new ``outdir/NNNNN-desc`` folder (an existing one is never reused) holding the options: as
-        resolved and planned (training_options.json) and as the command asked for them (for --resume auto)."""
+    def create(cls, spec, echo) -> "RunDir":
+        """A new ``outdir/NNNNN-desc`` folder (an existing one is never reused) holding the run's plan
+        (training_options.json: the RunSpec, its final config under "config") and the options as the
+        command asked for them (requested_options.json, for --resume auto)."""
+        cfg = spec.config
         os.makedirs(cfg.outdir, exist_ok=True)
         while True:
             ids = [int(m.group(1)) for d in os.listdir(cfg.outdir) if (m := RUN_RE.match(d))]
@@ -80,8 +93,8 @@ class RunDir:
             except FileExistsError:
                 continue
         run = cls(path, echo, open_events(cfg.tensorboard, path, None))
-        for name, c in (("training_options.json", cfg), (REQUEST_FILE, request)):
-            atomic_write(run.file(name), lambda f, c=c: f.write((c.to_json() + "\n").encode()))
+        for name, text in ((OPTIONS_FILE, spec.to_json()), (REQUEST_FILE, spec.request.to_json())):
+            atomic_write(run.file(name), lambda f, text=text: f.write((text + "\n").encode()))
         return run
 
     @classmethod
@@ -89,7 +102,7 @@ class RunDir:
         """The run directory of ``checkpoint``, its records cut back to ``cur_nimg`` (the later ones belong
         to a trajectory now discarded; TensorBoard drops them too)."""
         path = os.path.dirname(os.path.abspath(checkpoint))
-        for name in ["stats.jsonl"] + [f for f in os.listdir(path) if f.startswith("metric-")]:
+        for name in ["stats.jsonl", "replans.jsonl"] + [f for f in os.listdir(path) if f.startswith("metric-")]:
             truncate_jsonl(os.path.join(path, name), cur_nimg / 1000.0)
         return cls(path, echo, open_events(cfg.tensorboard, path, cur_nimg + 1))
 
@@ -105,6 +118,9 @@ class RunDir:
         append_jsonl(self.file("stats.jsonl"), record)
         if self.events is not None:
             self.events.stats(cur_nimg, record)
+
+    def append_replan(self, replan) -> None:
+        append_jsonl(self.file("replans.jsonl"), dataclasses.asdict(replan))
 
     def append_metrics(self, result: dict, cur_nimg: int, names) -> list[str]:
         if self.events is not None:

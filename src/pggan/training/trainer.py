@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..augment import adjust_p, augment, parse_policy
-from ..checkpoint import CheckpointError, load_state
+from ..checkpoint import CheckpointError, checkpoint_config, load_state, schedule_state, schedule_state_from
 from ..classes import ClassPrior
 from ..config import TrainConfig
 from ..data.base import ImageSet
@@ -79,6 +79,9 @@ class Trainer:
         # what changes from step to step lives on the device, so that a step reads nothing on the host
         self._alpha = torch.ones((), device=device)            # a fade's alpha (only fades use it)
         self.graphs = None                                     # StepGraphs, when use_graphs() turned them on
+        # the schedule this run follows: the config's, until a budgeted run moves its end or re-plans
+        # (run state, saved with every checkpoint; the config itself never changes)
+        self.schedule = copy.deepcopy(cfg.sched)
         self.cur_nimg = 0
         self.prev_lod: float | None = None
         self.wall_offset = 0.0
@@ -111,7 +114,15 @@ class Trainer:
 
     # ---- one minibatch -------------------------------------------------------------------
     def phase(self) -> Phase:
-        return phase_at(self.cur_nimg, self.cfg.sched, self.cfg.net.resolution, self.dist.world)
+        return phase_at(self.cur_nimg, self.schedule, self.cfg.net.resolution, self.dist.world)
+
+    def set_schedule(self, stabilise_kimg_table: dict | None = None, fade_kimg_table: dict | None = None,
+                     total_kimg: float | None = None) -> None:
+        """A budgeted run's moving end or re-planned phases (phases already begun must keep their length)."""
+        s = self.schedule
+        s.stabilise_kimg_table = dict(s.stabilise_kimg_table if stabilise_kimg_table is None else stabilise_kimg_table)
+        s.fade_kimg_table = dict(s.fade_kimg_table if fade_kimg_table is None else fade_kimg_table)
+        s.total_kimg = float(s.total_kimg if total_kimg is None else total_kimg)
 
     def _shared_draws(self, n: int, with_mix: bool):
         """Latents, penalty mixing factors and fake labels for the whole global minibatch, drawn on the
@@ -306,7 +317,7 @@ class Trainer:
             "scaler_G": self.scaler_G.state_dict(), "scaler_D": self.scaler_D.state_dict(),
             "data_order": self.order.state(), "lsgan_d_hat": float(self.lsgan.d_hat), "rng": rng,
             "aug": {"p": float(self.aug_p), "overfit_sum": float(self._overfit[0]), "overfit_count": self._overfit[1]},
-            "wall_time": self.wall_offset,
+            "wall_time": self.wall_offset, "schedule": schedule_state(self.schedule),
             **({"classes": self.classes.to_json()} if self.classes is not None else {}),
         }
 
@@ -343,6 +354,10 @@ class Trainer:
             self._overfit = [torch.tensor(float(ckpt["aug"]["overfit_sum"]), device=self.device),
                              int(ckpt["aug"]["overfit_count"])]
         self.wall_offset = float(ckpt["wall_time"])
+        if "schedule" in ckpt:               # what the run moved, unless this resume sets it anew (--kimg)
+            was = checkpoint_config(ckpt).sched
+            self.set_schedule(**{k: v for k, v in schedule_state_from(ckpt["schedule"]).items()
+                                 if getattr(was, k) == getattr(self.cfg.sched, k)})
         torch.set_rng_state(ckpt["rng"]["torch"])
         random.setstate(_tuple_state(ckpt["rng"]["python"]))
         _set_numpy_rng_state(ckpt["rng"]["numpy"])
