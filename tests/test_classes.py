@@ -53,6 +53,35 @@ def test_twenty_thousand_seeds_follow_an_unbalanced_prior(clustered):
     assert gen.class_labels(2, [5, 6]).tolist() == [2, 2]
 
 
+def test_latents_without_labels_draw_their_classes_from_the_prior(clustered):
+    """generate(z=...) as generate(seeds=...): the prior's mix, not classes in turn or uniform, nor a refusal."""
+    gen = load_generator(clustered)
+    n = 20_000
+    drawn = gen.latent_classes(None, n, class_seed=7)
+    assert _chi2(drawn, PRIOR.freqs) < 16.27 and _chi2(drawn, [0.25] * 4) > 1000
+    assert np.array_equal(drawn, gen.latent_classes("prior", n, class_seed=7))     # the same stream every time
+    assert not np.array_equal(drawn, gen.latent_classes(None, n, class_seed=8))
+    assert gen.latent_classes("turn", 6).tolist() == [0, 1, 2, 3, 0, 1]
+    z = np.random.default_rng(0).standard_normal((8, gen.z_dim)).astype(np.float32)
+    classes = gen.latent_classes(None, 8)
+    assert np.array_equal(gen.generate(z=z).images, gen.generate(z=z, labels=classes).images)
+
+
+def test_projection_starts_draw_their_classes_from_the_prior(clustered, monkeypatch):
+    import pggan.project as project_module
+
+    gen = load_generator(clustered)
+    seen = {}
+
+    def spy(G, z_dim, target, opts, device, labels, progress):
+        seen["classes"] = labels.argmax(1).numpy()
+        raise StopIteration
+    monkeypatch.setattr(project_module, "project", spy)
+    with pytest.raises(StopIteration):
+        gen.project(np.zeros((16, 16, 3), np.uint8), steps=1, starts=4000)
+    assert _chi2(seen["classes"], PRIOR.freqs) < 16.27 and _chi2(seen["classes"], [0.25] * 4) > 100
+
+
 def test_the_class_stream_leaves_z_as_it_is_and_the_inverse_cdf_is_exact():
     from pggan.api import latents_for_seeds
     u = class_uniforms([0, 1, 2])
@@ -191,6 +220,22 @@ def test_training_stores_the_prior_and_draws_its_grid_from_it(tmp_path):
     assert prior.implicit and abs(sum(prior.freqs) - 1) < 1e-6
     final = load_generator(os.path.join(run, "generator-final.safetensors"))
     assert final.classes == prior
+
+
+def test_metrics_during_training_draw_from_the_runs_prior(tmp_path, monkeypatch):
+    from test_training import tiny_config
+
+    from pggan.training import metric_tracker
+    from pggan.training.plan import run_data
+    from pggan.training.trainer import Trainer
+
+    seen, real = [], metric_tracker.image_sources
+    monkeypatch.setattr(metric_tracker, "image_sources", lambda gen, *a: seen.append(gen.classes) or real(gen, *a))
+    cfg, images = run_data(tiny_config(tmp_path, clusters=3, metrics="swd", metrics_num=16))
+    t = Trainer(cfg, images, torch.device("cpu"))
+    t.cur_nimg = 10 ** 6                                             # the top level
+    metric_tracker.TrainingMetrics(t).run(None, 0.0, lambda m: None)
+    assert seen == [t.classes] and t.classes.implicit and t.classes.freqs != ClassPrior.uniform(3).freqs
 
 
 def test_metrics_score_what_generate_writes(clustered):

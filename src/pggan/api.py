@@ -16,7 +16,7 @@ from .checkpoint import (
     network_file,
     read_generator,
 )
-from .classes import ClassPrior, ClassPriorError, parse_class
+from .classes import CLASS_STREAM, ClassPrior, ClassPriorError, parse_class
 from .config import NetworkConfig, TrainConfig
 from .networks import Generator
 from .schedule import phase_at
@@ -119,6 +119,16 @@ class LoadedGenerator:
             return prior.draw(seeds)
         return np.asarray([int(s) % prior.size for s in seeds], np.int64)
 
+    def latent_classes(self, class_idx, n: int, class_seed: int = 0) -> np.ndarray:
+        """The classes of ``n`` latents that have no seeds: a class number, 'turn' (row i: class i mod C),
+        or 'prior' (the default) drawn from the training data's shares by stream ``class_seed``."""
+        class_idx = parse_class_option(class_idx)
+        if class_idx in (None, "prior"):
+            return self.classes.sample(np.random.default_rng([int(class_seed), CLASS_STREAM]), n)
+        if class_idx == "turn":
+            return np.arange(n, dtype=np.int64) % self.classes.size
+        return self.class_labels(class_idx, [None] * n)
+
     def one_hot(self, classes) -> torch.Tensor | None:
         """Class numbers [N] (or soft class vectors [N, C], e.g. a blend of two) -> float [N, C] for G."""
         if classes is None:
@@ -138,18 +148,20 @@ class LoadedGenerator:
         opts = ProjectOptions(steps=steps, **options)
         opts.validate()
         classes = None
-        if self.classes is not None:
+        if self.classes is not None:          # the starts' classes as seeds draw theirs: from the prior
             classes = (self.class_labels(class_idx, [None]) if class_idx is not None
-                       else np.arange(opts.starts) % self.classes.size)
+                       else self.classes.sample(np.random.default_rng([opts.seed, CLASS_STREAM]), opts.starts))
         with torch.enable_grad():
             return project(lambda z, labels: self.G(z, labels, self.res_log2, self.alpha), self.z_dim, target, opts,
                            self.device, self.one_hot(classes), progress)
 
     @torch.no_grad()
     def generate(self, seeds=None, z=None, labels=None, truncate: float | None = None,
-                 batch: int = 16, class_idx: int | str | None = None) -> Generated:
-        """Images for ``seeds`` (or latents ``z`` [N, z_dim] with ``labels``: class numbers [N] or class
-        vectors [N, C]). A conditional generator draws each seed's class as :meth:`class_labels` says."""
+                 batch: int = 16, class_idx: int | str | None = None, class_seed: int = 0) -> Generated:
+        """Images for ``seeds`` (or latents ``z`` [N, z_dim], with ``labels``: class numbers [N] or class
+        vectors [N, C]). A conditional generator draws each seed's class as :meth:`class_labels` says;
+        latents without labels draw theirs from the prior too (``class_seed``: the stream they come from),
+        so that any source of images has the mix of classes the network learned."""
         if (seeds is None) == (z is None):
             raise UsageError("pass exactly one of seeds or z")
         if z is None:
@@ -158,10 +170,10 @@ class LoadedGenerator:
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise UsageError(f"z must have shape [N, {self.z_dim}], got {tuple(z.shape)}")
         if self.net.label_size:
-            if labels is None and seeds is None and not isinstance(class_idx, int):
-                raise UsageError(f"this generator is conditional on {self.net.label_size} classes: pass labels")
-            if labels is None:
-                labels = self.class_labels(class_idx, list(seeds) if seeds is not None else [None] * len(z))
+            if labels is None and seeds is None:
+                labels = self.latent_classes(class_idx, len(z), class_seed)
+            elif labels is None:
+                labels = self.class_labels(class_idx, list(seeds))
             labels = self.one_hot(labels)
         elif labels is not None:
             raise UsageError("this generator is unconditional: it takes no labels")

@@ -72,10 +72,8 @@ def decide(*, data_labels: int, conditional: bool | None, clusters: int, source:
            resume: bool = False, budget_clusters: int = 0) -> Decision:
     """The one decision. ``conditional``: None when not given. ``source``: the network a resumed or
     fine-tuned run starts from (None for a new network). ``budget_clusters``: the clusters a --budget
-    run would condition on where nothing else decides (0 = none)."""
-    if clusters and conditional:
-        raise ConfigError("clusters gives the run labels of its own; it cannot be combined with conditional=true "
-                          "(the dataset's labels)")
+    run would condition on where nothing else decides (0 = none). Options that contradict each other
+    (clusters with conditional=true) were refused by config.validate."""
     if resume:
         return _resumed(source, data_labels)
     if source is None:
