@@ -378,8 +378,9 @@ def test_metrics_during_training_and_the_plot(tmp_path, monkeypatch):
     from tiny_inception import write_tiny_inception
 
     from pggan.cli import main
-    from pggan.config import ConfigError, validate
+    from pggan.config import ConfigError
     from pggan.data.load import load_images
+    from pggan.training.launch import validate
     from pggan.training.metric_tracker import TrainingMetrics
     from pggan.training.run import run_training as train
     from pggan.training.trainer import Trainer
@@ -417,7 +418,47 @@ def test_metrics_during_training_and_the_plot(tmp_path, monkeypatch):
     assert bad.exit_code == 1 and "no stats.jsonl" in bad.output
 
     with pytest.raises(ConfigError, match="unknown metric 'lpips'"):
-        validate(cfg.replace(metrics="swd,lpips"))
+        validate(cfg.replace(metrics="swd,lpips"))           # pggan train's validation (training/launch.py)
     with pytest.raises(ValueError, match="lower metrics_num"):
         train(cfg.replace(metrics="swd", metrics_num=100), progress=False, echo=lambda m: None)
     assert len(os.listdir(cfg.outdir)) == 1                # no run directory was left behind
+
+
+def test_a_new_metric_is_its_own_object_and_one_registration(tmp_path, monkeypatch):
+    """A toy metric (the fakes' mean pixel value) registered in one line is parsed, computed in the shared
+    pass, reported, saved, plotted and sent to TensorBoard with no other change."""
+    import json
+
+    from pggan.metrics import registry
+    from pggan.metrics.base import Metric
+    from pggan.metrics.evaluate import Evaluator, MetricOptions, append_results, format_result, summary
+    from pggan.plot import metric_values
+    from pggan.presets import get_preset
+    from pggan.training.launch import validate
+    from pggan.training.tensorboard import metric_scalars
+
+    class Brightness(Metric):
+        name, title, label = "bright", "mean pixel", "bright"
+
+        def start(self, ctx):
+            return [0.0, 0]
+
+        def add(self, acc, batch):
+            acc[0] += float(batch.x.sum())
+            acc[1] += batch.x.numel()
+
+        def finish(self, acc, ctx):
+            return acc[0] / acc[1]
+
+    monkeypatch.setitem(registry.METRICS, "bright", Brightness())        # the one registration
+    assert validate(get_preset("cpu-small").replace(metrics="swd,bright")).metrics == "swd,bright"
+    fakes = torch.full((40, 3, 16, 16), 100.0)
+    reals = torch.full((40, 3, 16, 16), 50.0)
+    ev = Evaluator(MetricOptions("bright", num=40, batch=16), torch.device("cpu"))
+    result = ev.evaluate(lambda idx: fakes[list(idx)], lambda idx: reals[np.asarray(idx)], 40, "k")
+    assert result["bright"] == pytest.approx(100.0)
+    assert format_result(result) == ["bright    100.000"] and summary(result) == "bright 100.000"
+    (path,) = append_results(str(tmp_path), result, 1.0, ["bright"])
+    rec = json.loads(open(path).read())
+    assert os.path.basename(path) == "metric-bright.jsonl" and metric_values("bright", rec) == {"bright": 100.0}
+    assert metric_scalars("bright", rec["bright"]) == {"Metrics/bright": 100.0}

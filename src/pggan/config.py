@@ -16,21 +16,11 @@ from .util.checks import is_resolution, or_list
 from .util.device import PRECISION_CHOICES
 from .util.errors import PgganError
 
-METRICS = ("swd", "msssim", "fid", "is", "kid", "pr")     # what pggan.metrics computes
 AUGMENTATIONS = ("translation", "cutout", "color")   # what pggan.augment applies
 
 
 class ConfigError(PgganError, ValueError):
     """A configuration value is invalid; the message says which and how to fix it."""
-
-
-def parse_metrics(text: str | list) -> list[str]:
-    """'swd, FID' -> ['swd', 'fid']: known names, lower case, without repeats."""
-    names = [n.strip().lower() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
-    unknown = [n for n in names if n not in METRICS]
-    if unknown:
-        raise ConfigError(f"unknown metric '{unknown[0]}'; choose from {', '.join(METRICS)}")
-    return list(dict.fromkeys(names))
 
 
 def opt(default: Any = dataclasses.MISSING, help: str = "", factory: Any = None):
@@ -393,7 +383,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(cfg.image_kimg >= 0 and cfg.checkpoint_kimg >= 0, "image_kimg and checkpoint_kimg must be >= 0")
     need(cfg.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
     need(1 <= cfg.grid_size <= 32, "grid_size must be from 1 to 32")
-    parse_metrics(cfg.metrics)
     need(cfg.metrics_kimg >= 0, "metrics_kimg must be >= 0")
     need(cfg.metrics_num >= 10, f"metrics_num must be >= 10, got {cfg.metrics_num}")
     need(cfg.metrics_pairs >= 1, "metrics_pairs must be >= 1")

@@ -8,11 +8,9 @@ import os
 
 import numpy as np
 
+from .metrics.registry import METRICS
 from .util.errors import UsageError
 from .util.files import atomic_write
-
-METRIC_LABELS = {"swd": "SWD x1e3 (avg of levels)", "fid": "FID", "is": "Inception Score", "msssim": "MS-SSIM",
-                 "kid": "KID x1e3", "pr": "precision / recall"}
 
 
 def read_jsonl(path: str) -> list[dict]:
@@ -36,7 +34,7 @@ def load_run(run_dir: str) -> tuple[list[dict], dict[str, list[dict]]]:
     if not stats:
         raise UsageError(f"{stats_path} is empty: the run has not finished a tick yet")
     metrics = {}
-    for name in METRIC_LABELS:
+    for name in METRICS:
         path = os.path.join(run_dir, f"metric-{name}.jsonl")
         if os.path.isfile(path):
             recs = sorted((r for r in read_jsonl(path) if r.get("kimg") is not None), key=lambda r: r["kimg"])
@@ -57,10 +55,7 @@ def resolution_changes(stats: list[dict]) -> list[tuple[float, int]]:
 
 def metric_values(name: str, rec: dict) -> dict[str, float]:
     """The curves of one metric record: {label: value}."""
-    v = rec[name]
-    if name == "pr":
-        return {"precision": float(v["precision"]), "recall": float(v["recall"])}
-    return {name: float(v["avg"] if name == "swd" else v["mean"] if name == "is" else v)}
+    return METRICS[name].curves(rec[name])
 
 
 def plot_run(run_dir: str, out: str | None = None, dpi: int = 110) -> str:
@@ -101,7 +96,7 @@ def plot_run(run_dir: str, out: str | None = None, dpi: int = 110) -> str:
                                         fontsize=6, color="gray", ha="center")
                 if len(values[0]) > 1:
                     ax.legend(loc="upper right", fontsize=8)
-                ax.set_ylabel(METRIC_LABELS[name])
+                ax.set_ylabel(METRICS[name].title)
             ax.grid(alpha=0.3)
             for k, res in changes:
                 ax.axvline(to_x(k), color="gray", ls="--", lw=0.8)

@@ -39,7 +39,7 @@ def metrics(network, data, names, num, pairs, seed, inception, cache_dir, kid_su
     opts = MetricOptions(names, num, pairs, seed, batch, inception, cache_dir, kid_subsets, kid_subset_size, vgg16,
                          pr_k).validate()
     network = network_file(network)       # a run directory: its results go beside the file read
-    total = (num if {"swd", "fid", "is", "kid", "pr"} & set(opts.names) else 0) + (2 * pairs if "msssim" in opts.names else 0)
+    total = opts.images()
     bars = []                               # opened at the first image: nothing is shown before the work starts
 
     def progress(n: int) -> None:

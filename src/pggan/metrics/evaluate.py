@@ -19,15 +19,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..config import METRICS, parse_metrics
 from ..util.dist import DistInfo, all_min, all_sum, gather_rows
 from ..util.errors import UsageError
 from ..util.files import append_jsonl, atomic_write
-from .fid import FeatureStats, InceptionScore, frechet_distance
-from .kid import kernel_inception_distance
+from .fid import FeatureStats
 from .msssim import ms_ssim
-from .precision_recall import precision_recall
-from .swd import SWDAccumulator
+from .registry import METRICS, parse_metrics
 
 STATS_VERSION = 1
 
@@ -50,28 +47,29 @@ class MetricOptions:
         self.names = parse_metrics(self.names)
         if self.num < 2:
             raise UsageError(f"the metrics need at least 2 images (num), got {self.num}")
-        if "is" in self.names and self.num < 10:
-            raise UsageError("the Inception Score uses 10 splits: num must be at least 10")
-        if "msssim" in self.names and self.pairs < 1:
-            raise UsageError("MS-SSIM needs pairs >= 1")
         if self.batch < 1:
             raise UsageError("the metrics batch must be >= 1")
-        if "kid" in self.names and (self.kid_subsets < 1 or self.kid_subset_size < 2):
-            raise UsageError("KID needs kid_subsets >= 1 and kid_subset_size >= 2")
-        if "pr" in self.names and not 1 <= self.pr_k < self.num:
-            raise UsageError(f"precision/recall needs 1 <= k < num, got k={self.pr_k}, num={self.num}")
+        for m in self.metrics():
+            m.check(self)
         return self
+
+    def metrics(self, names=None) -> list:
+        """The Metric objects of ``names`` (default: all asked for), in the registry's order."""
+        names = self.names if names is None else names
+        return [m for n, m in METRICS.items() if n in names]
 
     @property
     def pr_features(self) -> str:
         return "vgg16" if self.vgg16 else "inception"
 
-    def needs_inception(self) -> bool:
-        return bool({"fid", "is", "kid"} & set(self.names)) or ("pr" in self.names and not self.vgg16)
+    def networks(self) -> set:
+        """The feature networks the metrics asked for need."""
+        return set().union(*(m.networks(self) for m in self.metrics()))
 
-    def needs_inception_features(self) -> bool:
-        """Whole feature matrices (not only FID's sums) are kept."""
-        return "kid" in self.names or ("pr" in self.names and not self.vgg16)
+    def images(self) -> int:
+        """The fakes an evaluation generates."""
+        ms = self.metrics()
+        return (self.num if any(m.in_pass for m in ms) else 0) + sum(m.own_images(self) for m in ms)
 
 
 def cache_dir(explicit: str | None = None) -> str:
@@ -102,21 +100,21 @@ def data_fingerprint(spec: str) -> str:
 
 
 class Evaluator:
-    """Holds what is reused between evaluations (the Inception network, the real-statistics cache)."""
+    """Holds what is reused between evaluations (the feature networks, the real-statistics cache)."""
 
     def __init__(self, opts: MetricOptions, device: torch.device, info: DistInfo = DistInfo()):
         self.opts, self.device, self.info = opts.validate(), device, info
         self.inception = self.vgg16 = None
-        if opts.needs_inception():
+        networks = opts.networks()
+        if "inception" in networks:
             from .inception import load_inception
             self.inception = load_inception(opts.inception, device)
-        if "pr" in opts.names and opts.vgg16:
+        if "vgg16" in networks:
             from .vgg16 import load_vgg16
             self.vgg16 = load_vgg16(opts.vgg16, device)
         self._real_stats: dict[str, FeatureStats] = {}
         self._real_features: dict[str, torch.Tensor] = {}
 
-    # ---- the two image sources ------------------------------------------------------------
     def _shards(self, total: int):
         """Global [lo, hi) batches of ``batch * world`` images; yields (lo, hi, my_lo, my_hi)."""
         b, w, r = self.opts.batch, self.info.world, self.info.rank
@@ -130,102 +128,43 @@ class Evaluator:
         ``num_real``: images available; ``data_key``: identifies the reals for the statistics cache;
         ``names``: a subset of the metrics to run this time (default all)."""
         o = self.opts
-        names = o.names if names is None else names
+        metrics = o.metrics(names)
         start = time.time()
         result: dict = {"num": o.num, "seed": o.seed}
-        if "swd" in names and num_real < o.num:
-            raise UsageError(f"SWD compares equal counts: the data has {num_real} images, fewer than num={o.num}; "
-                             f"lower the number of images")
         real_order = np.sort(np.random.default_rng(o.seed).choice(num_real, size=min(o.num, num_real), replace=False))
         with tempfile.TemporaryDirectory() as folder:
-            swd_acc = SWDAccumulator(folder, o.seed) if "swd" in names else None
-            fake_stats = FeatureStats(self.inception.feature_dim) if "fid" in names else None
-            score = InceptionScore(self.inception.fc.out_features, o.num) if "is" in names else None
-            matrices = self._matrix_features(names)                 # {features: []}: kept whole, on rank 0
-            needs_fakes = swd_acc is not None or fake_stats is not None or score is not None or bool(matrices)
-            for lo, hi, mlo, mhi in self._shards(o.num if needs_fakes else 0):
-                # a rank without images in the last batch still takes part in the gather, with none
-                x = fake_fn(range(mlo, mhi)) if mhi > mlo else fake_fn(range(hi - 1, hi))[:0]
-                if swd_acc is not None:
-                    gathered = gather_rows(x, hi - lo, self.info, o.batch, self.device)
-                    if self.info.is_main:
-                        swd_acc.add(0, gathered)
-                uses_inception = fake_stats is not None or score is not None or "inception" in matrices
-                feats = self._features("inception", x) if uses_inception else None
-                if len(x) and fake_stats is not None:
-                    fake_stats.add(feats[0])
-                if len(x) and score is not None:
-                    score.add(feats[1], mlo)
-                for kind, kept in matrices.items():
-                    f = feats[0] if kind == "inception" else self._features(kind, x)
-                    f = gather_rows(f, hi - lo, self.info, o.batch, self.device)
-                    if self.info.is_main:
-                        kept.append(f.cpu())
-            if swd_acc is not None and self.info.is_main:
-                for i in range(0, len(real_order), o.batch):
-                    swd_acc.add(1, real_fn(real_order[i:i + o.batch]))
-                result["swd"] = swd_acc.result()
-        reals = {kind: self._real_feature_matrix(kind, real_fn, real_order, data_key) for kind in matrices}
-        if self.info.is_main:
-            fakes = {kind: torch.cat(kept) for kind, kept in matrices.items()}
-            if "kid" in names:
-                result["kid"] = 1e3 * kernel_inception_distance(reals["inception"], fakes["inception"], o.kid_subsets,
-                                                                o.kid_subset_size, o.seed)
-            if "pr" in names:
-                kind = o.pr_features
-                result["pr"] = dict(precision_recall(reals[kind], fakes[kind], o.pr_k), k=o.pr_k, features=kind)
-        if fake_stats is not None:
-            self._reduce(fake_stats)
-            if "inception" in reals:                   # the whole matrix is there: its sums need no second pass
-                real = FeatureStats(self.inception.feature_dim)
-                real.add(reals["inception"])
-            else:
-                real = self._real_feature_stats(real_fn, real_order, data_key)
-            result["fid"] = frechet_distance(*fake_stats.mean_cov(), *real.mean_cov())
-        if score is not None:
-            self._reduce(score)
-            mean, std = score.result()
-            result["is"] = {"mean": mean, "std": std}
-        if "msssim" in names:
-            result["msssim"] = self._msssim(fake_fn)
+            ctx = Pass(self, fake_fn, real_fn, num_real, real_order, data_key, folder, result, metrics)
+            states = {m.name: m.start(ctx) for m in metrics if m.in_pass}
+            for lo, hi, mlo, mhi in self._shards(o.num if states else 0):
+                # a rank without images in the last batch still takes part in the gathers, with none
+                batch = Batch(ctx, fake_fn(range(mlo, mhi)) if mhi > mlo else fake_fn(range(hi - 1, hi))[:0],
+                              lo, hi, mlo)
+                for m in metrics:
+                    if m.in_pass:
+                        m.add(states[m.name], batch)
+                batch.keep_matrices()
+            for m in metrics:
+                value = m.finish(states.get(m.name), ctx)
+                if value is not None:
+                    result[m.name] = value
         result["seconds"] = time.time() - start
         return result
-
-    def _inception(self, x: torch.Tensor):
-        with torch.no_grad():
-            return self.inception(x.to(self.device))
 
     def _features(self, kind: str, x: torch.Tensor):
         """Inception: (pool features, logits); VGG16: fc2 features. Empty rows for an empty batch."""
         if kind == "inception":
             if len(x) == 0:
                 return torch.zeros(0, self.inception.feature_dim, device=self.device), None
-            return self._inception(x)
+            with torch.no_grad():
+                return self.inception(x.to(self.device))
         if len(x) == 0:
             return torch.zeros(0, self.vgg16.feature_dim, device=self.device)
         with torch.no_grad():
             return self.vgg16(x.to(self.device))
 
-    def _matrix_features(self, names) -> dict:
-        """The feature kinds whose whole matrices this evaluation needs (KID, precision/recall)."""
-        kinds = (["inception"] if "kid" in names else []) + ([self.opts.pr_features] if "pr" in names else [])
-        return {kind: [] for kind in dict.fromkeys(kinds)}
-
     def _reduce(self, acc) -> None:
         if self.info.enabled:
             acc.set_tensors([all_sum(t.to(self.device)).cpu() for t in acc.tensors()])
-
-    def _msssim(self, fake_fn) -> float:
-        """Mean MS-SSIM of pairs (2k, 2k+1) of fakes num .. num + 2 * pairs - 1."""
-        o = self.opts
-        total = torch.zeros(1, dtype=torch.float64)
-        for _, _, mlo, mhi in self._shards(o.pairs):
-            if mhi > mlo:
-                x = fake_fn(range(o.num + 2 * mlo, o.num + 2 * mhi))
-                total += ms_ssim(x[0::2], x[1::2]).sum()
-        if self.info.enabled:
-            total = all_sum(total.to(self.device)).cpu()
-        return float(total) / o.pairs
 
     def real_msssim(self, real_fn, num_real: int) -> float:
         """The baseline: mean MS-SSIM of ``pairs`` random distinct pairs of real images (seeded)."""
@@ -299,7 +238,7 @@ class Evaluator:
         if not self._all_ranks(loaded):
             for _, _, mlo, mhi in self._shards(len(order)):
                 if mhi > mlo:
-                    stats.add(self._inception(real_fn(order[mlo:mhi]))[0])
+                    stats.add(self._features("inception", real_fn(order[mlo:mhi]))[0])
             self._reduce(stats)
             if self.info.is_main:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -344,9 +283,11 @@ def evaluate_network(network: str, data: str, opts: MetricOptions, device="cpu",
 
     gen = load_generator(network, device=device)
     res, channels = gen.resolution, gen.net.channels          # a mid-growth checkpoint: its current level
-    if "swd" in opts.names and res < 8:
-        raise UsageError(f"SWD needs images of 8x8 or more, but '{network}' was saved while its run trained at "
-                         f"{res}x{res}; use a later checkpoint, or leave swd out of --metrics")
+    for m in opts.validate().metrics():
+        if res < m.min_resolution:
+            raise UsageError(f"{m.name.upper()} needs images of {m.min_resolution}x{m.min_resolution} or more, but "
+                             f"'{network}' was saved while its run trained at {res}x{res}; use a later checkpoint, or "
+                             f"leave {m.name} out of --metrics")
     count = max(data_count, opts.num)
     images = load_images(data, gen.net.resolution, channels, count, opts.seed)
     level = images.levels[res]
@@ -363,18 +304,17 @@ def evaluate_network(network: str, data: str, opts: MetricOptions, device="cpu",
     return result
 
 
-def append_results(run_dir: str, result: dict, kimg: float | None, names=METRICS) -> list[str]:
+def append_results(run_dir: str, result: dict, kimg: float | None, names=tuple(METRICS)) -> list[str]:
     """One JSON line per metric in ``metric-<name>.jsonl`` of the run directory."""
     written = []
     common = {k: result[k] for k in ("network", "data", "num", "seed", "resolution", "alpha", "wall_s", "seconds",
                                      "inception") if k in result}
-    for name in names:
-        if name in result:
+    for m in METRICS.values():
+        if m.name in names and m.name in result:
             rec = dict(common, kimg=kimg, time=time.strftime("%Y-%m-%dT%H:%M:%S"))
-            rec[name] = result[name]
-            if name == "msssim" and "msssim_real" in result:
-                rec["msssim_real"] = result["msssim_real"]
-            path = os.path.join(run_dir, f"metric-{name}.jsonl")
+            rec[m.name] = result[m.name]
+            rec.update({k: result[k] for k in m.extra_keys if k in result})
+            path = os.path.join(run_dir, f"metric-{m.name}.jsonl")
             append_jsonl(path, rec)
             written.append(path)
     return written
@@ -382,40 +322,72 @@ def append_results(run_dir: str, result: dict, kimg: float | None, names=METRICS
 
 def format_result(result: dict) -> list[str]:
     """Human-readable lines of a result."""
-    lines = []
-    if "swd" in result:
-        levels = result["swd"]["levels"]
-        lines.append("SWD x1e3  " + "  ".join(f"{res:>7}" for res in levels) + "      avg")
-        lines.append("          " + "  ".join(f"{v:7.2f}" for v in levels.values()) + f"  {result['swd']['avg']:7.2f}")
-    if "msssim" in result:
-        lines.append(f"MS-SSIM   {result['msssim']:.4f}"
-                     + (f"   (real images: {result['msssim_real']:.4f})" if "msssim_real" in result else ""))
-    if "fid" in result:
-        lines.append(f"FID       {result['fid']:.3f}")
-    if "is" in result:
-        lines.append(f"IS        {result['is']['mean']:.3f} +- {result['is']['std']:.3f}")
-    if "kid" in result:
-        lines.append(f"KID x1e3  {result['kid']:.3f}")
-    if "pr" in result:
-        pr = result["pr"]
-        lines.append(f"precision {pr['precision']:.4f}   recall {pr['recall']:.4f}   (k={pr['k']}, {pr['features']} features)")
-    return lines
+    return [line for m in METRICS.values() if m.name in result for line in m.lines(result)]
 
 
 def summary(result: dict) -> str:
     """One line: 'swd 12.3 (64: 10.1, 32: ...), msssim 0.21, fid 35.2, is 3.1'."""
-    parts = []
-    if "swd" in result:
-        levels = ", ".join(f"{r}: {v:.2f}" for r, v in result["swd"]["levels"].items())
-        parts.append(f"swd {result['swd']['avg']:.2f} ({levels})")
-    if "msssim" in result:
-        parts.append(f"msssim {result['msssim']:.4f}")
-    if "fid" in result:
-        parts.append(f"fid {result['fid']:.3f}")
-    if "is" in result:
-        parts.append(f"is {result['is']['mean']:.3f}")
-    if "kid" in result:
-        parts.append(f"kid {result['kid']:.3f}")
-    if "pr" in result:
-        parts.append(f"precision {result['pr']['precision']:.3f} recall {result['pr']['recall']:.3f}")
-    return ", ".join(parts)
+    return ", ".join(m.short(result[m.name]) for m in METRICS.values() if m.name in result)
+
+
+class Pass:
+    """What a metric's ``start`` and ``finish`` see of one evaluation (metrics/base.py)."""
+
+    def __init__(self, ev: Evaluator, fake_fn, real_fn, num_real: int, real_order: np.ndarray, data_key: str,
+                 folder: str, result: dict, metrics):
+        self.ev, self.opts, self.fake_fn, self.real_fn = ev, ev.opts, fake_fn, real_fn
+        self.num_real, self.real_order, self.data_key, self.folder, self.result = (num_real, real_order, data_key,
+                                                                                     folder, result)
+        self.is_main, self.inception = ev.info.is_main, ev.inception
+        self.matrix_kinds = sorted(set().union(*(m.matrices(ev.opts) for m in metrics if m.in_pass)))
+        self.kept: dict[str, list] = {kind: [] for kind in self.matrix_kinds}     # the fakes' features, on rank 0
+
+    def shards(self, total: int):
+        return self.ev._shards(total)
+
+    def reduce(self, acc) -> None:
+        """Sum an accumulator's tensors over the ranks."""
+        self.ev._reduce(acc)
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        return all_sum(t.to(self.ev.device)).cpu() if self.ev.info.enabled else t
+
+    def fake_matrix(self, kind: str) -> torch.Tensor | None:
+        return torch.cat(self.kept[kind]) if self.is_main else None
+
+    def real_matrix(self, kind: str) -> torch.Tensor:
+        return self.ev._real_feature_matrix(kind, self.real_fn, self.real_order, self.data_key)
+
+    def real_inception_stats(self) -> FeatureStats:
+        """The reals' FID statistics: from their whole features where this pass has them, else cached sums."""
+        if "inception" in self.matrix_kinds:
+            real = FeatureStats(self.inception.feature_dim)
+            real.add(self.real_matrix("inception"))
+            return real
+        return self.ev._real_feature_stats(self.real_fn, self.real_order, self.data_key)
+
+
+class Batch:
+    """One batch of the pass's fakes: this rank's images ``x`` (global rows lo..hi, this rank's from ``mlo``),
+    with their features computed once whichever metrics ask."""
+
+    def __init__(self, ctx: Pass, x: torch.Tensor, lo: int, hi: int, mlo: int):
+        self.ctx, self.x, self.lo, self.hi, self.mlo, self.is_main = ctx, x, lo, hi, mlo, ctx.is_main
+        self._features: dict = {}
+
+    def feature(self, kind: str):
+        if kind not in self._features:
+            self._features[kind] = self.ctx.ev._features(kind, self.x)
+        return self._features[kind]
+
+    def gathered(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """``rows`` (default the images) of every rank, on rank 0 (every rank must call it)."""
+        ev = self.ctx.ev
+        return gather_rows(self.x if rows is None else rows, self.hi - self.lo, ev.info, ev.opts.batch, ev.device)
+
+    def keep_matrices(self) -> None:
+        for kind, kept in self.ctx.kept.items():
+            f = self.feature(kind)
+            f = self.gathered(f[0] if kind == "inception" else f)
+            if self.is_main:
+                kept.append(f.cpu())

@@ -8,6 +8,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..util.errors import UsageError
+from .base import Metric
+
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """|mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)).
@@ -87,3 +90,55 @@ class InceptionScore:
         kl = self.sum_plogp / self.count - (pbar * torch.log(pbar.clamp_min(1e-30))).sum(1)
         scores = torch.exp(kl).numpy()
         return float(scores.mean()), float(scores.std())
+
+
+class FIDMetric(Metric):
+    """Frechet Inception distance between the fakes' and the reals' pool3 features."""
+    name, title, label = "fid", "FID", "FID"
+
+    def networks(self, opts) -> set:
+        return {"inception"}
+
+    def start(self, ctx):
+        return FeatureStats(ctx.inception.feature_dim)
+
+    def add(self, stats, batch) -> None:
+        if len(batch.x):
+            stats.add(batch.feature("inception")[0])
+
+    def finish(self, stats, ctx):
+        ctx.reduce(stats)
+        return frechet_distance(*stats.mean_cov(), *ctx.real_inception_stats().mean_cov())
+
+
+class ISMetric(Metric):
+    """Inception Score of the fakes, 10 splits (mean and std over them)."""
+    name, title, label = "is", "Inception Score", "IS"
+
+    def check(self, opts) -> None:
+        if opts.num < 10:
+            raise UsageError("the Inception Score uses 10 splits: num must be at least 10")
+
+    def networks(self, opts) -> set:
+        return {"inception"}
+
+    def start(self, ctx):
+        return InceptionScore(ctx.inception.fc.out_features, ctx.opts.num)
+
+    def add(self, score, batch) -> None:
+        if len(batch.x):
+            score.add(batch.feature("inception")[1], batch.mlo)
+
+    def finish(self, score, ctx):
+        ctx.reduce(score)
+        mean, std = score.result()
+        return {"mean": mean, "std": std}
+
+    def curves(self, value) -> dict:
+        return {"is": float(value["mean"])}
+
+    def lines(self, result: dict) -> list[str]:
+        return [f"IS        {result['is']['mean']:.3f} +- {result['is']['std']:.3f}"]
+
+    def short(self, value) -> str:
+        return f"is {value['mean']:.3f}"

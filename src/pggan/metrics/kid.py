@@ -9,6 +9,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..util.errors import UsageError
+from .base import Metric
+
 
 def polynomial_kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x @ y.T / x.shape[1] + 1.0) ** 3
@@ -36,3 +39,25 @@ def kernel_inception_distance(real: torch.Tensor, fake: torch.Tensor, subsets: i
         y = real[torch.from_numpy(rng.choice(len(real), m, replace=False))]
         total += mmd2_unbiased(x, y)
     return total / subsets
+
+
+class KIDMetric(Metric):
+    """Kernel Inception distance (x1e3) between the fakes' and the reals' pool3 features."""
+    name, title, label = "kid", "KID x1e3", "KID x1e3"
+
+    def check(self, opts) -> None:
+        if opts.kid_subsets < 1 or opts.kid_subset_size < 2:
+            raise UsageError("KID needs kid_subsets >= 1 and kid_subset_size >= 2")
+
+    def networks(self, opts) -> set:
+        return {"inception"}
+
+    def matrices(self, opts) -> set:
+        return {"inception"}
+
+    def finish(self, state, ctx):
+        real, fake = ctx.real_matrix("inception"), ctx.fake_matrix("inception")
+        if not ctx.is_main:
+            return None
+        o = ctx.opts
+        return 1e3 * kernel_inception_distance(real, fake, o.kid_subsets, o.kid_subset_size, o.seed)

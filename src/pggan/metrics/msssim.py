@@ -8,6 +8,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..util.errors import UsageError
+from .base import Metric
+
 WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
@@ -75,3 +78,31 @@ def msssim_among(images, pairs: int = 10000, seed: int = 0, batch: int = 256) ->
     for i in range(0, pairs, batch):
         total += float(ms_ssim(images[a[i:i + batch]], images[b[i:i + batch]]).sum())
     return total / pairs
+
+
+class MSSSIMMetric(Metric):
+    """Mean MS-SSIM of pairs (2k, 2k+1) of fakes num .. num + 2 * pairs - 1: the variation among them."""
+    name, title, label, in_pass, extra_keys = "msssim", "MS-SSIM", "MS-SSIM", False, ("msssim_real",)
+
+    def check(self, opts) -> None:
+        if opts.pairs < 1:
+            raise UsageError("MS-SSIM needs pairs >= 1")
+
+    def own_images(self, opts) -> int:
+        return 2 * opts.pairs
+
+    def finish(self, state, ctx):
+        o = ctx.opts
+        total = torch.zeros(1, dtype=torch.float64)
+        for _, _, mlo, mhi in ctx.shards(o.pairs):
+            if mhi > mlo:
+                x = ctx.fake_fn(range(o.num + 2 * mlo, o.num + 2 * mhi))
+                total += ms_ssim(x[0::2], x[1::2]).sum()
+        return float(ctx.sum(total)) / o.pairs
+
+    def lines(self, result: dict) -> list[str]:
+        real = f"   (real images: {result['msssim_real']:.4f})" if "msssim_real" in result else ""
+        return [f"MS-SSIM   {result['msssim']:.4f}{real}"]
+
+    def short(self, value) -> str:
+        return f"msssim {value:.4f}"

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import torch
 
+from ..util.errors import UsageError
+from .base import Metric
+
 BLOCK_ELEMS = 1 << 24
 
 
@@ -45,3 +48,35 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3, block_e
     real_r, fake_r = knn_radii(real, k, block_elems), knn_radii(fake, k, block_elems)
     return {"precision": inside_share(fake, real, real_r, block_elems),
             "recall": inside_share(real, fake, fake_r, block_elems)}
+
+
+class PRMetric(Metric):
+    """Improved precision and recall of the fakes against the reals (Inception or VGG16 features)."""
+    name, title = "pr", "precision / recall"
+
+    def check(self, opts) -> None:
+        if not 1 <= opts.pr_k < opts.num:
+            raise UsageError(f"precision/recall needs 1 <= k < num, got k={opts.pr_k}, num={opts.num}")
+
+    def networks(self, opts) -> set:
+        return {opts.pr_features}
+
+    def matrices(self, opts) -> set:
+        return {opts.pr_features}
+
+    def finish(self, state, ctx):
+        kind = ctx.opts.pr_features
+        real, fake = ctx.real_matrix(kind), ctx.fake_matrix(kind)
+        if not ctx.is_main:
+            return None
+        return dict(precision_recall(real, fake, ctx.opts.pr_k), k=ctx.opts.pr_k, features=kind)
+
+    def curves(self, value) -> dict:
+        return {"precision": float(value["precision"]), "recall": float(value["recall"])}
+
+    def lines(self, result: dict) -> list[str]:
+        pr = result["pr"]
+        return [f"precision {pr['precision']:.4f}   recall {pr['recall']:.4f}   (k={pr['k']}, {pr['features']} features)"]
+
+    def short(self, value) -> str:
+        return f"precision {value['precision']:.3f} recall {value['recall']:.3f}"

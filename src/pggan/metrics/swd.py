@@ -20,6 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..util.errors import UsageError
+from .base import Metric
+
 _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
 
 
@@ -176,3 +179,41 @@ def swd(images_a, images_b, seed: int = 0, per_image: int = 128, min_res: int = 
             for x in ([images] if torch.is_tensor(images) else images):
                 acc.add(which, x)
         return acc.result(repeats, dirs_per_repeat)
+
+
+class SWDMetric(Metric):
+    """The paper's sliced Wasserstein distance of Laplacian-pyramid patches (x1e3 per level)."""
+    name, title, label, min_resolution = "swd", "SWD x1e3 (avg of levels)", "SWD x1e3", 8
+
+    def start(self, ctx):
+        if ctx.num_real < ctx.opts.num:
+            raise UsageError(f"SWD compares equal counts: the data has {ctx.num_real} images, fewer than "
+                             f"num={ctx.opts.num}; lower the number of images")
+        return SWDAccumulator(ctx.folder, ctx.opts.seed)
+
+    def add(self, acc, batch) -> None:
+        gathered = batch.gathered()               # every rank takes part; rank 0 holds them
+        if batch.is_main:
+            acc.add(0, gathered)
+
+    def finish(self, acc, ctx):
+        if not ctx.is_main:
+            return None
+        for i in range(0, len(ctx.real_order), ctx.opts.batch):
+            acc.add(1, ctx.real_fn(ctx.real_order[i:i + ctx.opts.batch]))
+        return acc.result()
+
+    def curves(self, value) -> dict:
+        return {"swd": float(value["avg"])}
+
+    def scalars(self, value) -> dict:
+        return {**{f"swd/{res}": float(v) for res, v in value["levels"].items()}, "swd/avg": float(value["avg"])}
+
+    def lines(self, result: dict) -> list[str]:
+        levels = result["swd"]["levels"]
+        return ["SWD x1e3  " + "  ".join(f"{res:>7}" for res in levels) + "      avg",
+                "          " + "  ".join(f"{v:7.2f}" for v in levels.values()) + f"  {result['swd']['avg']:7.2f}"]
+
+    def short(self, value) -> str:
+        levels = ", ".join(f"{r}: {v:.2f}" for r, v in value["levels"].items())
+        return f"swd {value['avg']:.2f} ({levels})"

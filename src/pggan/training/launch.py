@@ -11,13 +11,21 @@ from dataclasses import replace
 
 from ..api import checkpoint_level
 from ..checkpoint import checkpoint_config, load_checkpoint
-from ..config import ConfigError, TrainConfig, merge, set_option, validate
+from ..config import ConfigError, TrainConfig, merge, set_option
+from ..config import validate as validate_config
 from ..data.dataset import is_dataset, read_header
+from ..metrics.registry import parse_metrics
 from ..presets import get_preset
 from ..util.proc import preexec_parent_death
 from .rundir import find_latest_checkpoint, find_matching_checkpoint
 
 DEFAULT_PRESET = "cpu-small"
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """config.validate, and the metric names (which the metrics' registry owns)."""
+    parse_metrics(validate_config(cfg).metrics)
+    return cfg
 
 
 def build_config(preset: str | None, config_file: str | None, flags: dict, sets=()) -> TrainConfig:

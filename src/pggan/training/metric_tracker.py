@@ -17,7 +17,7 @@ class TrainingMetrics:
         self.trainer, self.cfg = trainer, cfg
         opts = MetricOptions(cfg.metrics, cfg.metrics_num, cfg.metrics_pairs, seed=cfg.seed,
                              inception=cfg.inception or None, vgg16=cfg.vgg16 or None)
-        if "swd" in opts.validate().names and len(trainer.images) < cfg.metrics_num:
+        if "swd" in opts.validate().names and len(trainer.images) < cfg.metrics_num:   # said before any training
             raise UsageError(f"metrics: SWD compares {cfg.metrics_num} generated with as many real images, but the data "
                              f"has {len(trainer.images)}; lower metrics_num (--set metrics_num=N)")
         # all ranks build the evaluator: each generates (and embeds) its share of the images
@@ -29,9 +29,12 @@ class TrainingMetrics:
         t, cfg = self.trainer, self.cfg
         ph = t.phase()
         level = t.images.levels[ph.resolution]
-        names = [n for n in self.evaluator.opts.names if n != "swd" or ph.resolution >= 8]   # 7x7 patches
+        metrics = self.evaluator.opts.metrics()
+        names = [m.name for m in metrics if ph.resolution >= m.min_resolution]
         if not names:
-            log(f"metrics at kimg {t.cur_nimg / 1000:.1f}: skipped (SWD needs images of 8x8 or more)")
+            why = ", ".join(f"{m.name.upper()} needs images of {m.min_resolution}x{m.min_resolution} or more"
+                            for m in metrics)
+            log(f"metrics at kimg {t.cur_nimg / 1000:.1f}: skipped ({why})")
             return {}
         gen = LoadedGenerator(t.G_ema, cfg.net, t.device, "G_ema", ph.res_log2, ph.alpha, classes=t.classes)
         fake_fn, real_fn = image_sources(gen, level, cfg.seed)

@@ -11,6 +11,7 @@ import threading
 
 import numpy as np
 
+from ..metrics.registry import METRICS
 from ..util.errors import UsageError
 
 GROUPS = {"loss_d": "Loss/D", "loss_g": "Loss/G", "score_real": "Loss/score_real", "score_fake": "Loss/score_fake",
@@ -39,15 +40,7 @@ def open_events(setting: str, run_path: str, purge_nimg: int | None):
 
 def metric_scalars(name: str, value) -> dict[str, float]:
     """One metric's result as TensorBoard scalars."""
-    if name == "swd":
-        out = {f"Metrics/swd/{res}": float(v) for res, v in value["levels"].items()}
-        out["Metrics/swd/avg"] = float(value["avg"])
-        return out
-    if name == "is":
-        return {"Metrics/is": float(value["mean"])}
-    if name == "pr":
-        return {"Metrics/precision": float(value["precision"]), "Metrics/recall": float(value["recall"])}
-    return {f"Metrics/{name}": float(value)}
+    return {f"Metrics/{tag}": v for tag, v in METRICS[name].scalars(value).items()}
 
 
 def quiet_writer_thread_errors() -> None:
