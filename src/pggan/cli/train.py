@@ -44,10 +44,8 @@ from .app import friendly_errors, main
 def train(preset, config_file, sets, resume, init, dry_run, help_options, nproc, progress, **flags):
     """Train a progressive GAN; writes runs/NNNNN-<desc>/."""
     from ..config import options_markdown
-    from ..data.load import check_data
-    from ..schedule import check_batches
     from ..training.launch import auto_config, build_config, given_options, init_config, relaunch_with_torchrun, resume_config
-    from ..training.plan import RunRequest, plan_run
+    from ..training.plan import RunRequest, check_request, plan_run
     from ..training.progress import wanted
     from ..training.run import run_training
     from ..util.device import resolve_device
@@ -80,8 +78,7 @@ def train(preset, config_file, sets, resume, init, dry_run, help_options, nproc,
         if cfg.device.startswith("cuda:"):
             raise click.ClickException(f"--device {cfg.device} with --nproc {nproc}: each process uses the GPU of "
                                        f"its rank; choose the GPUs with CUDA_VISIBLE_DEVICES and --device cuda")
-        check_batches(cfg.sched, cfg.net, nproc)     # here, once, rather than by every process
-        check_data(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed, copies=nproc)
+        check_request(req, nproc)                  # here, once, rather than by every process
         sys.exit(relaunch_with_torchrun(nproc, sys.argv[1:]))
     result = run_training(req, progress=wanted(progress))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:

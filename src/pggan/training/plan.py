@@ -20,7 +20,7 @@ import torch
 from ..checkpoint import checkpoint_config, load_checkpoint
 from ..config import ConfigError, TrainConfig
 from ..data.base import ImageSet
-from ..data.load import load_images
+from ..data.load import check_data, load_images
 from ..schedule import check_batches, use_v2_batches
 from ..util.device import resolve_precision
 from ..util.dist import DistInfo
@@ -112,6 +112,15 @@ def plan_run(req: RunRequest, device: torch.device, info: DistInfo = DistInfo(),
                                   budget_family(cfg, req.given), labels.count if labels.kind == "clusters" else 0,
                                   log=notes.append)
     return RunSpec(req.config, cfg, start, path, labels, why, budget, tuple(notes)), images
+
+
+def check_request(req: RunRequest, processes: int) -> None:
+    """What the planner refuses before any data is decoded, for ``processes`` training processes on this
+    machine: the batches against the minibatch stddev's groups, data that is missing, has no images or would
+    not fit in memory. The --nproc parent asks this once, rather than every process after it starts."""
+    cfg = req.config
+    check_batches(cfg.sched, cfg.net, processes)
+    check_data(cfg.data, cfg.net.resolution, cfg.net.channels, cfg.data_count, cfg.seed, copies=processes)
 
 
 def run_data(cfg: TrainConfig, device: torch.device = torch.device("cpu")) -> tuple[TrainConfig, ImageSet]:
