@@ -263,3 +263,14 @@ def test_onnx_of_a_clustered_network_draws_its_class_in_the_graph(clustered, tmp
     drawn = DrawnClasses(gen.G, 4, 1.0, gen.classes.cumulative())(
         latents_for_seeds(seeds, 16), torch.from_numpy(class_uniforms(seeds)).float())
     assert torch.allclose(drawn, gen.generate(seeds=seeds).tensor, atol=1e-6)
+
+
+def test_grids_of_a_clustered_run_draw_from_the_prior_and_labelled_runs_show_classes_in_turn():
+    from pggan.training.trainer import grid_latents
+
+    cfg = TrainConfig(net=NetworkConfig(resolution=8, latent_size=8, label_size=4), grid_size=32)
+    _, onehot = grid_latents(cfg, PRIOR)
+    drawn = onehot.argmax(1).numpy()
+    assert _chi2(drawn, PRIOR.freqs) < 16.27 and _chi2(drawn, [0.25] * 4) > 100
+    _, onehot = grid_latents(cfg, ClassPrior(PRIOR.freqs, "labels"))               # the user's classes: each in turn
+    assert onehot.argmax(1).numpy().tolist()[:8] == [0, 1, 2, 3, 0, 1, 2, 3]

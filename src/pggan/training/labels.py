@@ -62,11 +62,6 @@ class Labels:
     def source(self) -> Source:
         return Source(self.count, "clusters" if self.kind == "clusters" else "data", self.centres, self.prior)
 
-    def class_prior(self) -> ClassPrior | None:
-        if not self.count:
-            return None
-        return ClassPrior(tuple(self.prior), "clusters" if self.kind == "clusters" else "labels")
-
 
 def decide(*, data_labels: int, conditional: bool | None, clusters: int, source: Source | None = None,
            resume: bool = False, budget_clusters: int = 0) -> Decision:
