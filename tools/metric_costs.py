@@ -41,6 +41,8 @@ def main() -> int:
     ap.add_argument("--vgg16")
     ap.add_argument("--metrics", default="swd,msssim,fid,is,kid,pr")
     ap.add_argument("--pairs", type=int, default=1000)
+    ap.add_argument("--together", action="store_true",
+                    help="evaluate the metrics in one pass (FID and KID share their features: one cost for both)")
     a = ap.parse_args()
     torch.manual_seed(0)
     images = load_images(a.data, a.resolution, 3, a.count, 0)
@@ -54,8 +56,10 @@ def main() -> int:
               f"{torch.get_num_threads()}; Inception: {'the given weights' if a.inception else 'random weights'}")
         print("| metric | what it measures | seconds per 1,000 images | floor (half vs half) |")
         print("| --- | --- | --- | --- |")
-        for name in a.metrics.split(","):
-            opts = MetricOptions([name], num=half, pairs=a.pairs, inception=inception, vgg16=a.vgg16,
+        groups = [a.metrics.split(",")] if a.together else [[name] for name in a.metrics.split(",")]
+        for names in groups:
+            name = names[0]
+            opts = MetricOptions(names, num=half, pairs=a.pairs, inception=inception, vgg16=a.vgg16,
                                  cache_dir=os.path.join(tmp, f"cache-{name}"), kid_subset_size=min(1000, half))
             ev = Evaluator(opts, torch.device("cpu"))
             start = time.time()
@@ -63,9 +67,10 @@ def main() -> int:
                             lambda idx: second[torch.as_tensor(np.asarray(idx))], half, "halves")
             seconds = time.time() - start
             per = seconds * 1000 / (2 * opts.pairs if name == "msssim" else half)
-            meaningful = name in ("swd", "msssim") or (name == "pr" and a.vgg16) or a.inception
-            floor = value(name, r) if meaningful else "n/a (random Inception weights)"
-            print(f"| {name} | {MEANING[name]} | {per:.2f} | {floor} |", flush=True)
+            for name in names:
+                meaningful = name in ("swd", "msssim") or (name == "pr" and a.vgg16) or a.inception
+                floor = value(name, r) if meaningful else "n/a (random Inception weights)"
+                print(f"| {name} | {MEANING[name]} | {per:.2f} | {floor} |", flush=True)
     return 0
 
 

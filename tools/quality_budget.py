@@ -15,6 +15,9 @@ their average):
 - `half`: the generated images of a random half of the seeds against the other half of the real set, and
   `floor`: the two halves against each other (two samples of the same data: what no generator can beat
   at this sample size),
+and with --fid (Inception weights, or `auto`: those `pggan metrics` finds) FID and KID (x1e3) of the first
+split's half of the generated files against the other half of the reals, and their floor (the two real
+halves: the same sample sizes), the real images' features cached in OUTDIR;
 `fake_vs_real` the mean of --swd-repeats SWDs with different random descriptors, `half` and `floor` the
 means over --splits random halves (the ratio of one network moved from 0.93 to 1.61 between splits of
 the emoji: the 16x16 level of a half is noisy),
@@ -25,6 +28,7 @@ run is appended to OUTDIR/quality.jsonl.
 """
 import argparse
 import glob
+import hashlib
 import json
 import os
 import subprocess
@@ -43,6 +47,9 @@ from pggan.checkpoint import checkpoint_config, list_checkpoints, load_checkpoin
 from pggan.data.clusters import cluster_labels
 from pggan.data.load import load_images
 from pggan.layers import fade_images
+from pggan.metrics.fid import frechet_distance
+from pggan.metrics.inception import load_inception
+from pggan.metrics.kid import kernel_inception_distance
 from pggan.metrics.swd import swd
 from pggan.networks import Discriminator, Generator
 from pggan.training.rundir import fakes_name, run_options
@@ -65,6 +72,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0, help="of the SWD halves and draws")
     ap.add_argument("--swd-repeats", type=int, default=3, help="SWDs with other descriptor draws, averaged")
     ap.add_argument("--splits", type=int, default=5, help="random halves the half comparison and floor average over")
+    ap.add_argument("--fid", metavar="WEIGHTS", help="also FID and KID of the first split (auto: the weights "
+                    "`pggan metrics` would find)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to pggan train")
     args = ap.parse_args()
     if args.network and not args.run:
@@ -127,6 +136,8 @@ def main() -> int:
     result["half_over_floor"] = result["half"]["avg"] / result["floor"]["avg"]
     if paired is not None:
         result["fake_vs_real_paired"] = mean([swd(paired, reals, seed=args.seed + i) for i in range(args.swd_repeats)])
+    if args.fid:
+        result.update(inception_scores(args, real_set, reals, fakes, halves[0]))
     ckpt_path = args.network if str(args.network).endswith(".pt") else (list_checkpoints(run) or [None])[-1]
     if ckpt_path:
         result["d_overfit"] = d_overfit(ckpt_path, reals, args.seed)
@@ -150,6 +161,10 @@ def main() -> int:
           f"(ratio {result['half_over_floor']:.2f}, per split {_ratios(result)}); "
           f"levels {_levels(result['half'])} vs floor {_levels(result['floor'])}; "
           f"{out_png}")
+    if "fid" in result:
+        print(f"FID of half the generated files vs the other half of the reals {result['fid']['half']:.2f}, floor "
+              f"{result['fid']['floor']:.2f} (ratio {result['fid']['half'] / result['fid']['floor']:.2f}); KID x1e3 "
+              f"{result['kid']['half']:.2f}, floor {result['kid']['floor']:.2f}")
     if paired is not None:
         p = result["fake_vs_real_paired"]["avg"]
         print(f"the same network with fake i drawn in real image i's cluster (not what any command writes): all "
@@ -157,6 +172,34 @@ def main() -> int:
     if "d_overfit" in result:
         print(f"D's overfitting heuristic (ADA's, 1 = memorised) on all real images: {result['d_overfit']['signal']:.2f}")
     return 0
+
+
+def inception_scores(args, real_set, reals: torch.Tensor, fakes: torch.Tensor, split) -> dict:
+    """FID and KID (x1e3) of fakes[a] against reals[b], and of reals[a] against reals[b] (the floor)."""
+    net = load_inception(None if args.fid == "auto" else args.fid)
+    key = f"{os.path.abspath(args.data)}|{args.resolution}|{len(reals)}|{net.weights_sha256}"
+    path = os.path.join(args.outdir, f"inception-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npy")
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return torch.cat([net(x[i:i + 64])[0] for i in range(0, len(x), 64)]).double()
+
+    if os.path.exists(path):
+        real_f = torch.from_numpy(np.load(path))
+    else:
+        real_f = features(reals)
+        np.save(path, real_f.numpy())
+    a, b = split
+    fake_f = features(fakes[a])
+
+    def fid(x, y):
+        x, y = x.numpy(), y.numpy()
+        return frechet_distance(x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False))
+
+    kid = lambda x, y: 1e3 * kernel_inception_distance(y, x, subset_size=min(1000, len(a)))  # noqa: E731
+    return {"fid": {"half": fid(fake_f, real_f[b]), "floor": fid(real_f[a], real_f[b]), "n": len(a),
+                    "weights": net.weights_path},
+            "kid": {"half": kid(fake_f, real_f[b]), "floor": kid(real_f[a], real_f[b])}}
 
 
 def generated_files(network: str, n: int) -> torch.Tensor:

@@ -11,11 +11,16 @@ from .app import DEVICE_OPTION, NETWORK_HELP, friendly_errors, main, progress_ba
 
 
 @main.command()
-@click.option("--network", required=True, type=click.Path(), help=NETWORK_HELP)
+@click.option("--network", type=click.Path(), help=NETWORK_HELP)
+@click.option("--images", type=click.Path(), help="instead of --network: score this folder of images (e.g. what "
+              "`pggan generate` wrote), all of them against as many real ones")
+@click.option("--resolution", type=int, help="with --images: resize them to this (default: their size)")
 @click.option("--data", required=True, help="the training data: a dataset, a folder or builtin:NAME")
-@click.option("--metrics", "names", default="swd,msssim", show_default=True,
-              help="comma-separated: swd, msssim, fid, is, kid (x1e3), pr (precision and recall)")
-@click.option("--num", default=2048, show_default=True, help="generated (and real) images for SWD, FID, IS (the paper: 16384)")
+@click.option("--metrics", "names",
+              help="comma-separated: swd, msssim, fid, is, kid (x1e3), pr (precision and recall)  [default: swd,msssim; "
+                   "with --images: swd]")
+@click.option("--num", default=2048, show_default=True,
+              help="generated (and real) images for SWD, FID, IS (the paper: 16384; with --images: all of them)")
 @click.option("--pairs", default=10000, show_default=True, help="MS-SSIM: pairs of generated images")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--inception", type=click.Path(dir_okay=False),
@@ -31,14 +36,33 @@ from .app import DEVICE_OPTION, NETWORK_HELP, friendly_errors, main, progress_ba
 @click.option("--real-baseline", is_flag=True, help="MS-SSIM: also measure pairs of real images (the paper's baseline)")
 @DEVICE_OPTION
 @friendly_errors
-def metrics(network, data, names, num, pairs, seed, inception, cache_dir, kid_subsets, kid_subset_size, vgg16, pr_k,
-            batch, real_baseline, device):
-    """SWD (x1e3 per level), MS-SSIM, FID, Inception Score, KID (x1e3), precision and recall of a generator."""
+def metrics(network, images, resolution, data, names, num, pairs, seed, inception, cache_dir, kid_subsets,
+            kid_subset_size, vgg16, pr_k, batch, real_baseline, device):
+    """SWD (x1e3 per level), MS-SSIM, FID, Inception Score, KID (x1e3), precision and recall of a generator
+    (--network) or of a folder of images (--images)."""
     from ..checkpoint import network_file
-    from ..metrics.evaluate import MetricOptions, append_results, evaluate_network, format_result
+    from ..metrics.evaluate import MetricOptions, append_results, evaluate_images, evaluate_network, format_result
 
+    if (network is None) == (images is None):
+        raise click.UsageError("give --network RUN (a generator to sample) or --images FOLDER (images to score), "
+                               "one of the two")
+    if resolution is not None and images is None:
+        raise click.UsageError("--resolution goes with --images (a network's images have its own resolution)")
+    names = names or ("swd" if images else "swd,msssim")
     opts = MetricOptions(names, num, pairs, seed, batch, inception, cache_dir, kid_subsets, kid_subset_size, vgg16,
                          pr_k).validate()
+    if images is not None:
+        if "msssim" in opts.names:
+            raise click.UsageError("MS-SSIM draws its own pairs of generated images, which a folder cannot give; "
+                                   "leave msssim out of --metrics with --images")
+        r = evaluate_images(images, data, opts, resolve_device(device), resolution)
+        for line in format_result(r):
+            click.echo(line)
+        click.echo(f"{r['num']} images of {images} against {r['num_real']} of {data} at {r['resolution']}x"
+                   f"{r['resolution']}")
+        if "inception" in r:
+            click.echo(f"Inception weights: {r['inception']}")
+        return
     network = network_file(network)       # a run directory: its results go beside the file read
     total = opts.images()
     bars = []                               # opened at the first image: nothing is shown before the work starts

@@ -11,7 +11,7 @@ from .base import IMAGE_EXTENSIONS, DataError, ImageSet
 from .builtin import BUILTIN
 from .create import ConvertOptions, prepare_many, select_keys
 from .dataset import is_dataset, open_dataset
-from .sources import open_source
+from .sources import FolderSource, open_source
 
 DECODE_WINDOW = 256          # files read and decoded at a time (their bytes are held only while they are)
 
@@ -51,6 +51,29 @@ def load_images(spec: str, resolution: int, channels: int, count: int, seed: int
         raise DataError(f"none of the {len(keys)} files in '{spec}' could be read; first problem: {report[0]}")
     return ImageSet.from_full(images[:kept], np.asarray(labels) if labels else None, len(source.label_names),
                               description=f"{source.describe()} ({kept} images, {bad} skipped)")
+
+
+def folder_images(folder: str, resolution: int | None = None, channels: int = 3) -> ImageSet:
+    """Every image of a folder (e.g. what ``pggan generate`` wrote), at ``resolution`` or, by default,
+    the size of its first image (sorted by name), which must be a square power of two."""
+    if not os.path.isdir(folder):
+        raise DataError(f"--images '{folder}' is not a folder; give the folder of images to score, e.g. the one "
+                        "`pggan generate --outdir` wrote")
+    names = FolderSource(folder).keys()
+    if not names:
+        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in '{folder}'")
+    if resolution is None:
+        from PIL import Image
+        try:
+            with Image.open(os.path.join(folder, names[0])) as im:
+                w, h = im.size
+        except OSError as e:
+            raise DataError(f"cannot read '{os.path.join(folder, names[0])}': {e}") from None
+        if w != h or w < 4 or w & (w - 1):
+            raise DataError(f"'{names[0]}' in '{folder}' is {w}x{h}, not a square power of two; give --resolution R "
+                            "to score the folder's images resized to RxR")
+        resolution = w
+    return load_images(folder, resolution, channels, len(names))
 
 
 def _check_exists(spec: str) -> None:

@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -299,6 +299,35 @@ def evaluate_network(network: str, data: str, opts: MetricOptions, device="cpu",
         result["msssim_real"] = evaluator.real_msssim(real_fn, len(level))
     result.update({"network": os.path.abspath(network), "data": data, "resolution": res, "alpha": gen.alpha,
                    "kimg": gen.kimg})
+    if evaluator.inception is not None:
+        result["inception"] = evaluator.inception.weights_path
+    return result
+
+
+def evaluate_images(folder: str, data: str, opts: MetricOptions, device="cpu", resolution: int | None = None) -> dict:
+    """A folder of images (``pggan generate``'s files, another tool's samples) against the data: all of
+    the folder's images against as many real ones (all of them where the data has no more), so that two
+    folders of equal size are scored in full, as pytorch-fid and FidHelper score them."""
+    from ..data.dataset import is_dataset, open_dataset
+    from ..data.load import folder_images, load_images
+
+    channels = open_dataset(data).channels if is_dataset(data) else 3
+    fakes = folder_images(folder, resolution, channels)
+    res = fakes.resolution
+    opts = replace(opts, num=len(fakes)).validate()
+    for m in opts.metrics():
+        if res < m.min_resolution:
+            raise UsageError(f"{m.name.upper()} needs images of {m.min_resolution}x{m.min_resolution} or more, but "
+                             f"the images of '{folder}' are {res}x{res}; leave {m.name} out of --metrics")
+    count = max(10000, opts.num)
+    reals = load_images(data, res, channels, count, opts.seed).levels[res]
+    fake_level = fakes.levels[res]
+    evaluator = Evaluator(opts, torch.device(device))
+    key = stats_key(data_fingerprint(data), count, opts.seed, channels, res, 1.0)
+    result = evaluator.evaluate(lambda idx: torch.from_numpy(np.asarray(fake_level[np.asarray(idx)])).float(),
+                                lambda idx: torch.from_numpy(np.asarray(reals[np.asarray(idx)])).float(),
+                                len(reals), key)
+    result.update({"images": os.path.abspath(folder), "data": data, "resolution": res, "num_real": min(opts.num, len(reals))})
     if evaluator.inception is not None:
         result["inception"] = evaluator.inception.weights_path
     return result
