@@ -36,7 +36,8 @@ def dataset():
 @click.option("--max-memory-mb", default=1024, show_default=True, help="memory bound of the conversion")
 @click.option("--compress-from", default=0, show_default=True, help="store levels of this resolution and above as PNG (0 = none)")
 @click.option("--overwrite", is_flag=True, help="replace DEST if it exists")
-@click.option("--progress/--no-progress", default=True)
+@click.option("--progress/--no-progress", default=None,
+              help="a progress bar (default: only when stderr is a terminal; a redirected log gets none)")
 @friendly_errors(interrupted="nothing was written (the partial dataset was removed)")
 def dataset_create(source, dest, resolution, kind, channels, square, small, background, labels, labels_file, landmarks,
                    max_count, count, shuffle_seed, max_bad_fraction, workers, max_memory_mb, compress_from, overwrite,

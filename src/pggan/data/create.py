@@ -215,8 +215,9 @@ def select_keys(source: Source, opts: ConvertOptions) -> list:
 
 
 def create_dataset(source: Source, dest: str, opts: ConvertOptions, overwrite: bool = False,
-                   progress: bool = True, stats: dict | None = None, echo=None) -> dict:
-    """Convert ``source`` into a dataset at ``dest``; returns the header. ``stats`` receives counters;
+                   progress: bool | None = None, stats: dict | None = None, echo=None) -> dict:
+    """Convert ``source`` into a dataset at ``dest``; returns the header. ``progress``: a bar on stderr
+    (None: only where stderr is a terminal, so that a redirected log has no carriage returns); ``stats`` receives counters;
     ``echo`` (a print function) hears of partial folders of ``dest`` left by a killed conversion and removed."""
     opts.validate()
     keys = select_keys(source, opts)
@@ -232,9 +233,9 @@ def create_dataset(source: Source, dest: str, opts: ConvertOptions, overwrite: b
     for path in writer.stale_partials if echo else ():
         echo(f"removed {path}: the partial output of an earlier conversion to {dest} that was killed")
     bar = None
-    if progress:
+    if progress is not False:
         from tqdm import tqdm
-        bar = tqdm(total=len(keys), unit="img", desc="converting")
+        bar = tqdm(total=len(keys), unit="img", desc="converting", disable=None if progress is None else False)
     pool = ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(os.getpid(),)) if workers > 1 else None
     try:
         batch = []
