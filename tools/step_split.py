@@ -4,10 +4,12 @@ FLOPs and GFLOP/s of each kind, and the slowest other calls; then the three 3x3 
 their own, on all threads and on one, in the step's precision.
 
     python tools/step_split.py [--res 32] [--steps 5] [--precision fp32|bf16]
+    python tools/step_split.py --budget-network 1 --top 64 --res 64     # a --budget run's own network (x1)
 """
 import argparse
 import collections
 import time
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +17,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from pggan.bench import DTYPES, reference_config
 from pggan.flops import conv_flops
-from pggan.schedule import Phase
+from pggan.presets import cpu_small, scaled_cpu_small
+from pggan.schedule import Phase, batch_for
 from pggan.training.plan import run_data
 from pggan.training.trainer import Trainer
 from pggan.util.timing import timeit
@@ -71,15 +74,25 @@ def kernels(dtype, n=16, c=128, r=32):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--res", type=int, default=32, choices=(4, 8, 16, 32))
+    ap.add_argument("--res", type=int, default=32, choices=(4, 8, 16, 32, 64, 128))
+    ap.add_argument("--budget-network", type=int, metavar="SCALE",
+                    help="instead: cpu-small's network times SCALE (1, 2, 4, 8), as --budget sizes it, at its batch")
+    ap.add_argument("--top", type=int, default=64, help="with --budget-network: the run's resolution")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     args = ap.parse_args()
-    cfg = reference_config(args.precision)
+    if args.budget_network:
+        cfg = cpu_small()
+        cfg.precision, cfg.data_count = args.precision, 256
+        cfg.net = scaled_cpu_small(replace(cfg.net, resolution=args.top), args.budget_network)
+        name, batch = f"cpu-small x{args.budget_network} ({args.top}x{args.top} run)", batch_for(args.res, cfg.sched)
+    else:
+        cfg, name, batch = reference_config(args.precision), "reference network", 16
     cfg, images = run_data(cfg)
     trainer = Trainer(cfg, images, torch.device("cpu"))
     k = args.res.bit_length() - 1
-    ph = Phase(kimg=0, lod=float(cfg.net.resolution_log2 - k), res_log2=k, alpha=1.0, batch=16, g_lr=1e-3, d_lr=1e-3)
+    ph = Phase(kimg=0, lod=float(cfg.net.resolution_log2 - k), res_log2=k, alpha=1.0, batch=batch, g_lr=1e-3,
+               d_lr=1e-3)
     for _ in range(2):
         trainer.step(ph)
     start = time.perf_counter()
@@ -91,7 +104,7 @@ def main():
         for _ in range(args.steps):
             trainer.step(ph)
     total = sum(timer.seconds.values())
-    print(f"reference network ({args.precision}), {args.res}x{args.res}, batch 16: {plain * 1e3:.0f} ms per step "
+    print(f"{name} ({args.precision}), {args.res}x{args.res}, batch {batch}: {plain * 1e3:.0f} ms per step "
           f"({total / args.steps * 1e3:.0f} ms in {timer.calls / args.steps:.0f} timed aten calls)")
     for kind, s in sorted(timer.seconds.items(), key=lambda kv: -kv[1]):
         gf = timer.flops[kind] / s / 1e9 if timer.flops[kind] else float("nan")
