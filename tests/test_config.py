@@ -29,7 +29,21 @@ def test_the_demo_preset_is_cpu_small_with_its_recipe_and_the_makefile_types_onl
     assert demo.net == small.net and demo.data == small.data
     makefile = (OPTIONS_DOC.parents[1] / "Makefile").read_text()
     train = [line.split() for line in makefile.splitlines() if "pggan train" in line]
-    assert len(train) == 1 and train[0][2:] == ["--preset", "demo", "--budget", "4m"], train
+    assert len(train) == 1 and train[0][2:] == ["--preset", "demo", "--budget", "$(DEMO_BUDGET)"], train
+    assert 'DEMO_BUDGET = $(shell $(PY) -c "from pggan.presets import demo_budget; print(demo_budget())")' in makefile
+
+
+def test_the_demo_gets_8_minutes_on_a_cpu_without_native_bf16(monkeypatch):
+    import torch
+
+    from pggan import presets
+    from pggan.util import device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for native, budget in ((True, "4m"), (False, "8m")):
+        monkeypatch.setattr(device, "cpu_has_native_bf16", lambda native=native: native)
+        assert presets.demo_budget() == budget
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert presets.demo_budget() == "4m"
 
 
 @pytest.mark.parametrize("key,value,msg", [
